@@ -1,0 +1,352 @@
+//! The read loop of one connection and what it does with each operation.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use rustc_hash::FxHashMap;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::outbound::{write_loop, WriterEnd};
+use super::{ClientShared, CloseReason, Subscription};
+use crate::proto::encode::{self, Message};
+use crate::proto::errors;
+use crate::proto::{ClientOp, ConnectOptions, Parser, Publish};
+use crate::router::Router;
+use crate::server::ServerState;
+use crate::subject;
+
+/// First read buffer size, as nats-server.
+const MIN_READ: usize = 512;
+/// Largest read buffer size.
+const MAX_READ: usize = 64 * 1024;
+/// The first server PING comes this soon (or at ping_interval, if shorter).
+const FIRST_PING: Duration = Duration::from_secs(2);
+
+/// The INFO line for one client.
+fn info_line(state: &ServerState, cid: u64, peer: SocketAddr) -> Vec<u8> {
+    let mut info = state.info.clone();
+    info.client_id = cid;
+    info.client_ip = peer.ip().to_string();
+    info.to_line()
+}
+
+/// Tells a client the server is full, then closes it.
+pub(crate) async fn refuse<W: AsyncWrite + Unpin>(state: &ServerState, cid: u64, peer: SocketAddr, mut writer: W) {
+    let mut bytes = BytesMut::from(&info_line(state, cid, peer)[..]);
+    encode::err(&mut bytes, errors::MAX_CONNECTIONS_EXCEEDED);
+    let _ = tokio::time::timeout(state.opts.write_deadline, async {
+        writer.write_all(&bytes).await?;
+        writer.shutdown().await
+    })
+    .await;
+    debug!(cid, %peer, "Client connection closed: {}", CloseReason::MaxConnectionsExceeded);
+}
+
+/// Runs a connection: sends INFO, starts the writer, reads until the connection ends, then
+/// removes its subscriptions and waits for the writer to finish.
+pub(crate) async fn run<R, W>(state: Arc<ServerState>, cid: u64, peer: SocketAddr, reader: R, writer: W)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let shared = Arc::new(ClientShared::new(cid, state.opts.max_pending));
+    let _ = shared.outbound.push_bytes(&info_line(&state, cid, peer));
+    let writer_task = {
+        let shared = Arc::clone(&shared);
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            match write_loop(&shared.outbound, writer, state.opts.write_deadline).await {
+                WriterEnd::Done => {}
+                WriterEnd::WriteError => {
+                    shared.close(CloseReason::WriteError);
+                }
+                WriterEnd::Deadline => state.slow_consumer(&shared, CloseReason::SlowConsumerWriteDeadline),
+            }
+        })
+    };
+    shared.outbound.wake();
+
+    let mut conn = Conn::new(Arc::clone(&state), Arc::clone(&shared), cid);
+    let reason = conn.read_loop(reader).await;
+    shared.close(reason);
+    conn.remove_all_subscriptions();
+    let _ = writer_task.await;
+    let reason = shared.close_reason().unwrap_or(reason);
+    debug!(cid, %peer, "Client connection closed: {reason}");
+}
+
+/// What woke the read loop.
+enum Event {
+    Read(std::io::Result<usize>),
+    Ping,
+    Closed(CloseReason),
+}
+
+/// A connection's protocol state, owned by its read loop.
+struct Conn {
+    state: Arc<ServerState>,
+    shared: Arc<ClientShared>,
+    opts: ConnectOptions,
+    subs: FxHashMap<Box<[u8]>, Arc<Subscription>>,
+    router: Router,
+    parser: Parser,
+    pings_out: u32,
+    last_in: Instant,
+    /// Messages and bytes received since the counters were last added to the server's.
+    in_msgs: u64,
+    in_bytes: u64,
+}
+
+impl Conn {
+    fn new(state: Arc<ServerState>, shared: Arc<ClientShared>, cid: u64) -> Self {
+        let parser = Parser::new(state.opts.max_control_line, state.opts.max_payload);
+        Conn {
+            state,
+            shared,
+            opts: ConnectOptions::default(),
+            subs: FxHashMap::default(),
+            router: Router::new(cid.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ rand::random::<u64>()),
+            parser,
+            pings_out: 0,
+            last_in: Instant::now(),
+            in_msgs: 0,
+            in_bytes: 0,
+        }
+    }
+
+    async fn read_loop<R: AsyncRead + Unpin>(&mut self, mut reader: R) -> CloseReason {
+        let mut buf = BytesMut::with_capacity(MIN_READ);
+        let mut read_size = MIN_READ;
+        let ping_interval = self.state.opts.ping_interval;
+        let ping = tokio::time::sleep(ping_interval.min(FIRST_PING));
+        tokio::pin!(ping);
+        let mut first_ping = true;
+        loop {
+            let want = self.parser.needed().saturating_sub(buf.len()).max(read_size);
+            if buf.capacity() - buf.len() < want {
+                buf.reserve(want);
+            }
+            let spare = buf.capacity() - buf.len();
+            let event = tokio::select! {
+                biased;
+                _ = self.shared.kill.notified() => Event::Closed(self.shared.close_reason().unwrap_or(CloseReason::ServerShutdown)),
+                _ = self.state.shutdown.cancelled() => Event::Closed(CloseReason::ServerShutdown),
+                _ = &mut ping => Event::Ping,
+                r = reader.read_buf(&mut buf) => Event::Read(r),
+            };
+            let n = match event {
+                Event::Closed(reason) => return reason,
+                Event::Ping => {
+                    let result = self.on_ping_timer(first_ping);
+                    first_ping = false;
+                    ping.as_mut().reset(Instant::now() + ping_interval);
+                    self.router.flush(&self.state).await;
+                    match result {
+                        Ok(()) => continue,
+                        Err(reason) => return reason,
+                    }
+                }
+                Event::Read(Ok(0)) => return CloseReason::ClientClosed,
+                Event::Read(Err(_)) => return CloseReason::ReadError,
+                Event::Read(Ok(n)) => n,
+            };
+            self.last_in = Instant::now();
+            let result = self.process(&mut buf);
+            self.state.stats.add_in(self.in_msgs, self.in_bytes);
+            self.in_msgs = 0;
+            self.in_bytes = 0;
+            self.router.flush(&self.state).await;
+            if let Err(reason) = result {
+                return reason;
+            }
+            // Grow the read size while reads fill the buffer, shrink it after short reads.
+            if n >= spare {
+                read_size = (read_size * 2).min(MAX_READ);
+            } else if n < read_size / 2 {
+                read_size = (read_size / 2).max(MIN_READ);
+            }
+            if buf.is_empty() && buf.capacity() > read_size * 2 {
+                buf = BytesMut::with_capacity(read_size);
+            }
+        }
+    }
+
+    /// Handles every whole operation in `buf`, dropping the bytes each one took.
+    fn process(&mut self, buf: &mut BytesMut) -> Result<(), CloseReason> {
+        loop {
+            let (used, result) = match self.parser.parse(&buf[..]) {
+                Ok(Some((op, used))) => (used, self.handle(op)),
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    debug!(cid = self.shared.cid, "Client parser ERROR: {e}");
+                    if let Some(text) = e.client_text() {
+                        self.send_err(text);
+                    }
+                    return Err(CloseReason::ProtocolViolation);
+                }
+            };
+            buf.advance(used);
+            result?;
+        }
+    }
+
+    fn handle(&mut self, op: ClientOp<'_>) -> Result<(), CloseReason> {
+        match op {
+            ClientOp::Pub(p) => self.on_pub(&p),
+            ClientOp::Sub { subject, queue, sid } => {
+                self.on_sub(subject, queue, sid);
+                Ok(())
+            }
+            ClientOp::Unsub { sid, max } => {
+                self.on_unsub(sid, max);
+                Ok(())
+            }
+            ClientOp::Ping => {
+                self.reply(encode::PONG);
+                Ok(())
+            }
+            ClientOp::Pong => {
+                self.pings_out = 0;
+                Ok(())
+            }
+            ClientOp::Connect(json) => self.on_connect(json),
+            ClientOp::Ok | ClientOp::Info => Ok(()),
+            ClientOp::Err => Err(CloseReason::ProtocolViolation),
+        }
+    }
+
+    /// Queues protocol bytes for this client.
+    fn reply(&mut self, bytes: &[u8]) {
+        let _ = self.shared.outbound.push_bytes(bytes);
+        self.router.touch(&self.shared);
+    }
+
+    fn send_err(&mut self, text: &str) {
+        let _ = self.shared.outbound.push_with(|b| encode::err(b, text));
+        self.router.touch(&self.shared);
+    }
+
+    fn ok(&mut self) {
+        if self.opts.verbose {
+            self.reply(encode::OK);
+        }
+    }
+
+    fn on_connect(&mut self, json: &[u8]) -> Result<(), CloseReason> {
+        if let Err(e) = self.opts.apply(json) {
+            debug!(cid = self.shared.cid, "CONNECT refused: {e}");
+            if let Some(text) = e.client_text() {
+                self.send_err(text);
+            }
+            return Err(CloseReason::ProtocolViolation);
+        }
+        self.shared.set_headers(self.opts.headers);
+        self.ok();
+        Ok(())
+    }
+
+    fn on_pub(&mut self, p: &Publish<'_>) -> Result<(), CloseReason> {
+        if p.has_headers && !self.opts.headers {
+            return Err(CloseReason::ProtocolViolation);
+        }
+        self.in_msgs += 1;
+        self.in_bytes += p.payload.len() as u64;
+        if self.opts.pedantic && !subject::is_valid_literal(p.subject) {
+            // nats-server reports it and still delivers the message.
+            self.send_err(errors::INVALID_PUBLISH_SUBJECT);
+        }
+        self.ok();
+        let msg = Message { subject: p.subject, reply: p.reply, header_len: p.header_len, payload: p.payload };
+        let delivered = self.router.publish(&self.state, &self.shared, self.opts.echo, &msg);
+        if !delivered && self.opts.no_responders {
+            if let Some(reply) = p.reply {
+                self.no_responders(reply);
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers a request that reached no one with a 503 status, on the requester's own
+    /// subscription for the reply subject.
+    fn no_responders(&mut self, reply: &[u8]) {
+        let Some(sub) = self.subs.values().find(|s| !s.is_removed() && subject::matches(&s.subject, reply)) else {
+            return;
+        };
+        let status = Message {
+            subject: reply,
+            reply: None,
+            header_len: encode::NO_RESPONDERS_HEADER.len(),
+            payload: encode::NO_RESPONDERS_HEADER,
+        };
+        let _ = self.shared.outbound.push_msg(&status, &sub.sid, true);
+        self.router.touch(&self.shared);
+    }
+
+    fn on_sub(&mut self, subject: &[u8], queue: Option<&[u8]>, sid: &[u8]) {
+        if !subject::is_valid_subscription(subject) || queue.is_some_and(|q| !subject::is_valid_queue(q)) {
+            self.send_err(errors::INVALID_SUBJECT);
+            return;
+        }
+        if let Some(existing) = self.subs.get(sid) {
+            if !existing.is_removed() {
+                // nats-server ignores a SUB that reuses a live sid.
+                self.ok();
+                return;
+            }
+            self.subs.remove(sid);
+        }
+        let max_subs = self.state.opts.max_subscriptions;
+        if max_subs > 0 && self.subs.len() >= max_subs {
+            self.subs.retain(|_, s| !s.is_removed());
+            if self.subs.len() >= max_subs {
+                self.send_err(errors::MAX_SUBSCRIPTIONS_EXCEEDED);
+                return;
+            }
+        }
+        let sub = Arc::new(Subscription::new(Arc::clone(&self.shared), subject, queue, sid));
+        self.state.sublist.insert(Arc::clone(&sub));
+        self.subs.insert(sid.into(), sub);
+        self.ok();
+    }
+
+    fn on_unsub(&mut self, sid: &[u8], max: Option<u64>) {
+        if let Some(sub) = self.subs.get(sid) {
+            let remove_now = match max {
+                Some(max) => sub.set_max(max),
+                None => true,
+            };
+            if remove_now {
+                if let Some(sub) = self.subs.remove(sid) {
+                    self.state.remove_subscription(&sub);
+                }
+            }
+        }
+        self.ok();
+    }
+
+    fn on_ping_timer(&mut self, first: bool) -> Result<(), CloseReason> {
+        if !first && self.last_in.elapsed() < self.state.opts.ping_interval {
+            return Ok(());
+        }
+        if self.pings_out + 1 > self.state.opts.ping_max {
+            debug!(cid = self.shared.cid, "Stale Client Connection - Closing");
+            self.send_err(errors::STALE_CONNECTION);
+            self.state.stats.stale_connections.fetch_add(1, Ordering::Relaxed);
+            return Err(CloseReason::StaleConnection);
+        }
+        self.reply(encode::PING);
+        self.pings_out += 1;
+        Ok(())
+    }
+
+    fn remove_all_subscriptions(&mut self) {
+        for (_, sub) in self.subs.drain() {
+            self.state.remove_subscription(&sub);
+        }
+    }
+}

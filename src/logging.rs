@@ -1,0 +1,145 @@
+//! Log output in nats-server's format: `[pid] 2006/01/02 15:04:05.000000 [INF] message`.
+//!
+//! Tools that drive nats-server read its log (the official clients' test harnesses look for
+//! `Listening for client connections on host:port`), so Courier writes the same shape, to
+//! standard error or to a log file.
+
+use std::fmt;
+use std::fs::OpenOptions;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::registry::LookupSpan;
+
+/// How much to log and where.
+#[derive(Debug, Clone, Default)]
+pub struct LogOptions {
+    /// Debug messages too (`-D`).
+    pub debug: bool,
+    /// Protocol trace messages too (`-V`).
+    pub trace: bool,
+    /// Print the date and time on each line (`-T`, on by default).
+    pub logtime: bool,
+    /// Write to this file instead of standard error (`-l`).
+    pub file: Option<PathBuf>,
+}
+
+/// Formats events as nats-server does.
+struct NatsFormat {
+    pid: u32,
+    logtime: bool,
+}
+
+/// Collects an event's message and its other fields.
+#[derive(Default)]
+struct Fields {
+    message: String,
+    prefix: String,
+}
+
+impl Visit for Fields {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        use std::fmt::Write;
+        if field.name() == "message" {
+            let _ = write!(self.message, "{value:?}");
+        } else {
+            let _ = write!(self.prefix, "{}:{:?} - ", field.name(), value);
+        }
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.message.push_str(value);
+        } else {
+            self.prefix.push_str(&format!("{}:{} - ", field.name(), value));
+        }
+    }
+}
+
+/// `2006/01/02 15:04:05.000000` in UTC.
+fn timestamp(now: SystemTime) -> String {
+    let d = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}/{month:02}/{day:02} {:02}:{:02}:{:02}.{:06}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_micros()
+    )
+}
+
+impl<S, N> FormatEvent<S, N> for NatsFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(&self, _ctx: &FmtContext<'_, S, N>, mut w: Writer<'_>, event: &Event<'_>) -> fmt::Result {
+        let level = match *event.metadata().level() {
+            Level::ERROR => "ERR",
+            Level::WARN => "WRN",
+            Level::INFO => "INF",
+            Level::DEBUG => "DBG",
+            Level::TRACE => "TRC",
+        };
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        write!(w, "[{}] ", self.pid)?;
+        if self.logtime {
+            write!(w, "{} ", timestamp(SystemTime::now()))?;
+        }
+        writeln!(w, "[{level}] {}{}", fields.prefix, fields.message)
+    }
+}
+
+/// Installs the global logger. Fails when the log file cannot be opened.
+pub fn init(opts: &LogOptions) -> io::Result<()> {
+    let level = if opts.trace {
+        Level::TRACE
+    } else if opts.debug {
+        Level::DEBUG
+    } else {
+        Level::INFO
+    };
+    let format = NatsFormat { pid: std::process::id(), logtime: opts.logtime };
+    let builder = tracing_subscriber::fmt().with_max_level(level).event_format(format);
+    let result = match &opts.file {
+        Some(path) => {
+            let file = OpenOptions::new().create(true).append(true).open(path)?;
+            builder.with_writer(Mutex::new(file)).try_init()
+        }
+        None => builder.with_writer(io::stderr).try_init(),
+    };
+    // A logger installed already (in tests) is fine.
+    let _ = result;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn formats_time_like_nats_server() {
+        let t = UNIX_EPOCH + Duration::from_micros(1_700_000_000_123_456);
+        assert_eq!(timestamp(t), "2023/11/14 22:13:20.123456");
+        assert_eq!(timestamp(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000/02/29 00:00:00.000000");
+    }
+}

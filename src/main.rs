@@ -1,0 +1,256 @@
+//! The `courier` server binary: nats-server's command line, logging and signals.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use courier::logging::{self, LogOptions};
+use courier::{Options, Server};
+use tracing::{info, warn};
+
+/// Courier: a NATS-protocol message broker.
+///
+/// Flags follow nats-server's. Clustering, leaf nodes and JetStream are not served yet:
+/// --routes, --cluster, --cluster_name and -js are refused; --store_dir is accepted and ignored
+/// (it only matters with JetStream).
+#[derive(Debug, Parser)]
+#[command(name = "courier", version, disable_version_flag = true)]
+struct Cli {
+    /// Port to listen on for clients (-1 picks a free port).
+    #[arg(short = 'p', long = "port", allow_negative_numbers = true)]
+    port: Option<i32>,
+    /// Address to bind the client listener to (also --net).
+    #[arg(short = 'a', long = "addr", visible_alias = "net")]
+    addr: Option<String>,
+    /// Server name (also --server_name).
+    #[arg(short = 'n', long = "name", visible_alias = "server_name")]
+    name: Option<String>,
+    /// Configuration file.
+    #[arg(short = 'c', long = "config")]
+    config: Option<PathBuf>,
+    /// Check the configuration file and exit.
+    #[arg(short = 't')]
+    check_config: bool,
+    /// Log file.
+    #[arg(short = 'l', long = "log")]
+    log: Option<PathBuf>,
+    /// File to write the process id to.
+    #[arg(short = 'P', long = "pid")]
+    pid: Option<PathBuf>,
+    /// Log debug messages.
+    #[arg(short = 'D', long = "debug")]
+    debug: bool,
+    /// Log protocol traces.
+    #[arg(short = 'V', long = "trace")]
+    trace: bool,
+    /// Print timestamps in the log (on by default).
+    #[arg(short = 'T', long = "logtime", num_args = 0..=1, default_missing_value = "true")]
+    logtime: Option<bool>,
+    /// HTTP monitoring port (not served yet; accepted).
+    #[arg(short = 'm', long = "http_port")]
+    http_port: Option<u16>,
+    /// Send a signal to a running server: stop, quit, term, reload, reopen or ldm, optionally
+    /// as SIGNAL=PID (also -sl).
+    #[arg(long = "signal")]
+    signal: Option<String>,
+    /// Storage directory for JetStream (accepted and ignored).
+    #[arg(long = "store_dir", visible_alias = "sd")]
+    store_dir: Option<PathBuf>,
+    /// Enable JetStream (not supported).
+    #[arg(long = "jetstream")]
+    jetstream: bool,
+    /// Cluster URL (not supported).
+    #[arg(long = "cluster")]
+    cluster: Option<String>,
+    /// Cluster name (not supported).
+    #[arg(long = "cluster_name")]
+    cluster_name: Option<String>,
+    /// Routes to other servers (not supported).
+    #[arg(long = "routes")]
+    routes: Option<String>,
+    /// Print the version and exit.
+    #[arg(short = 'v', long = "version")]
+    version: bool,
+}
+
+/// Rewrites nats-server's multi-letter single-dash flags (`-sl`, `-js`, `-DV`, `-port`) into
+/// forms clap parses.
+fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
+    let longs = [
+        "port",
+        "addr",
+        "net",
+        "name",
+        "server_name",
+        "config",
+        "log",
+        "pid",
+        "debug",
+        "trace",
+        "logtime",
+        "http_port",
+        "signal",
+        "store_dir",
+        "sd",
+        "jetstream",
+        "cluster",
+        "cluster_name",
+        "routes",
+        "version",
+        "help",
+    ];
+    let mut out = Vec::new();
+    for arg in args {
+        let (flag, value) = match arg.split_once('=') {
+            Some((f, v)) => (f.to_string(), Some(v.to_string())),
+            None => (arg.clone(), None),
+        };
+        let rewritten = match flag.as_str() {
+            "-sl" => Some("--signal".to_string()),
+            "-js" => Some("--jetstream".to_string()),
+            "-DV" | "-VD" => {
+                out.push("-D".to_string());
+                out.push("-V".to_string());
+                continue;
+            }
+            f if f.len() > 2 && f.starts_with('-') && !f.starts_with("--") && longs.contains(&&f[1..]) => {
+                Some(format!("-{f}"))
+            }
+            _ => None,
+        };
+        match (rewritten, value) {
+            (Some(f), Some(v)) => out.push(format!("{f}={v}")),
+            (Some(f), None) => out.push(f),
+            (None, _) => out.push(arg),
+        }
+    }
+    out
+}
+
+/// Sends `--signal` to a running server.
+fn send_signal(spec: &str) -> Result<()> {
+    let (name, target) = match spec.split_once('=') {
+        Some((n, t)) => (n, Some(t)),
+        None => (spec, None),
+    };
+    let sig = match name {
+        "stop" => libc::SIGKILL,
+        "quit" => libc::SIGINT,
+        "term" => libc::SIGTERM,
+        "reload" => libc::SIGHUP,
+        "reopen" => libc::SIGUSR1,
+        "ldm" => libc::SIGUSR2,
+        other => bail!("unknown signal {other:?}"),
+    };
+    let Some(target) = target else {
+        bail!("no pid given: use --signal {name}=<pid or pid file>");
+    };
+    let pid: i32 = match target.parse() {
+        Ok(pid) => pid,
+        Err(_) => std::fs::read_to_string(target)
+            .with_context(|| format!("reading pid file {target}"))?
+            .trim()
+            .parse()
+            .with_context(|| format!("pid file {target} does not hold a pid"))?,
+    };
+    // SAFETY: kill(2) with a pid and a signal number has no memory-safety preconditions.
+    if unsafe { libc::kill(pid, sig) } != 0 {
+        bail!("signal to {pid} failed: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn options_from(cli: &Cli) -> Result<Options> {
+    if cli.jetstream || cli.cluster.is_some() || cli.routes.is_some() || cli.cluster_name.is_some() {
+        bail!("clustering and JetStream are not supported by this server");
+    }
+    let mut opts = Options::default();
+    if let Some(port) = cli.port {
+        opts.port = match port {
+            -1 => 0,
+            p => u16::try_from(p).with_context(|| format!("invalid port {p}"))?,
+        };
+    }
+    if let Some(addr) = &cli.addr {
+        opts.host = addr.clone();
+    }
+    if let Some(name) = &cli.name {
+        opts.server_name = name.clone();
+    }
+    Ok(opts)
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        // Without signal handlers the server runs until killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if cli.version {
+        println!(
+            "courier: v{} (nats-server {} compatible)",
+            env!("CARGO_PKG_VERSION"),
+            courier::server::COMPAT_VERSION
+        );
+        return Ok(());
+    }
+    if let Some(spec) = &cli.signal {
+        return send_signal(spec);
+    }
+    let opts = options_from(&cli)?;
+    if cli.check_config {
+        println!("configuration is ok");
+        return Ok(());
+    }
+    logging::init(&LogOptions {
+        debug: cli.debug,
+        trace: cli.trace,
+        logtime: cli.logtime.unwrap_or(true),
+        file: cli.log.clone(),
+    })
+    .context("opening the log file")?;
+    if let Some(pid_file) = &cli.pid {
+        std::fs::write(pid_file, std::process::id().to_string())
+            .with_context(|| format!("writing pid file {}", pid_file.display()))?;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        info!("Starting courier {}", env!("CARGO_PKG_VERSION"));
+        if cli.http_port.is_some() {
+            warn!("HTTP monitoring is not served yet; -m is ignored");
+        }
+        let server = Server::bind(opts).await.context("binding the client listener")?;
+        let handle = server.handle();
+        tokio::spawn(async move {
+            wait_for_stop_signal().await;
+            info!("Trapped signal; shutting down");
+            handle.shutdown();
+        });
+        server.run().await;
+        Ok::<(), anyhow::Error>(())
+    })?;
+    if let Some(pid_file) = &cli.pid {
+        let _ = std::fs::remove_file(pid_file);
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(normalize_args(std::env::args()));
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("courier: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Every server setting, with nats-server's defaults.
+//!
+//! `Options` is plain data: the command line and the config file fill it in, and the server reads
+//! it when it starts. Keeping it free of behaviour lets tests build a server with exactly the
+//! limits they want to exercise.
+
+use std::time::Duration;
+
+/// Default client port, as nats-server.
+pub const DEFAULT_PORT: u16 = 4222;
+/// Default largest payload a client may publish: 1 MiB.
+pub const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+/// Default longest control line (a protocol line without its payload).
+pub const DEFAULT_MAX_CONTROL_LINE: usize = 4096;
+/// Default outbound bytes a consumer may have pending before it is cut off as slow: 64 MiB.
+pub const DEFAULT_MAX_PENDING: usize = 64 * 1024 * 1024;
+/// Default limit on concurrent client connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64 * 1024;
+
+/// The settings a server runs with.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Address to bind the client listener to.
+    pub host: String,
+    /// Client port; 0 picks a free port (the command line's `-p -1`).
+    pub port: u16,
+    /// Name sent in INFO; defaults to the server id when empty.
+    pub server_name: String,
+    /// Largest payload (headers included) a client may publish.
+    pub max_payload: usize,
+    /// Longest protocol line accepted, payload excluded.
+    pub max_control_line: usize,
+    /// Outbound bytes a consumer may have queued before it is closed as a slow consumer.
+    pub max_pending: usize,
+    /// Concurrent client connections allowed; more are told so and closed.
+    pub max_connections: usize,
+    /// Subscriptions one connection may hold; 0 means no limit.
+    pub max_subscriptions: usize,
+    /// How often the server pings an idle client.
+    pub ping_interval: Duration,
+    /// Unanswered pings after which a client is a stale connection.
+    pub ping_max: u32,
+    /// How long one flush to a client may block before it counts as a slow consumer.
+    pub write_deadline: Duration,
+    /// How long a client has to send CONNECT when authentication is required.
+    pub auth_timeout: Duration,
+    /// How long a graceful shutdown waits for connections to flush before it gives up.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            host: "0.0.0.0".to_string(),
+            port: DEFAULT_PORT,
+            server_name: String::new(),
+            max_payload: DEFAULT_MAX_PAYLOAD,
+            max_control_line: DEFAULT_MAX_CONTROL_LINE,
+            max_pending: DEFAULT_MAX_PENDING,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_subscriptions: 0,
+            ping_interval: Duration::from_secs(120),
+            ping_max: 2,
+            write_deadline: Duration::from_secs(10),
+            auth_timeout: Duration::from_secs(2),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! The INFO message a server sends first on every connection.
+
+use serde::Serialize;
+
+/// The fields nats-server sends in INFO, in its order, with the ones that do not apply left out.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerInfo {
+    /// Unique id of this server process.
+    pub server_id: String,
+    /// Configured name, else the id.
+    pub server_name: String,
+    /// The nats-server version whose behaviour Courier follows; clients gate features on it.
+    pub version: String,
+    /// Protocol level: 1.
+    pub proto: u32,
+    /// What nats-server reports as its Go version; Courier names its own build here.
+    pub go: String,
+    /// Listening host.
+    pub host: String,
+    /// Listening port.
+    pub port: u16,
+    /// The server understands HPUB/HMSG.
+    pub headers: bool,
+    /// Clients must authenticate in CONNECT.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub auth_required: bool,
+    /// Clients must upgrade to TLS.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_required: bool,
+    /// Largest payload accepted.
+    pub max_payload: usize,
+    /// This connection's id.
+    pub client_id: u64,
+    /// The address the client connected from.
+    pub client_ip: String,
+    /// Lame duck mode: the server is about to go away.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub ldm: bool,
+}
+
+impl ServerInfo {
+    /// The INFO line: `INFO {json} \r\n`, with the space before CRLF that nats-server writes.
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut line = b"INFO ".to_vec();
+        // Serializing plain strings and numbers cannot fail.
+        if serde_json::to_writer(&mut line, self).is_err() {
+            line.extend_from_slice(b"{}");
+        }
+        line.extend_from_slice(b" \r\n");
+        line
+    }
+}

@@ -1,0 +1,251 @@
+//! The server: the listener that accepts clients, the state every connection shares, and
+//! graceful shutdown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, error, info, warn};
+
+use crate::client::{conn, ClientShared, CloseReason, Subscription};
+use crate::options::Options;
+use crate::proto::info::ServerInfo;
+use crate::sublist::Sublist;
+
+/// The nats-server version whose client-visible behaviour Courier follows, sent in INFO.
+pub const COMPAT_VERSION: &str = "2.9.10";
+
+/// Server-wide counters, for monitoring. Publishers add to them once per read, not per message.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Messages received from clients.
+    pub in_msgs: AtomicU64,
+    /// Payload bytes received from clients.
+    pub in_bytes: AtomicU64,
+    /// Messages delivered to clients.
+    pub out_msgs: AtomicU64,
+    /// Payload bytes delivered to clients.
+    pub out_bytes: AtomicU64,
+    /// Clients closed as slow consumers.
+    pub slow_consumers: AtomicU64,
+    /// Clients closed for not answering pings.
+    pub stale_connections: AtomicU64,
+    /// Times a publisher was stalled for a backed-up consumer.
+    pub stalls: AtomicU64,
+    /// Clients connected now.
+    pub connections: AtomicUsize,
+    /// Clients accepted since start.
+    pub total_connections: AtomicU64,
+}
+
+impl ServerStats {
+    /// Adds a batch of received messages.
+    pub fn add_in(&self, msgs: u64, bytes: u64) {
+        if msgs > 0 {
+            self.in_msgs.fetch_add(msgs, Ordering::Relaxed);
+            self.in_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// Adds a batch of delivered messages.
+    pub fn add_out(&self, msgs: u64, bytes: u64) {
+        if msgs > 0 {
+            self.out_msgs.fetch_add(msgs, Ordering::Relaxed);
+            self.out_bytes.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+}
+
+/// What every connection shares: options, the subject trie, counters and the shutdown signal.
+pub struct ServerState {
+    /// The options the server started with.
+    pub opts: Options,
+    /// INFO as every client gets it, before its own id and address are filled in.
+    pub info: ServerInfo,
+    /// Every subscription of every client.
+    pub sublist: Sublist<Subscription>,
+    /// Counters.
+    pub stats: ServerStats,
+    /// Pending bytes past which a consumer stalls its publishers (75% of max_pending).
+    pub high_water: usize,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+    next_cid: AtomicU64,
+}
+
+impl ServerState {
+    /// Removes a subscription from the trie once, whoever asks first.
+    pub fn remove_subscription(&self, sub: &Arc<Subscription>) {
+        if sub.mark_removed() {
+            self.sublist.remove(sub);
+        }
+    }
+
+    /// Closes `client` as a slow consumer, counting and logging it once.
+    pub fn slow_consumer(&self, client: &ClientShared, reason: CloseReason) {
+        if client.close(reason) {
+            self.stats.slow_consumers.fetch_add(1, Ordering::Relaxed);
+            match reason {
+                CloseReason::SlowConsumerWriteDeadline => warn!(
+                    cid = client.cid,
+                    "Slow Consumer Detected: WriteDeadline of {:?} exceeded", self.opts.write_deadline
+                ),
+                _ => {
+                    warn!(cid = client.cid, "Slow Consumer Detected: MaxPending of {} Exceeded", self.opts.max_pending)
+                }
+            }
+        }
+    }
+
+    pub(crate) fn next_cid(&self) -> u64 {
+        self.next_cid.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// A bound server, ready to [`run`](Server::run).
+pub struct Server {
+    state: Arc<ServerState>,
+    listener: TcpListener,
+    tracker: TaskTracker,
+}
+
+/// A handle to a running server: its address, its counters, and a way to stop it.
+#[derive(Clone)]
+pub struct ServerHandle {
+    state: Arc<ServerState>,
+    addr: SocketAddr,
+}
+
+impl ServerHandle {
+    /// Where clients connect.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Starts a graceful shutdown: stop accepting, flush and close every client.
+    pub fn shutdown(&self) {
+        self.state.shutdown.cancel();
+    }
+
+    /// The shared state, for counters and monitoring.
+    pub fn state(&self) -> &Arc<ServerState> {
+        &self.state
+    }
+}
+
+/// A server id in nats-server's form: `N` and 55 base32 characters.
+fn new_server_id() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let mut rng = rand::thread_rng();
+    std::iter::once('N').chain((0..55).map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)).collect()
+}
+
+impl Server {
+    /// Binds the client listener. `opts.port` 0 picks a free port.
+    pub async fn bind(opts: Options) -> io::Result<Server> {
+        let listener = TcpListener::bind((opts.host.as_str(), opts.port)).await?;
+        let addr = listener.local_addr()?;
+        let server_id = new_server_id();
+        let info = ServerInfo {
+            server_name: if opts.server_name.is_empty() { server_id.clone() } else { opts.server_name.clone() },
+            server_id,
+            version: COMPAT_VERSION.to_string(),
+            proto: 1,
+            go: concat!("courier ", env!("CARGO_PKG_VERSION")).to_string(),
+            host: opts.host.clone(),
+            port: addr.port(),
+            headers: true,
+            auth_required: false,
+            tls_required: false,
+            max_payload: opts.max_payload,
+            client_id: 0,
+            client_ip: String::new(),
+            ldm: false,
+        };
+        let high_water = opts.max_pending / 4 * 3;
+        let state = Arc::new(ServerState {
+            opts,
+            info,
+            sublist: Sublist::new(),
+            stats: ServerStats::default(),
+            high_water,
+            shutdown: CancellationToken::new(),
+            next_cid: AtomicU64::new(1),
+        });
+        Ok(Server { state, listener, tracker: TaskTracker::new() })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        // The listener was bound successfully, so its address is known.
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// A handle for stopping the server and reading its counters.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle { state: Arc::clone(&self.state), addr: self.local_addr() }
+    }
+
+    /// Accepts clients until shutdown, then waits (up to the shutdown grace period) for every
+    /// connection to flush and close.
+    pub async fn run(self) {
+        let Server { state, listener, tracker } = self;
+        info!(
+            "Listening for client connections on {}",
+            listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string())
+        );
+        info!("Server is ready");
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let accepted = tokio::select! {
+                _ = state.shutdown.cancelled() => break,
+                r = listener.accept() => r,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    backoff = Duration::from_millis(5);
+                    let state = Arc::clone(&state);
+                    tracker.spawn(serve(state, stream, peer));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    error!("Error accepting client connection: {e}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+        drop(listener);
+        tracker.close();
+        info!("Initiating Shutdown...");
+        if tokio::time::timeout(state.opts.shutdown_grace, tracker.wait()).await.is_err() {
+            warn!(
+                "Shutdown grace period passed with {} connections open",
+                state.stats.connections.load(Ordering::Relaxed)
+            );
+        }
+        info!("Server Exiting..");
+    }
+}
+
+/// Runs one accepted connection to its end.
+async fn serve(state: Arc<ServerState>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let cid = state.next_cid();
+    state.stats.total_connections.fetch_add(1, Ordering::Relaxed);
+    let count = state.stats.connections.fetch_add(1, Ordering::AcqRel) + 1;
+    let (reader, writer) = stream.into_split();
+    if count > state.opts.max_connections {
+        conn::refuse(&state, cid, peer, writer).await;
+    } else {
+        debug!(cid, %peer, "Client connection created");
+        conn::run(Arc::clone(&state), cid, peer, reader, writer).await;
+    }
+    state.stats.connections.fetch_sub(1, Ordering::AcqRel);
+}

@@ -1,0 +1,56 @@
+//! A publisher's own cache of match results.
+
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use super::{Matches, Sublist, Subscribable};
+
+/// Most subjects one connection caches; past it the cache starts over.
+const MAX_ENTRIES: usize = 1024;
+
+/// Match results keyed by subject, valid for one generation of the trie.
+///
+/// Each connection owns one, so looking up a subject takes no lock and touches no shared cache
+/// line. When the trie's generation moves on (any subscription came or went) the whole cache is
+/// dropped; results are then recomputed on demand.
+pub struct MatchCache<S> {
+    genid: u64,
+    entries: FxHashMap<Box<[u8]>, Arc<Matches<S>>>,
+}
+
+impl<S> Default for MatchCache<S> {
+    fn default() -> Self {
+        MatchCache { genid: u64::MAX, entries: FxHashMap::default() }
+    }
+}
+
+impl<S: Subscribable> MatchCache<S> {
+    /// The subscriptions matching `subject`, from the cache when still current.
+    #[inline]
+    pub fn get(&mut self, sublist: &Sublist<S>, subject: &[u8]) -> Arc<Matches<S>> {
+        let genid = sublist.genid();
+        if genid != self.genid {
+            self.entries.clear();
+            self.genid = genid;
+        } else if let Some(m) = self.entries.get(subject) {
+            return Arc::clone(m);
+        }
+        let m = Arc::new(sublist.matches(subject));
+        if self.entries.len() >= MAX_ENTRIES {
+            self.entries.clear();
+        }
+        self.entries.insert(subject.into(), Arc::clone(&m));
+        m
+    }
+
+    /// Entries held now.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
