@@ -3,7 +3,9 @@
 //!
 //! # Layout
 //! - [`options`]: every setting, with nats-server's defaults.
-//! - [`conf`]: the NATS config file format, parsed into a tree of values.
+//! - [`conf`]: the NATS config file format, parsed into a tree of values; [`config`] maps it
+//!   onto options.
+//! - [`auth`]: who may connect: users, passwords, tokens.
 //! - [`proto`]: the client protocol: the parser (no I/O), the encoders, the `-ERR` texts,
 //!   CONNECT and INFO.
 //! - [`subject`]: subject validation and matching rules.
@@ -16,9 +18,11 @@
 //! - [`logging`]: log output in nats-server's format.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod auth;
 pub mod client;
 /// The NATS config file format.
 pub mod conf;
+pub mod config;
 pub mod logging;
 pub mod options;
 pub mod proto;

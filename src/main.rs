@@ -69,6 +69,15 @@ struct Cli {
     /// Routes to other servers (not supported).
     #[arg(long = "routes")]
     routes: Option<String>,
+    /// User required for connections.
+    #[arg(long = "user")]
+    user: Option<String>,
+    /// Password required for connections.
+    #[arg(long = "pass")]
+    pass: Option<String>,
+    /// Authorization token required for connections.
+    #[arg(long = "auth")]
+    auth: Option<String>,
     /// Print the version and exit.
     #[arg(short = 'v', long = "version")]
     version: bool,
@@ -161,11 +170,17 @@ fn send_signal(spec: &str) -> Result<()> {
     Ok(())
 }
 
-fn options_from(cli: &Cli) -> Result<Options> {
+/// Builds the options: defaults, then the config file, then the flags. Returns warnings about
+/// ignored settings, to log once logging is up.
+fn options_from(cli: &Cli) -> Result<(Options, Vec<String>)> {
     if cli.jetstream || cli.cluster.is_some() || cli.routes.is_some() || cli.cluster_name.is_some() {
         bail!("clustering and JetStream are not supported by this server");
     }
     let mut opts = Options::default();
+    let warnings = match &cli.config {
+        Some(path) => courier::config::load_file(path, &mut opts)?,
+        None => Vec::new(),
+    };
     if let Some(port) = cli.port {
         opts.port = match port {
             -1 => 0,
@@ -178,7 +193,28 @@ fn options_from(cli: &Cli) -> Result<Options> {
     if let Some(name) = &cli.name {
         opts.server_name = name.clone();
     }
-    Ok(opts)
+    if let Some(user) = &cli.user {
+        opts.authorization.users =
+            vec![courier::auth::User { name: user.clone(), password: cli.pass.clone().unwrap_or_default() }];
+    }
+    if let Some(token) = &cli.auth {
+        opts.authorization.token = Some(token.clone());
+    }
+    opts.debug |= cli.debug;
+    opts.trace |= cli.trace;
+    if let Some(logtime) = cli.logtime {
+        opts.logtime = logtime;
+    }
+    if let Some(log) = &cli.log {
+        opts.log_file = Some(log.clone());
+    }
+    if let Some(pid) = &cli.pid {
+        opts.pid_file = Some(pid.clone());
+    }
+    if let Some(port) = cli.http_port {
+        opts.http_port = Some(port);
+    }
+    Ok((opts, warnings))
 }
 
 async fn wait_for_stop_signal() {
@@ -206,26 +242,31 @@ fn run(cli: Cli) -> Result<()> {
     if let Some(spec) = &cli.signal {
         return send_signal(spec);
     }
-    let opts = options_from(&cli)?;
+    let (opts, warnings) = options_from(&cli)?;
     if cli.check_config {
         println!("configuration is ok");
         return Ok(());
     }
     logging::init(&LogOptions {
-        debug: cli.debug,
-        trace: cli.trace,
-        logtime: cli.logtime.unwrap_or(true),
-        file: cli.log.clone(),
+        debug: opts.debug,
+        trace: opts.trace,
+        logtime: opts.logtime,
+        file: opts.log_file.clone(),
     })
     .context("opening the log file")?;
-    if let Some(pid_file) = &cli.pid {
+    for warning in &warnings {
+        warn!("{warning}");
+    }
+    let pid_file = opts.pid_file.clone();
+    let http_port = opts.http_port;
+    if let Some(pid_file) = &pid_file {
         std::fs::write(pid_file, std::process::id().to_string())
             .with_context(|| format!("writing pid file {}", pid_file.display()))?;
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         info!("Starting courier {}", env!("CARGO_PKG_VERSION"));
-        if cli.http_port.is_some() {
+        if http_port.is_some() {
             warn!("HTTP monitoring is not served yet; -m is ignored");
         }
         let server = Server::bind(opts).await.context("binding the client listener")?;
@@ -238,7 +279,7 @@ fn run(cli: Cli) -> Result<()> {
         server.run().await;
         Ok::<(), anyhow::Error>(())
     })?;
-    if let Some(pid_file) = &cli.pid {
+    if let Some(pid_file) = &pid_file {
         let _ = std::fs::remove_file(pid_file);
     }
     Ok(())

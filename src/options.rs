@@ -4,7 +4,10 @@
 //! it when it starts. Keeping it free of behaviour lets tests build a server with exactly the
 //! limits they want to exercise.
 
+use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::auth::Authorization;
 
 /// Default client port, as nats-server.
 pub const DEFAULT_PORT: u16 = 4222;
@@ -46,6 +49,24 @@ pub struct Options {
     pub auth_timeout: Duration,
     /// How long a graceful shutdown waits for connections to flush before it gives up.
     pub shutdown_grace: Duration,
+    /// Who may connect; empty means anyone.
+    pub authorization: Authorization,
+    /// Log debug messages.
+    pub debug: bool,
+    /// Log protocol traces.
+    pub trace: bool,
+    /// Timestamps on log lines.
+    pub logtime: bool,
+    /// Log to this file instead of standard error.
+    pub log_file: Option<PathBuf>,
+    /// Write the process id here at start-up.
+    pub pid_file: Option<PathBuf>,
+    /// HTTP monitoring port (not served yet).
+    pub http_port: Option<u16>,
+    /// How long lame duck mode takes to close every client.
+    pub lame_duck_duration: Duration,
+    /// How long lame duck mode waits before it starts closing clients.
+    pub lame_duck_grace_period: Duration,
 }
 
 impl Default for Options {
@@ -64,6 +85,15 @@ impl Default for Options {
             write_deadline: Duration::from_secs(10),
             auth_timeout: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(10),
+            authorization: Authorization::default(),
+            debug: false,
+            trace: false,
+            logtime: true,
+            log_file: None,
+            pid_file: None,
+            http_port: None,
+            lame_duck_duration: Duration::from_secs(120),
+            lame_duck_grace_period: Duration::from_secs(10),
         }
     }
 }

@@ -161,7 +161,7 @@ impl Server {
             host: opts.host.clone(),
             port: addr.port(),
             headers: true,
-            auth_required: false,
+            auth_required: opts.authorization.required(),
             tls_required: false,
             max_payload: opts.max_payload,
             client_id: 0,

@@ -84,6 +84,7 @@ where
 enum Event {
     Read(std::io::Result<usize>),
     Ping,
+    AuthTimeout,
     Closed(CloseReason),
 }
 
@@ -97,6 +98,8 @@ struct Conn {
     parser: Parser,
     pings_out: u32,
     last_in: Instant,
+    /// Whether a CONNECT has been accepted (and authenticated, where that is required).
+    connected: bool,
     /// Messages and bytes received since the counters were last added to the server's.
     in_msgs: u64,
     in_bytes: u64,
@@ -114,6 +117,7 @@ impl Conn {
             parser,
             pings_out: 0,
             last_in: Instant::now(),
+            connected: false,
             in_msgs: 0,
             in_bytes: 0,
         }
@@ -126,6 +130,10 @@ impl Conn {
         let ping = tokio::time::sleep(ping_interval.min(FIRST_PING));
         tokio::pin!(ping);
         let mut first_ping = true;
+        let auth_required = self.state.opts.authorization.required();
+        let auth_timeout = self.state.opts.authorization.timeout.unwrap_or(self.state.opts.auth_timeout);
+        let auth_timer = tokio::time::sleep(auth_timeout);
+        tokio::pin!(auth_timer);
         loop {
             let want = self.parser.needed().saturating_sub(buf.len()).max(read_size);
             if buf.capacity() - buf.len() < want {
@@ -137,6 +145,7 @@ impl Conn {
                 _ = self.shared.kill.notified() => Event::Closed(self.shared.close_reason().unwrap_or(CloseReason::ServerShutdown)),
                 _ = self.state.shutdown.cancelled() => Event::Closed(CloseReason::ServerShutdown),
                 _ = &mut ping => Event::Ping,
+                _ = &mut auth_timer, if auth_required && !self.connected => Event::AuthTimeout,
                 r = reader.read_buf(&mut buf) => Event::Read(r),
             };
             let n = match event {
@@ -150,6 +159,12 @@ impl Conn {
                         Ok(()) => continue,
                         Err(reason) => return reason,
                     }
+                }
+                Event::AuthTimeout => {
+                    debug!(cid = self.shared.cid, "Authentication Timeout");
+                    self.send_err(errors::AUTHENTICATION_TIMEOUT);
+                    self.router.flush(&self.state).await;
+                    return CloseReason::AuthenticationTimeout;
                 }
                 Event::Read(Ok(0)) => return CloseReason::ClientClosed,
                 Event::Read(Err(_)) => return CloseReason::ReadError,
@@ -196,6 +211,9 @@ impl Conn {
     }
 
     fn handle(&mut self, op: ClientOp<'_>) -> Result<(), CloseReason> {
+        if !self.connected && !matches!(op, ClientOp::Connect(_)) && self.state.opts.authorization.required() {
+            return Err(self.auth_violation());
+        }
         match op {
             ClientOp::Pub(p) => self.on_pub(&p),
             ClientOp::Sub { subject, queue, sid } => {
@@ -245,9 +263,23 @@ impl Conn {
             }
             return Err(CloseReason::ProtocolViolation);
         }
+        if let Err(e) = self.state.opts.authorization.check(&self.opts) {
+            tracing::warn!(
+                cid = self.shared.cid,
+                user = self.opts.user.as_deref().unwrap_or(""),
+                "Authorization failed: {e}"
+            );
+            return Err(self.auth_violation());
+        }
+        self.connected = true;
         self.shared.set_headers(self.opts.headers);
         self.ok();
         Ok(())
+    }
+
+    fn auth_violation(&mut self) -> CloseReason {
+        self.send_err(errors::AUTHORIZATION_VIOLATION);
+        CloseReason::AuthenticationViolation
     }
 
     fn on_pub(&mut self, p: &Publish<'_>) -> Result<(), CloseReason> {

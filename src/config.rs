@@ -1,0 +1,244 @@
+//! Mapping a parsed NATS config file onto [`Options`].
+//!
+//! Keys are matched case-insensitively, as nats-server does. An unknown key is an error (a
+//! key used only as a `$variable` is not a setting and is skipped). Blocks for features
+//! Courier does not serve yet are refused when ignoring them would weaken security (TLS,
+//! accounts, operator/JWT) and reported as warnings otherwise.
+
+use std::path::Path;
+
+use crate::auth::{Authorization, User};
+use crate::conf::{self, ConfError, Item, Map, Pos, Value};
+use crate::options::Options;
+
+/// Why a config file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read or parsed.
+    #[error(transparent)]
+    Parse(#[from] ConfError),
+    /// A setting has a value Courier cannot use.
+    #[error("{pos}: {message}")]
+    Invalid {
+        /// Where the setting is.
+        pos: Pos,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+fn invalid(item: &Item, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { pos: item.pos.clone(), message: message.into() }
+}
+
+/// Reads `path` and applies it over `opts`. Returns warnings about settings that were ignored.
+pub fn load_file(path: &Path, opts: &mut Options) -> Result<Vec<String>, ConfigError> {
+    let map = conf::parse_file(path)?;
+    apply(&map, opts)
+}
+
+/// Applies a parsed config over `opts`. Returns warnings about settings that were ignored.
+pub fn apply(map: &Map, opts: &mut Options) -> Result<Vec<String>, ConfigError> {
+    let mut warnings = Vec::new();
+    for (key, item) in map.iter() {
+        if map.is_referenced(key) {
+            continue;
+        }
+        match key.to_ascii_lowercase().as_str() {
+            "listen" => {
+                let (host, port) = host_port(item)?;
+                if let Some(host) = host {
+                    opts.host = host;
+                }
+                opts.port = port;
+            }
+            "port" => opts.port = port_of(item)?,
+            "host" | "net" => opts.host = item.expect_str()?.to_string(),
+            "server_name" => opts.server_name = item.expect_str()?.to_string(),
+            "http_port" | "monitor_port" => opts.http_port = Some(port_of(item)?),
+            "http" => opts.http_port = Some(host_port(item)?.1),
+            "max_payload" => opts.max_payload = usize_of(item, conf::size_of(item)?)?,
+            "max_pending" => opts.max_pending = usize_of(item, conf::size_of(item)?)?,
+            "max_control_line" => opts.max_control_line = usize_of(item, conf::size_of(item)?)?,
+            "max_connections" | "max_conn" => opts.max_connections = count_of(item)?,
+            "max_subscriptions" | "max_subs" => opts.max_subscriptions = count_of(item)?,
+            "ping_interval" => opts.ping_interval = conf::duration_of(item)?,
+            "ping_max" => {
+                opts.ping_max =
+                    u32::try_from(item.expect_integer()?).map_err(|_| invalid(item, "ping_max out of range"))?
+            }
+            "write_deadline" => opts.write_deadline = conf::duration_of(item)?,
+            "lame_duck_duration" => opts.lame_duck_duration = conf::duration_of(item)?,
+            "lame_duck_grace_period" => opts.lame_duck_grace_period = conf::duration_of(item)?,
+            "debug" => opts.debug = item.expect_bool()?,
+            "trace" => opts.trace = item.expect_bool()?,
+            "logtime" => opts.logtime = item.expect_bool()?,
+            "logfile" | "log_file" => opts.log_file = Some(item.expect_str()?.into()),
+            "pidfile" | "pid_file" => opts.pid_file = Some(item.expect_str()?.into()),
+            "authorization" => opts.authorization = authorization(item.expect_map()?)?,
+            "tls" => return Err(invalid(item, "TLS is not supported by this server yet")),
+            "accounts" | "operator" | "operators" | "resolver" | "resolver_preload" | "system_account" | "trusted"
+            | "trusted_keys" | "no_auth_user" => {
+                return Err(invalid(item, format!("{key}: accounts and JWT authentication are not supported yet")))
+            }
+            "cluster" | "leafnodes" | "leaf" | "gateway" | "websocket" | "ws" | "mqtt" | "jetstream" | "store_dir" => {
+                warnings.push(format!("{}: {key} is not served by this server; ignored", item.pos))
+            }
+            _ => return Err(invalid(item, format!("unknown field \"{key}\""))),
+        }
+    }
+    if opts.max_payload > opts.max_pending {
+        return Err(ConfigError::Invalid {
+            pos: map.get("max_payload").map_or_else(|| Pos::file_only("config".into()), |i| i.pos.clone()),
+            message: format!(
+                "max_payload ({}) can not be larger than max_pending ({})",
+                opts.max_payload, opts.max_pending
+            ),
+        });
+    }
+    Ok(warnings)
+}
+
+fn port_of(item: &Item) -> Result<u16, ConfigError> {
+    match item.expect_integer()? {
+        -1 => Ok(0),
+        n => u16::try_from(n).map_err(|_| invalid(item, format!("invalid port {n}"))),
+    }
+}
+
+fn count_of(item: &Item) -> Result<usize, ConfigError> {
+    let n = item.expect_integer()?;
+    usize::try_from(n.max(0)).map_err(|_| invalid(item, "out of range"))
+}
+
+fn usize_of(item: &Item, n: u64) -> Result<usize, ConfigError> {
+    usize::try_from(n).map_err(|_| invalid(item, "out of range"))
+}
+
+/// `listen`-style values: `host:port`, `:port`, or a bare port number.
+fn host_port(item: &Item) -> Result<(Option<String>, u16), ConfigError> {
+    match &item.value {
+        Value::Integer(_) => Ok((None, port_of(item)?)),
+        Value::String(s) => {
+            let Some((host, port)) = s.rsplit_once(':') else {
+                return Err(invalid(item, format!("expected host:port, found {s:?}")));
+            };
+            let port: i64 = port.parse().map_err(|_| invalid(item, format!("invalid port in {s:?}")))?;
+            let port = match port {
+                -1 => 0,
+                p => u16::try_from(p).map_err(|_| invalid(item, format!("invalid port in {s:?}")))?,
+            };
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            Ok(((!host.is_empty()).then(|| host.to_string()), port))
+        }
+        other => Err(invalid(item, format!("expected host:port, found {}", other.type_name()))),
+    }
+}
+
+fn authorization(map: &Map) -> Result<Authorization, ConfigError> {
+    let mut auth = Authorization::default();
+    let mut single_user: Option<String> = None;
+    let mut single_pass: Option<String> = None;
+    for (key, item) in map.iter() {
+        if map.is_referenced(key) {
+            continue;
+        }
+        match key.to_ascii_lowercase().as_str() {
+            "user" | "username" => single_user = Some(item.expect_str()?.to_string()),
+            "password" | "pass" => single_pass = Some(item.expect_str()?.to_string()),
+            "token" => auth.token = Some(item.expect_str()?.to_string()),
+            "timeout" => auth.timeout = Some(conf::duration_of(item)?),
+            "users" => {
+                for entry in item.expect_array()? {
+                    auth.users.push(user(entry)?);
+                }
+            }
+            "permissions" | "default_permissions" | "allow_responses" => {
+                return Err(invalid(item, format!("{key}: subject permissions are not supported yet")))
+            }
+            _ => return Err(invalid(item, format!("unknown field \"{key}\" in authorization"))),
+        }
+    }
+    if let Some(name) = single_user {
+        auth.users.push(User { name, password: single_pass.unwrap_or_default() });
+    }
+    Ok(auth)
+}
+
+fn user(entry: &Item) -> Result<User, ConfigError> {
+    let map = entry.expect_map()?;
+    let mut name = None;
+    let mut password = String::new();
+    for (key, item) in map.iter() {
+        match key.to_ascii_lowercase().as_str() {
+            "user" | "username" => name = Some(item.expect_str()?.to_string()),
+            "password" | "pass" => password = item.expect_str()?.to_string(),
+            "nkey" => return Err(invalid(item, "nkey users are not supported yet")),
+            "permissions" | "allowed_connection_types" => {
+                return Err(invalid(item, format!("{key}: not supported yet")))
+            }
+            _ => return Err(invalid(item, format!("unknown field \"{key}\" in user"))),
+        }
+    }
+    let name = name.ok_or_else(|| invalid(entry, "a user needs a name"))?;
+    Ok(User { name, password })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn load(text: &str) -> Result<(Options, Vec<String>), ConfigError> {
+        let map = conf::parse_str(text, "test.conf", None)?;
+        let mut opts = Options::default();
+        let warnings = apply(&map, &mut opts)?;
+        Ok((opts, warnings))
+    }
+
+    #[test]
+    fn maps_main_settings() {
+        let (o, w) = load(
+            "listen: 127.0.0.1:4333\nserver_name: edge-1\nmax_payload: 128KB\nmax_pending: 1MB\n\
+             max_connections: 10\nmax_subscriptions: 5\nping_interval: \"30s\"\nping_max: 3\n\
+             write_deadline: \"2s\"\nmax_control_line: 1024\ndebug: true\n",
+        )
+        .unwrap();
+        assert!(w.is_empty());
+        assert_eq!((o.host.as_str(), o.port), ("127.0.0.1", 4333));
+        assert_eq!(o.server_name, "edge-1");
+        assert_eq!(o.max_payload, 128 * 1024);
+        assert_eq!(o.max_pending, 1024 * 1024);
+        assert_eq!((o.max_connections, o.max_subscriptions), (10, 5));
+        assert_eq!(o.ping_interval, Duration::from_secs(30));
+        assert_eq!(o.ping_max, 3);
+        assert_eq!(o.write_deadline, Duration::from_secs(2));
+        assert_eq!(o.max_control_line, 1024);
+        assert!(o.debug);
+    }
+
+    #[test]
+    fn maps_authorization() {
+        let (o, _) = load("authorization { user: derek, password: s3cr3t, timeout: 1 }").unwrap();
+        assert_eq!(o.authorization.users, vec![User { name: "derek".into(), password: "s3cr3t".into() }]);
+        assert_eq!(o.authorization.timeout, Some(Duration::from_secs(1)));
+        let (o, _) = load("authorization { token: \"t\", timeout: \"2s\" }").unwrap();
+        assert_eq!(o.authorization.token.as_deref(), Some("t"));
+        let (o, _) = load("authorization { users = [ {user: a, password: b}, {user: c, pass: d} ] }").unwrap();
+        assert_eq!(o.authorization.users.len(), 2);
+    }
+
+    #[test]
+    fn refuses_and_warns() {
+        let err = load("port: 4222\nbogus: 1\n").unwrap_err().to_string();
+        assert_eq!(err, "test.conf:2:8: unknown field \"bogus\"");
+        assert!(load("tls { cert_file: x }").is_err());
+        assert!(load("operator: abc").is_err());
+        let (_, w) = load("jetstream { max_mem_store: 1MB }").unwrap();
+        assert_eq!(w.len(), 1);
+        assert!(load("max_payload: 2MB\nmax_pending: 1MB").is_err());
+        let (o, _) = load("PORT = 4999\nport: $PORT").unwrap();
+        assert_eq!(o.port, 4999);
+    }
+}
