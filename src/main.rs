@@ -217,17 +217,27 @@ fn options_from(cli: &Cli) -> Result<(Options, Vec<String>)> {
     Ok((opts, warnings))
 }
 
-async fn wait_for_stop_signal() {
+/// Turns signals into server actions: SIGINT/SIGTERM stop, SIGUSR2 enters lame duck mode.
+async fn handle_signals(handle: courier::ServerHandle) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
-        // Without signal handlers the server runs until killed.
-        std::future::pending::<()>().await;
+    let (Ok(mut int), Ok(mut term), Ok(mut usr2)) =
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::user_defined2()))
+    else {
+        warn!("cannot install signal handlers");
         return;
     };
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
+    loop {
+        tokio::select! {
+            _ = int.recv() => break,
+            _ = term.recv() => break,
+            _ = usr2.recv() => {
+                info!("Trapped \"user defined signal 2\" signal");
+                handle.enter_lame_duck();
+            }
+        }
     }
+    info!("Trapped signal; shutting down");
+    handle.shutdown();
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -271,11 +281,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         let server = Server::bind(opts).await.context("binding the client listener")?;
         let handle = server.handle();
-        tokio::spawn(async move {
-            wait_for_stop_signal().await;
-            info!("Trapped signal; shutting down");
-            handle.shutdown();
-        });
+        tokio::spawn(handle_signals(handle));
         server.run().await;
         Ok::<(), anyhow::Error>(())
     })?;

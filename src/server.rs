@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use rand::Rng;
+use rustc_hash::FxHashMap;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -76,6 +78,10 @@ pub struct ServerState {
     pub high_water: usize,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
+    /// Cancelled when the server enters lame duck mode.
+    pub lame_duck: CancellationToken,
+    /// Every open client connection, by id.
+    pub clients: Mutex<FxHashMap<u64, Arc<ClientShared>>>,
     next_cid: AtomicU64,
 }
 
@@ -133,6 +139,12 @@ impl ServerHandle {
         self.state.shutdown.cancel();
     }
 
+    /// Enters lame duck mode: stop accepting, tell clients, then close them gradually over
+    /// lame_duck_duration and shut down.
+    pub fn enter_lame_duck(&self) {
+        self.state.lame_duck.cancel();
+    }
+
     /// The shared state, for counters and monitoring.
     pub fn state(&self) -> &Arc<ServerState> {
         &self.state
@@ -176,6 +188,8 @@ impl Server {
             stats: ServerStats::default(),
             high_water,
             shutdown: CancellationToken::new(),
+            lame_duck: CancellationToken::new(),
+            clients: Mutex::new(FxHashMap::default()),
             next_cid: AtomicU64::new(1),
         });
         Ok(Server { state, listener, tracker: TaskTracker::new() })
@@ -205,6 +219,7 @@ impl Server {
         loop {
             let accepted = tokio::select! {
                 _ = state.shutdown.cancelled() => break,
+                _ = state.lame_duck.cancelled() => break,
                 r = listener.accept() => r,
             };
             match accepted {
@@ -222,6 +237,10 @@ impl Server {
             }
         }
         drop(listener);
+        if state.lame_duck.is_cancelled() && !state.shutdown.is_cancelled() {
+            lame_duck(&state).await;
+            state.shutdown.cancel();
+        }
         tracker.close();
         info!("Initiating Shutdown...");
         if tokio::time::timeout(state.opts.shutdown_grace, tracker.wait()).await.is_err() {
@@ -231,6 +250,43 @@ impl Server {
             );
         }
         info!("Server Exiting..");
+    }
+}
+
+/// Lame duck mode, once the listener is closed: tell every client, wait the grace period, then
+/// close clients a few at a time so that they reconnect elsewhere without a stampede.
+async fn lame_duck(state: &ServerState) {
+    let opts = &state.opts;
+    info!("Entering lame duck mode, stop accepting new clients");
+    let mut info = state.info.clone();
+    info.ldm = true;
+    let line = info.to_line();
+    let clients: Vec<Arc<ClientShared>> = state.clients.lock().values().cloned().collect();
+    for client in clients.iter().filter(|c| c.info_updates()) {
+        if client.outbound.push_bytes(&line) == crate::client::Push::Queued {
+            client.outbound.wake();
+        }
+    }
+    let grace = opts.lame_duck_grace_period.min(opts.lame_duck_duration);
+    tokio::select! {
+        _ = state.shutdown.cancelled() => return,
+        _ = tokio::time::sleep(grace) => {}
+    }
+    let clients: Vec<Arc<ClientShared>> = state.clients.lock().values().cloned().collect();
+    if clients.is_empty() {
+        return;
+    }
+    info!("Closing {} existing clients", clients.len());
+    let spread = opts.lame_duck_duration.saturating_sub(grace);
+    let step = spread / u32::try_from(clients.len()).unwrap_or(u32::MAX);
+    for client in clients {
+        client.close(CloseReason::ServerShutdown);
+        if !step.is_zero() {
+            tokio::select! {
+                _ = state.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(step) => {}
+            }
+        }
     }
 }
 

@@ -71,10 +71,12 @@ where
     };
     shared.outbound.wake();
 
+    state.clients.lock().insert(cid, Arc::clone(&shared));
     let mut conn = Conn::new(Arc::clone(&state), Arc::clone(&shared), cid);
     let reason = conn.read_loop(reader).await;
     shared.close(reason);
     conn.remove_all_subscriptions();
+    state.clients.lock().remove(&cid);
     let _ = writer_task.await;
     let reason = shared.close_reason().unwrap_or(reason);
     debug!(cid, %peer, "Client connection closed: {reason}");
@@ -273,6 +275,7 @@ impl Conn {
         }
         self.connected = true;
         self.shared.set_headers(self.opts.headers);
+        self.shared.set_info_updates(self.opts.protocol >= 1);
         self.ok();
         Ok(())
     }

@@ -82,6 +82,8 @@ pub struct ClientShared {
     pub outbound: Outbound,
     /// Set from CONNECT: the client understands HMSG.
     headers: AtomicBool,
+    /// Set from CONNECT (protocol 1): the client accepts INFO updates after the first.
+    info_updates: AtomicBool,
     /// Why the connection is closing, once it is; the first reason wins.
     close_reason: Mutex<Option<CloseReason>>,
     /// Tells the reader to stop.
@@ -97,6 +99,7 @@ impl ClientShared {
             cid,
             outbound: Outbound::new(max_pending),
             headers: AtomicBool::new(false),
+            info_updates: AtomicBool::new(false),
             close_reason: Mutex::new(None),
             kill: tokio::sync::Notify::new(),
             closing: AtomicBool::new(false),
@@ -111,6 +114,15 @@ impl ClientShared {
 
     pub(crate) fn set_headers(&self, on: bool) {
         self.headers.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether the client accepts INFO messages after the first (it sent protocol 1).
+    pub fn info_updates(&self) -> bool {
+        self.info_updates.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_info_updates(&self, on: bool) {
+        self.info_updates.store(on, Ordering::Relaxed);
     }
 
     /// True once the connection has started closing.

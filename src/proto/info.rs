@@ -29,9 +29,11 @@ pub struct ServerInfo {
     pub tls_required: bool,
     /// Largest payload accepted.
     pub max_payload: usize,
-    /// This connection's id.
+    /// This connection's id (left out of the INFO sent to every client at once).
+    #[serde(skip_serializing_if = "is_zero")]
     pub client_id: u64,
     /// The address the client connected from.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub client_ip: String,
     /// Lame duck mode: the server is about to go away.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -49,4 +51,8 @@ impl ServerInfo {
         line.extend_from_slice(b" \r\n");
         line
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
