@@ -243,6 +243,12 @@ impl Server {
         }
         tracker.close();
         info!("Initiating Shutdown...");
+        // Each connection hears of it through its own signal, so that no read waits on a
+        // signal shared by every connection.
+        let clients: Vec<Arc<ClientShared>> = state.clients.lock().values().cloned().collect();
+        for client in clients {
+            client.close(CloseReason::ServerShutdown);
+        }
         if tokio::time::timeout(state.opts.shutdown_grace, tracker.wait()).await.is_err() {
             warn!(
                 "Shutdown grace period passed with {} connections open",

@@ -72,6 +72,10 @@ where
     shared.outbound.wake();
 
     state.clients.lock().insert(cid, Arc::clone(&shared));
+    if state.shutdown.is_cancelled() {
+        // Shutdown began while this connection was being set up and did not see it.
+        shared.close(CloseReason::ServerShutdown);
+    }
     let mut conn = Conn::new(Arc::clone(&state), Arc::clone(&shared), cid);
     let reason = conn.read_loop(reader).await;
     shared.close(reason);
@@ -136,6 +140,10 @@ impl Conn {
         let auth_timeout = self.state.opts.authorization.timeout.unwrap_or(self.state.opts.auth_timeout);
         let auth_timer = tokio::time::sleep(auth_timeout);
         tokio::pin!(auth_timer);
+        // One registration for the whole loop, not one per read.
+        let shared = Arc::clone(&self.shared);
+        let kill = shared.kill.notified();
+        tokio::pin!(kill);
         loop {
             let want = self.parser.needed().saturating_sub(buf.len()).max(read_size);
             if buf.capacity() - buf.len() < want {
@@ -144,8 +152,7 @@ impl Conn {
             let spare = buf.capacity() - buf.len();
             let event = tokio::select! {
                 biased;
-                _ = self.shared.kill.notified() => Event::Closed(self.shared.close_reason().unwrap_or(CloseReason::ServerShutdown)),
-                _ = self.state.shutdown.cancelled() => Event::Closed(CloseReason::ServerShutdown),
+                _ = &mut kill => Event::Closed(self.shared.close_reason().unwrap_or(CloseReason::ServerShutdown)),
                 _ = &mut ping => Event::Ping,
                 _ = &mut auth_timer, if auth_required && !self.connected => Event::AuthTimeout,
                 r = reader.read_buf(&mut buf) => Event::Read(r),
