@@ -13,9 +13,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::fmt as tfmt;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{reload, Registry};
 
 /// How much to log and where.
 #[derive(Debug, Clone, Default)]
@@ -108,27 +113,44 @@ where
     }
 }
 
-/// Installs the global logger. Fails when the log file cannot be opened.
-pub fn init(opts: &LogOptions) -> io::Result<()> {
-    let level = if opts.trace {
-        Level::TRACE
-    } else if opts.debug {
-        Level::DEBUG
+/// Changes the log level of the installed logger (on reload).
+#[derive(Clone)]
+pub struct LogHandle {
+    filter: reload::Handle<LevelFilter, Registry>,
+}
+
+impl LogHandle {
+    /// Sets the level from the debug and trace switches.
+    pub fn set_level(&self, debug: bool, trace: bool) {
+        let _ = self.filter.modify(|f| *f = level_of(debug, trace));
+    }
+}
+
+fn level_of(debug: bool, trace: bool) -> LevelFilter {
+    if trace {
+        LevelFilter::TRACE
+    } else if debug {
+        LevelFilter::DEBUG
     } else {
-        Level::INFO
-    };
+        LevelFilter::INFO
+    }
+}
+
+/// Installs the global logger. Fails when the log file cannot be opened.
+pub fn init(opts: &LogOptions) -> io::Result<LogHandle> {
+    let (filter, handle) = reload::Layer::new(level_of(opts.debug, opts.trace));
     let format = NatsFormat { pid: std::process::id(), logtime: opts.logtime };
-    let builder = tracing_subscriber::fmt().with_max_level(level).event_format(format);
+    let registry = tracing_subscriber::registry().with(filter);
     let result = match &opts.file {
         Some(path) => {
             let file = OpenOptions::new().create(true).append(true).open(path)?;
-            builder.with_writer(Mutex::new(file)).try_init()
+            registry.with(tfmt::layer().event_format(format).with_writer(Mutex::new(file))).try_init()
         }
-        None => builder.with_writer(io::stderr).try_init(),
+        None => registry.with(tfmt::layer().event_format(format).with_writer(io::stderr)).try_init(),
     };
     // A logger installed already (in tests) is fine.
     let _ = result;
-    Ok(())
+    Ok(LogHandle { filter: handle })
 }
 
 #[cfg(test)]

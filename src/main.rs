@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use courier::logging::{self, LogOptions};
+use courier::logging::{self, LogHandle, LogOptions};
 use courier::{Options, Server};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// Courier: a NATS-protocol message broker.
 ///
@@ -217,12 +217,16 @@ fn options_from(cli: &Cli) -> Result<(Options, Vec<String>)> {
     Ok((opts, warnings))
 }
 
-/// Turns signals into server actions: SIGINT/SIGTERM stop, SIGUSR2 enters lame duck mode.
-async fn handle_signals(handle: courier::ServerHandle) {
+/// Turns signals into server actions: SIGINT/SIGTERM stop, SIGUSR2 enters lame duck mode,
+/// SIGHUP reloads the config file (with the command line's flags still on top).
+async fn handle_signals(handle: courier::ServerHandle, cli: Cli, log: LogHandle) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term), Ok(mut usr2)) =
-        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::user_defined2()))
-    else {
+    let (Ok(mut int), Ok(mut term), Ok(mut usr2), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::user_defined2()),
+        signal(SignalKind::hangup()),
+    ) else {
         warn!("cannot install signal handlers");
         return;
     };
@@ -233,6 +237,21 @@ async fn handle_signals(handle: courier::ServerHandle) {
             _ = usr2.recv() => {
                 info!("Trapped \"user defined signal 2\" signal");
                 handle.enter_lame_duck();
+            }
+            _ = hup.recv() => {
+                info!("Trapped \"hangup\" signal");
+                let result = options_from(&cli).map_err(anyhow::Error::from).and_then(|(opts, warnings)| {
+                    let (debug, trace) = (opts.debug, opts.trace);
+                    handle.reload(opts)?;
+                    log.set_level(debug, trace);
+                    for warning in warnings {
+                        warn!("{warning}");
+                    }
+                    Ok(())
+                });
+                if let Err(e) = result {
+                    error!("Failed to reload server configuration: {e:#}");
+                }
             }
         }
     }
@@ -257,7 +276,7 @@ fn run(cli: Cli) -> Result<()> {
         println!("configuration is ok");
         return Ok(());
     }
-    logging::init(&LogOptions {
+    let log = logging::init(&LogOptions {
         debug: opts.debug,
         trace: opts.trace,
         logtime: opts.logtime,
@@ -281,7 +300,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         let server = Server::bind(opts).await.context("binding the client listener")?;
         let handle = server.handle();
-        tokio::spawn(handle_signals(handle));
+        tokio::spawn(handle_signals(handle, cli, log));
         server.run().await;
         Ok::<(), anyhow::Error>(())
     })?;

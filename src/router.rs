@@ -120,14 +120,13 @@ impl Router {
     /// Wakes every consumer written to since the last call, adds the delivery counters to the
     /// server's, and stalls the caller (bounded) while any of those consumers is over its
     /// high-water mark.
-    pub async fn flush(&mut self, server: &ServerState) {
+    pub async fn flush(&mut self, server: &ServerState, high_water: usize) {
         if self.touched.is_empty() {
             return;
         }
         server.stats.add_out(self.out_msgs, self.out_bytes);
         self.out_msgs = 0;
         self.out_bytes = 0;
-        let high_water = server.high_water;
         let mut stalled = false;
         for client in self.touched.values() {
             client.outbound.wake();

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use rand::Rng;
 use rustc_hash::FxHashMap;
 use tokio::net::{TcpListener, TcpStream};
@@ -66,16 +66,16 @@ impl ServerStats {
 
 /// What every connection shares: options, the subject trie, counters and the shutdown signal.
 pub struct ServerState {
-    /// The options the server started with.
-    pub opts: Options,
+    /// The options in force; replaced whole by a reload.
+    opts: RwLock<Arc<Options>>,
     /// INFO as every client gets it, before its own id and address are filled in.
-    pub info: ServerInfo,
+    info: RwLock<ServerInfo>,
+    /// Bumped by every reload, so that connections know to pick up the new options.
+    reloads: AtomicU64,
     /// Every subscription of every client.
     pub sublist: Sublist<Subscription>,
     /// Counters.
     pub stats: ServerStats,
-    /// Pending bytes past which a consumer stalls its publishers (75% of max_pending).
-    pub high_water: usize,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
     /// Cancelled when the server enters lame duck mode.
@@ -86,6 +86,22 @@ pub struct ServerState {
 }
 
 impl ServerState {
+    /// The options in force.
+    pub fn opts(&self) -> Arc<Options> {
+        Arc::clone(&self.opts.read())
+    }
+
+    /// INFO as a new client would get it, before its own id and address are filled in.
+    pub fn info(&self) -> ServerInfo {
+        self.info.read().clone()
+    }
+
+    /// How many reloads have happened; a connection compares it with the last one it saw.
+    #[inline]
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(Ordering::Acquire)
+    }
+
     /// Removes a subscription from the trie once, whoever asks first.
     pub fn remove_subscription(&self, sub: &Arc<Subscription>) {
         if sub.mark_removed() {
@@ -100,10 +116,15 @@ impl ServerState {
             match reason {
                 CloseReason::SlowConsumerWriteDeadline => warn!(
                     cid = client.cid,
-                    "Slow Consumer Detected: WriteDeadline of {:?} exceeded", self.opts.write_deadline
+                    "Slow Consumer Detected: WriteDeadline of {:?} exceeded",
+                    self.opts().write_deadline
                 ),
                 _ => {
-                    warn!(cid = client.cid, "Slow Consumer Detected: MaxPending of {} Exceeded", self.opts.max_pending)
+                    warn!(
+                        cid = client.cid,
+                        "Slow Consumer Detected: MaxPending of {} Exceeded",
+                        client.outbound.max_pending()
+                    )
                 }
             }
         }
@@ -112,6 +133,18 @@ impl ServerState {
     pub(crate) fn next_cid(&self) -> u64 {
         self.next_cid.fetch_add(1, Ordering::Relaxed)
     }
+}
+
+/// Why a reload was refused; the old options stay in force.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The listen address or port changed, which needs a restart.
+    #[error("config reload not supported for listen address or port")]
+    Listen,
+    /// The new options do not hold together.
+    #[error("{0}")]
+    Invalid(&'static str),
 }
 
 /// A bound server, ready to [`run`](Server::run).
@@ -143,6 +176,43 @@ impl ServerHandle {
     /// lame_duck_duration and shut down.
     pub fn enter_lame_duck(&self) {
         self.state.lame_duck.cancel();
+    }
+
+    /// Applies new options to the running server without dropping connections: limits, ping
+    /// settings, lame duck timing and authorization. Clients whose credentials no longer pass
+    /// are closed. The listen address cannot change.
+    pub fn reload(&self, new: Options) -> Result<(), ReloadError> {
+        let state = &self.state;
+        {
+            let old = state.opts();
+            if new.host != old.host || (new.port != old.port && new.port != 0) {
+                return Err(ReloadError::Listen);
+            }
+        }
+        if new.max_payload > new.max_pending {
+            return Err(ReloadError::Invalid("max_payload can not be larger than max_pending"));
+        }
+        let mut new = new;
+        {
+            let old = state.opts();
+            new.port = old.port;
+        }
+        {
+            let mut info = state.info.write();
+            info.max_payload = new.max_payload;
+            info.auth_required = new.authorization.required();
+            if !new.server_name.is_empty() {
+                info.server_name = new.server_name.clone();
+            }
+        }
+        *state.opts.write() = Arc::new(new);
+        state.reloads.fetch_add(1, Ordering::AcqRel);
+        let clients: Vec<Arc<ClientShared>> = state.clients.lock().values().cloned().collect();
+        for client in clients {
+            client.attention();
+        }
+        info!("Reloaded server configuration");
+        Ok(())
     }
 
     /// The shared state, for counters and monitoring.
@@ -180,13 +250,12 @@ impl Server {
             client_ip: String::new(),
             ldm: false,
         };
-        let high_water = opts.max_pending / 4 * 3;
         let state = Arc::new(ServerState {
-            opts,
-            info,
+            opts: RwLock::new(Arc::new(opts)),
+            info: RwLock::new(info),
+            reloads: AtomicU64::new(0),
             sublist: Sublist::new(),
             stats: ServerStats::default(),
-            high_water,
             shutdown: CancellationToken::new(),
             lame_duck: CancellationToken::new(),
             clients: Mutex::new(FxHashMap::default()),
@@ -249,7 +318,7 @@ impl Server {
         for client in clients {
             client.close(CloseReason::ServerShutdown);
         }
-        if tokio::time::timeout(state.opts.shutdown_grace, tracker.wait()).await.is_err() {
+        if tokio::time::timeout(state.opts().shutdown_grace, tracker.wait()).await.is_err() {
             warn!(
                 "Shutdown grace period passed with {} connections open",
                 state.stats.connections.load(Ordering::Relaxed)
@@ -262,9 +331,9 @@ impl Server {
 /// Lame duck mode, once the listener is closed: tell every client, wait the grace period, then
 /// close clients a few at a time so that they reconnect elsewhere without a stampede.
 async fn lame_duck(state: &ServerState) {
-    let opts = &state.opts;
+    let opts = state.opts();
     info!("Entering lame duck mode, stop accepting new clients");
-    let mut info = state.info.clone();
+    let mut info = state.info();
     info.ldm = true;
     let line = info.to_line();
     let clients: Vec<Arc<ClientShared>> = state.clients.lock().values().cloned().collect();
@@ -303,7 +372,7 @@ async fn serve(state: Arc<ServerState>, stream: TcpStream, peer: SocketAddr) {
     state.stats.total_connections.fetch_add(1, Ordering::Relaxed);
     let count = state.stats.connections.fetch_add(1, Ordering::AcqRel) + 1;
     let (reader, writer) = stream.into_split();
-    if count > state.opts.max_connections {
+    if count > state.opts().max_connections {
         conn::refuse(&state, cid, peer, writer).await;
     } else {
         debug!(cid, %peer, "Client connection created");

@@ -216,3 +216,55 @@ fn lame_duck_signal_sends_ldm_info_then_closes() {
     assert!(wait_exit(&mut p).success());
     assert!(TcpStream::connect(&addr).is_err(), "no longer accepting");
 }
+
+#[test]
+fn reload_applies_limits_and_users_and_keeps_old_config_on_error() {
+    let d = dir();
+    let (log, conf) = (path(&d, "s.log"), path(&d, "reload.conf"));
+    let write_conf = |body: &str| std::fs::write(&conf, body).unwrap();
+    write_conf(
+        "max_payload: 1KB\nauthorization { users = [ {user: derek, password: a}, {user: alice, password: b} ] }\n",
+    );
+    let p = start(&["-a", "127.0.0.1", "-p", "-1", "-l", log.to_str().unwrap(), "-c", conf.to_str().unwrap()]);
+    let addr = client_addr_from_log(&log);
+    let login = |user: &str, pass: &str| {
+        let (info, mut c) = connect(&addr);
+        send(
+            &mut c,
+            format!("CONNECT {{\"verbose\":false,\"user\":\"{user}\",\"pass\":\"{pass}\"}}\r\nPING\r\n").as_bytes(),
+        );
+        (info, c)
+    };
+    let (info, mut derek) = login("derek", "a");
+    assert_eq!(info["max_payload"], 1024);
+    assert_eq!(read_line(&mut derek), "PONG\r\n");
+    let (_, mut alice) = login("alice", "b");
+    assert_eq!(read_line(&mut alice), "PONG\r\n");
+    let reload = || {
+        let out = run(&["--signal", &format!("reload={}", p.child.id())]);
+        assert!(out.status.success(), "{out:?}");
+    };
+
+    // A broken config is refused and the old one stays in force.
+    write_conf("max_payload: 1KB\nauthorization { users = [ {user: derek, password: a} ]\n");
+    reload();
+    let deadline = Instant::now() + WAIT;
+    while !std::fs::read_to_string(&log).unwrap().contains("Failed to reload") {
+        assert!(Instant::now() < deadline, "no reload error logged");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    send(&mut derek, b"PING\r\n");
+    assert_eq!(read_line(&mut derek), "PONG\r\n");
+
+    // Derek is removed and the payload limit raised: derek is closed, alice stays.
+    write_conf("max_payload: 2KB\nauthorization { users = [ {user: alice, password: b} ] }\n");
+    reload();
+    assert_eq!(read_line(&mut derek), "-ERR 'Authorization Violation'\r\n");
+    send(&mut alice, b"PING\r\n");
+    assert_eq!(read_line(&mut alice), "PONG\r\n");
+    let (info, mut again) = login("alice", "b");
+    assert_eq!(info["max_payload"], 2048);
+    assert_eq!(read_line(&mut again), "PONG\r\n");
+    let (_, mut gone) = login("derek", "a");
+    assert_eq!(read_line(&mut gone), "-ERR 'Authorization Violation'\r\n");
+}

@@ -13,6 +13,7 @@ use tracing::debug;
 
 use super::outbound::{write_loop, WriterEnd};
 use super::{ClientShared, CloseReason, Subscription};
+use crate::options::Options;
 use crate::proto::encode::{self, Message};
 use crate::proto::errors;
 use crate::proto::{ClientOp, ConnectOptions, Parser, Publish};
@@ -29,7 +30,7 @@ const FIRST_PING: Duration = Duration::from_secs(2);
 
 /// The INFO line for one client.
 fn info_line(state: &ServerState, cid: u64, peer: SocketAddr) -> Vec<u8> {
-    let mut info = state.info.clone();
+    let mut info = state.info();
     info.client_id = cid;
     info.client_ip = peer.ip().to_string();
     info.to_line()
@@ -39,7 +40,7 @@ fn info_line(state: &ServerState, cid: u64, peer: SocketAddr) -> Vec<u8> {
 pub(crate) async fn refuse<W: AsyncWrite + Unpin>(state: &ServerState, cid: u64, peer: SocketAddr, mut writer: W) {
     let mut bytes = BytesMut::from(&info_line(state, cid, peer)[..]);
     encode::err(&mut bytes, errors::MAX_CONNECTIONS_EXCEEDED);
-    let _ = tokio::time::timeout(state.opts.write_deadline, async {
+    let _ = tokio::time::timeout(state.opts().write_deadline, async {
         writer.write_all(&bytes).await?;
         writer.shutdown().await
     })
@@ -54,13 +55,14 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let shared = Arc::new(ClientShared::new(cid, state.opts.max_pending));
+    let opts = state.opts();
+    let shared = Arc::new(ClientShared::new(cid, opts.max_pending));
     let _ = shared.outbound.push_bytes(&info_line(&state, cid, peer));
     let writer_task = {
         let shared = Arc::clone(&shared);
         let state = Arc::clone(&state);
         tokio::spawn(async move {
-            match write_loop(&shared.outbound, writer, state.opts.write_deadline).await {
+            match write_loop(&shared.outbound, writer, opts.write_deadline).await {
                 WriterEnd::Done => {}
                 WriterEnd::WriteError => {
                     shared.close(CloseReason::WriteError);
@@ -91,12 +93,16 @@ enum Event {
     Read(std::io::Result<usize>),
     Ping,
     AuthTimeout,
-    Closed(CloseReason),
+    Attention,
 }
 
 /// A connection's protocol state, owned by its read loop.
 struct Conn {
     state: Arc<ServerState>,
+    /// The server's options as of the last reload this connection saw.
+    limits: Arc<Options>,
+    /// Which reload `limits` came from.
+    seen_reloads: u64,
     shared: Arc<ClientShared>,
     opts: ConnectOptions,
     subs: FxHashMap<Box<[u8]>, Arc<Subscription>>,
@@ -113,9 +119,13 @@ struct Conn {
 
 impl Conn {
     fn new(state: Arc<ServerState>, shared: Arc<ClientShared>, cid: u64) -> Self {
-        let parser = Parser::new(state.opts.max_control_line, state.opts.max_payload);
+        let seen_reloads = state.reloads();
+        let limits = state.opts();
+        let parser = Parser::new(limits.max_control_line, limits.max_payload);
         Conn {
             state,
+            limits,
+            seen_reloads,
             shared,
             opts: ConnectOptions::default(),
             subs: FxHashMap::default(),
@@ -132,18 +142,16 @@ impl Conn {
     async fn read_loop<R: AsyncRead + Unpin>(&mut self, mut reader: R) -> CloseReason {
         let mut buf = BytesMut::with_capacity(MIN_READ);
         let mut read_size = MIN_READ;
-        let ping_interval = self.state.opts.ping_interval;
-        let ping = tokio::time::sleep(ping_interval.min(FIRST_PING));
+        let ping = tokio::time::sleep(self.limits.ping_interval.min(FIRST_PING));
         tokio::pin!(ping);
         let mut first_ping = true;
-        let auth_required = self.state.opts.authorization.required();
-        let auth_timeout = self.state.opts.authorization.timeout.unwrap_or(self.state.opts.auth_timeout);
+        let auth_timeout = self.limits.authorization.timeout.unwrap_or(self.limits.auth_timeout);
         let auth_timer = tokio::time::sleep(auth_timeout);
         tokio::pin!(auth_timer);
         // One registration for the whole loop, not one per read.
         let shared = Arc::clone(&self.shared);
-        let kill = shared.kill.notified();
-        tokio::pin!(kill);
+        let attention = shared.attention.notified();
+        tokio::pin!(attention);
         loop {
             let want = self.parser.needed().saturating_sub(buf.len()).max(read_size);
             if buf.capacity() - buf.len() < want {
@@ -152,18 +160,29 @@ impl Conn {
             let spare = buf.capacity() - buf.len();
             let event = tokio::select! {
                 biased;
-                _ = &mut kill => Event::Closed(self.shared.close_reason().unwrap_or(CloseReason::ServerShutdown)),
+                _ = &mut attention => Event::Attention,
                 _ = &mut ping => Event::Ping,
-                _ = &mut auth_timer, if auth_required && !self.connected => Event::AuthTimeout,
+                _ = &mut auth_timer, if !self.connected && self.limits.authorization.required() => Event::AuthTimeout,
                 r = reader.read_buf(&mut buf) => Event::Read(r),
             };
             let n = match event {
-                Event::Closed(reason) => return reason,
+                Event::Attention => {
+                    if let Some(reason) = self.shared.close_reason() {
+                        return reason;
+                    }
+                    attention.set(shared.attention.notified());
+                    let result = self.refresh();
+                    self.router.flush(&self.state, self.high_water()).await;
+                    match result {
+                        Ok(()) => continue,
+                        Err(reason) => return reason,
+                    }
+                }
                 Event::Ping => {
                     let result = self.on_ping_timer(first_ping);
                     first_ping = false;
-                    ping.as_mut().reset(Instant::now() + ping_interval);
-                    self.router.flush(&self.state).await;
+                    ping.as_mut().reset(Instant::now() + self.limits.ping_interval);
+                    self.router.flush(&self.state, self.high_water()).await;
                     match result {
                         Ok(()) => continue,
                         Err(reason) => return reason,
@@ -172,7 +191,7 @@ impl Conn {
                 Event::AuthTimeout => {
                     debug!(cid = self.shared.cid, "Authentication Timeout");
                     self.send_err(errors::AUTHENTICATION_TIMEOUT);
-                    self.router.flush(&self.state).await;
+                    self.router.flush(&self.state, self.high_water()).await;
                     return CloseReason::AuthenticationTimeout;
                 }
                 Event::Read(Ok(0)) => return CloseReason::ClientClosed,
@@ -180,11 +199,17 @@ impl Conn {
                 Event::Read(Ok(n)) => n,
             };
             self.last_in = Instant::now();
-            let result = self.process(&mut buf);
+            let mut result = Ok(());
+            if self.state.reloads() != self.seen_reloads {
+                result = self.refresh();
+            }
+            if result.is_ok() {
+                result = self.process(&mut buf);
+            }
             self.state.stats.add_in(self.in_msgs, self.in_bytes);
             self.in_msgs = 0;
             self.in_bytes = 0;
-            self.router.flush(&self.state).await;
+            self.router.flush(&self.state, self.high_water()).await;
             if let Err(reason) = result {
                 return reason;
             }
@@ -220,7 +245,7 @@ impl Conn {
     }
 
     fn handle(&mut self, op: ClientOp<'_>) -> Result<(), CloseReason> {
-        if !self.connected && !matches!(op, ClientOp::Connect(_)) && self.state.opts.authorization.required() {
+        if !self.connected && !matches!(op, ClientOp::Connect(_)) && self.limits.authorization.required() {
             return Err(self.auth_violation());
         }
         match op {
@@ -272,7 +297,7 @@ impl Conn {
             }
             return Err(CloseReason::ProtocolViolation);
         }
-        if let Err(e) = self.state.opts.authorization.check(&self.opts) {
+        if let Err(e) = self.limits.authorization.check(&self.opts) {
             tracing::warn!(
                 cid = self.shared.cid,
                 user = self.opts.user.as_deref().unwrap_or(""),
@@ -342,7 +367,7 @@ impl Conn {
             }
             self.subs.remove(sid);
         }
-        let max_subs = self.state.opts.max_subscriptions;
+        let max_subs = self.limits.max_subscriptions;
         if max_subs > 0 && self.subs.len() >= max_subs {
             self.subs.retain(|_, s| !s.is_removed());
             if self.subs.len() >= max_subs {
@@ -372,10 +397,10 @@ impl Conn {
     }
 
     fn on_ping_timer(&mut self, first: bool) -> Result<(), CloseReason> {
-        if !first && self.last_in.elapsed() < self.state.opts.ping_interval {
+        if !first && self.last_in.elapsed() < self.limits.ping_interval {
             return Ok(());
         }
-        if self.pings_out + 1 > self.state.opts.ping_max {
+        if self.pings_out + 1 > self.limits.ping_max {
             debug!(cid = self.shared.cid, "Stale Client Connection - Closing");
             self.send_err(errors::STALE_CONNECTION);
             self.state.stats.stale_connections.fetch_add(1, Ordering::Relaxed);
@@ -383,6 +408,26 @@ impl Conn {
         }
         self.reply(encode::PING);
         self.pings_out += 1;
+        Ok(())
+    }
+
+    /// Pending bytes past which a consumer stalls this publisher: 75% of max_pending.
+    fn high_water(&self) -> usize {
+        self.limits.max_pending / 4 * 3
+    }
+
+    /// Picks up reloaded options; a client whose credentials no longer pass is closed.
+    fn refresh(&mut self) -> Result<(), CloseReason> {
+        self.seen_reloads = self.state.reloads();
+        self.limits = self.state.opts();
+        self.parser.set_limits(self.limits.max_control_line, self.limits.max_payload);
+        self.shared.outbound.set_max_pending(self.limits.max_pending);
+        if self.connected {
+            if let Err(e) = self.limits.authorization.check(&self.opts) {
+                debug!(cid = self.shared.cid, "Authorization no longer valid after reload: {e}");
+                return Err(self.auth_violation());
+            }
+        }
         Ok(())
     }
 

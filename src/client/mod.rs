@@ -86,8 +86,8 @@ pub struct ClientShared {
     info_updates: AtomicBool,
     /// Why the connection is closing, once it is; the first reason wins.
     close_reason: Mutex<Option<CloseReason>>,
-    /// Tells the reader to stop.
-    kill: tokio::sync::Notify,
+    /// Wakes the reader: to stop when closing, else to pick up reloaded options.
+    attention: tokio::sync::Notify,
     /// Set once the connection is closing; publishers then skip it.
     closing: AtomicBool,
 }
@@ -101,7 +101,7 @@ impl ClientShared {
             headers: AtomicBool::new(false),
             info_updates: AtomicBool::new(false),
             close_reason: Mutex::new(None),
-            kill: tokio::sync::Notify::new(),
+            attention: tokio::sync::Notify::new(),
             closing: AtomicBool::new(false),
         }
     }
@@ -144,8 +144,13 @@ impl ClientShared {
         }
         self.closing.store(true, Ordering::Release);
         self.outbound.close(reason.flushes());
-        self.kill.notify_one();
+        self.attention.notify_one();
         true
+    }
+
+    /// Wakes the reader to look at the server's options again.
+    pub fn attention(&self) {
+        self.attention.notify_one();
     }
 
     /// Why the connection closed, once it has.

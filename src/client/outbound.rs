@@ -53,7 +53,8 @@ pub struct Outbound {
     inner: Mutex<Inner>,
     /// Buffered plus in-flight bytes, readable without the lock (for stalls and monitoring).
     pending: AtomicUsize,
-    max_pending: usize,
+    /// Pending bytes past which the client is a slow consumer; a reload may change it.
+    max_pending: AtomicUsize,
     /// Wakes the writer.
     wake: Notify,
     /// Told after every flush, for producers stalled on this client.
@@ -66,7 +67,7 @@ impl Outbound {
         Outbound {
             inner: Mutex::new(Inner { buf: BytesMut::new(), state: State::Open, out_msgs: 0, out_bytes: 0 }),
             pending: AtomicUsize::new(0),
-            max_pending,
+            max_pending: AtomicUsize::new(max_pending),
             wake: Notify::new(),
             drained: Notify::new(),
         }
@@ -76,6 +77,17 @@ impl Outbound {
     #[inline]
     pub fn pending(&self) -> usize {
         self.pending.load(Ordering::Relaxed)
+    }
+
+    /// Pending bytes past which the client is a slow consumer.
+    #[inline]
+    pub fn max_pending(&self) -> usize {
+        self.max_pending.load(Ordering::Relaxed)
+    }
+
+    /// Changes the slow consumer limit (on reload).
+    pub fn set_max_pending(&self, max: usize) {
+        self.max_pending.store(max, Ordering::Relaxed);
     }
 
     /// Messages and bytes delivered to this client so far (queued counts as delivered).
@@ -92,7 +104,7 @@ impl Outbound {
             return Push::Closed;
         }
         let before = inner.buf.len();
-        if self.pending.load(Ordering::Relaxed) + m.encoded_len_hint(sid) > self.max_pending {
+        if self.pending.load(Ordering::Relaxed) + m.encoded_len_hint(sid) > self.max_pending() {
             return Push::SlowConsumer;
         }
         encode::msg(&mut inner.buf, m, sid, headers);

@@ -135,6 +135,13 @@ impl Parser {
         Parser { max_control_line, max_payload, pending: None }
     }
 
+    /// Changes the limits (on reload); a publish already waiting for its payload keeps the
+    /// limits it was parsed under.
+    pub fn set_limits(&mut self, max_control_line: usize, max_payload: usize) {
+        self.max_control_line = max_control_line;
+        self.max_payload = max_payload;
+    }
+
     /// Bytes the buffer must hold before the next call can make progress: the whole frame of a
     /// publish whose payload is still arriving, else 0. The reader uses it to size its buffer.
     pub fn needed(&self) -> usize {
