@@ -240,7 +240,7 @@ async fn handle_signals(handle: courier::ServerHandle, cli: Cli, log: LogHandle)
             }
             _ = hup.recv() => {
                 info!("Trapped \"hangup\" signal");
-                let result = options_from(&cli).map_err(anyhow::Error::from).and_then(|(opts, warnings)| {
+                let result = options_from(&cli).and_then(|(opts, warnings)| {
                     let (debug, trace) = (opts.debug, opts.trace);
                     handle.reload(opts)?;
                     log.set_level(debug, trace);
