@@ -484,3 +484,108 @@ mod tests {
         assert_eq!(parse_size(b"1234567890"), None);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// An owned copy of an operation, to compare runs over differently split input.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum Owned {
+        Op(String),
+        Pub { subject: Vec<u8>, reply: Option<Vec<u8>>, header_len: usize, payload: Vec<u8> },
+    }
+
+    fn own(op: &ClientOp<'_>) -> Owned {
+        match op {
+            ClientOp::Pub(p) => Owned::Pub {
+                subject: p.subject.to_vec(),
+                reply: p.reply.map(<[u8]>::to_vec),
+                header_len: p.header_len,
+                payload: p.payload.to_vec(),
+            },
+            other => Owned::Op(format!("{other:?}")),
+        }
+    }
+
+    /// Feeds `input` in chunks the way the read loop does: append, parse all, drop what was used.
+    fn run(input: &[u8], cuts: &[usize]) -> (Vec<Owned>, Option<ParseError>) {
+        let mut parser = Parser::new(4096, 64 * 1024);
+        let mut buf: Vec<u8> = Vec::new();
+        let mut ops = Vec::new();
+        let mut start = 0;
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+        points.push(input.len());
+        points.sort_unstable();
+        for end in points {
+            if end < start {
+                continue;
+            }
+            buf.extend_from_slice(&input[start..end]);
+            start = end;
+            loop {
+                match parser.parse(&buf) {
+                    Ok(Some((op, used))) => {
+                        ops.push(own(&op));
+                        buf.drain(..used);
+                    }
+                    Ok(None) => break,
+                    Err(e) => return (ops, Some(e)),
+                }
+            }
+        }
+        (ops, None)
+    }
+
+    fn token() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9_]{1,8}"
+    }
+
+    fn op() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"PING\r\n".to_vec()),
+            Just(b"pong\r\n".to_vec()),
+            (token(), token()).prop_map(|(s, sid)| format!("SUB {s}.> {sid}\r\n").into_bytes()),
+            (token(), token(), token()).prop_map(|(s, q, sid)| format!("sub {s} {q}\t{sid}\r\n").into_bytes()),
+            (token(), 0u32..5).prop_map(|(sid, max)| format!("UNSUB {sid} {max}\r\n").into_bytes()),
+            (token(), proptest::collection::vec(any::<u8>(), 0..300)).prop_map(|(s, body)| {
+                let mut v = format!("PUB {s} {}\r\n", body.len()).into_bytes();
+                v.extend_from_slice(&body);
+                v.extend_from_slice(b"\r\n");
+                v
+            }),
+            (token(), token(), proptest::collection::vec(any::<u8>(), 0..100)).prop_map(|(s, r, body)| {
+                let hdr = b"NATS/1.0\r\nA: b\r\n\r\n";
+                let mut v = format!("HPUB {s} {r} {} {}\r\n", hdr.len(), hdr.len() + body.len()).into_bytes();
+                v.extend_from_slice(hdr);
+                v.extend_from_slice(&body);
+                v.extend_from_slice(b"\r\n");
+                v
+            }),
+            Just(b"CONNECT {\"verbose\":false}\r\n".to_vec()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+        /// However the stream is cut into reads, the same operations come out.
+        #[test]
+        fn split_reads_parse_the_same(ops in proptest::collection::vec(op(), 1..20), cuts in proptest::collection::vec(any::<usize>(), 0..40)) {
+            let input: Vec<u8> = ops.concat();
+            let (whole, err) = run(&input, &[]);
+            prop_assert!(err.is_none(), "{err:?}");
+            prop_assert_eq!(whole.len(), ops.len());
+            let (split, err) = run(&input, &cuts);
+            prop_assert!(err.is_none());
+            prop_assert_eq!(whole, split);
+        }
+
+        /// Arbitrary bytes never panic, and an error is final.
+        #[test]
+        fn garbage_never_panics(input in proptest::collection::vec(any::<u8>(), 0..2000), cuts in proptest::collection::vec(any::<usize>(), 0..10)) {
+            let _ = run(&input, &cuts);
+        }
+    }
+}
