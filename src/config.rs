@@ -41,6 +41,8 @@ pub fn load_file(path: &Path, opts: &mut Options) -> Result<Vec<String>, ConfigE
 /// Applies a parsed config over `opts`. Returns warnings about settings that were ignored.
 pub fn apply(map: &Map, opts: &mut Options) -> Result<Vec<String>, ConfigError> {
     let mut warnings = Vec::new();
+    let mut operators: Vec<(String, &Item)> = Vec::new();
+    let mut preload: Option<&Item> = None;
     for (key, item) in map.iter() {
         if map.is_referenced(key) {
             continue;
@@ -78,15 +80,49 @@ pub fn apply(map: &Map, opts: &mut Options) -> Result<Vec<String>, ConfigError> 
             "pidfile" | "pid_file" => opts.pid_file = Some(item.expect_str()?.into()),
             "authorization" => opts.authorization = authorization(item.expect_map()?)?,
             "tls" => return Err(invalid(item, "TLS is not supported by this server yet")),
-            "accounts" | "operator" | "operators" | "resolver" | "resolver_preload" | "system_account" | "trusted"
-            | "trusted_keys" | "no_auth_user" => {
-                return Err(invalid(item, format!("{key}: accounts and JWT authentication are not supported yet")))
+            "operator" | "operators" | "trusted" => {
+                let items = match &item.value {
+                    Value::Array(items) => items.iter().collect(),
+                    _ => vec![item],
+                };
+                for op in items {
+                    operators.push((jwt_text(op)?, op));
+                }
+            }
+            "resolver" => {
+                let kind = item.expect_str()?;
+                if !kind.eq_ignore_ascii_case("MEMORY") {
+                    return Err(invalid(item, format!("resolver {kind:?} is not supported; use MEMORY")));
+                }
+            }
+            "resolver_preload" => preload = Some(item),
+            "system_account" => {
+                warnings.push(format!("{}: system_account has no services on this server; ignored", item.pos))
+            }
+            "accounts" | "trusted_keys" | "no_auth_user" => {
+                return Err(invalid(item, format!("{key}: not supported yet")))
             }
             "cluster" | "leafnodes" | "leaf" | "gateway" | "websocket" | "ws" | "mqtt" | "jetstream" | "store_dir" => {
                 warnings.push(format!("{}: {key} is not served by this server; ignored", item.pos))
             }
             _ => return Err(invalid(item, format!("unknown field \"{key}\""))),
         }
+    }
+    if !operators.is_empty() {
+        let mut accounts = Vec::new();
+        if let Some(preload) = preload {
+            for (key, jwt) in preload.expect_map()?.iter() {
+                accounts.push((key.to_string(), jwt.expect_str()?.to_string()));
+            }
+        }
+        let trust = crate::auth::Trust::new(
+            operators.iter().map(|(jwt, _)| jwt.as_str()),
+            accounts.iter().map(|(k, j)| (k.as_str(), j.as_str())),
+        )
+        .map_err(|e| invalid(operators[0].1, format!("operator/accounts: {e}")))?;
+        opts.authorization.trust = Some(trust);
+    } else if let Some(preload) = preload {
+        return Err(invalid(preload, "resolver_preload needs an operator"));
     }
     if opts.max_payload > opts.max_pending {
         return Err(ConfigError::Invalid {
@@ -151,7 +187,10 @@ fn authorization(map: &Map) -> Result<Authorization, ConfigError> {
             "timeout" => auth.timeout = Some(conf::duration_of(item)?),
             "users" => {
                 for entry in item.expect_array()? {
-                    auth.users.push(user(entry)?);
+                    match user(entry)? {
+                        Login::Password(user) => auth.users.push(user),
+                        Login::Nkey(key) => auth.nkeys.push(key),
+                    }
                 }
             }
             "permissions" | "default_permissions" | "allow_responses" => {
@@ -166,23 +205,55 @@ fn authorization(map: &Map) -> Result<Authorization, ConfigError> {
     Ok(auth)
 }
 
-fn user(entry: &Item) -> Result<User, ConfigError> {
+/// One entry of `users`: a name with a password, or an nkey.
+enum Login {
+    Password(User),
+    Nkey(String),
+}
+
+fn user(entry: &Item) -> Result<Login, ConfigError> {
     let map = entry.expect_map()?;
     let mut name = None;
     let mut password = String::new();
+    let mut nkey = None;
     for (key, item) in map.iter() {
         match key.to_ascii_lowercase().as_str() {
             "user" | "username" => name = Some(item.expect_str()?.to_string()),
             "password" | "pass" => password = item.expect_str()?.to_string(),
-            "nkey" => return Err(invalid(item, "nkey users are not supported yet")),
+            "nkey" => {
+                let key = item.expect_str()?;
+                if !key.starts_with('U') || nkeys::KeyPair::from_public_key(key).is_err() {
+                    return Err(invalid(item, format!("not a user nkey: {key}")));
+                }
+                nkey = Some(key.to_string());
+            }
             "permissions" | "allowed_connection_types" => {
                 return Err(invalid(item, format!("{key}: not supported yet")))
             }
             _ => return Err(invalid(item, format!("unknown field \"{key}\" in user"))),
         }
     }
-    let name = name.ok_or_else(|| invalid(entry, "a user needs a name"))?;
-    Ok(User { name, password })
+    match (nkey, name) {
+        (Some(key), _) => Ok(Login::Nkey(key)),
+        (None, Some(name)) => Ok(Login::Password(User { name, password })),
+        (None, None) => Err(invalid(entry, "a user needs a name or an nkey")),
+    }
+}
+
+/// An operator JWT given inline, or as the path of a file holding it (plain or armored).
+fn jwt_text(item: &Item) -> Result<String, ConfigError> {
+    let text = item.expect_str()?;
+    if text.starts_with("eyJ") {
+        return Ok(text.to_string());
+    }
+    let contents =
+        std::fs::read_to_string(text).map_err(|e| invalid(item, format!("reading operator JWT {text}: {e}")))?;
+    contents
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("eyJ"))
+        .map(str::to_string)
+        .ok_or_else(|| invalid(item, format!("no JWT in {text}")))
 }
 
 #[cfg(test)]
@@ -234,7 +305,9 @@ mod tests {
         let err = load("port: 4222\nbogus: 1\n").unwrap_err().to_string();
         assert_eq!(err, "test.conf:2:8: unknown field \"bogus\"");
         assert!(load("tls { cert_file: x }").is_err());
-        assert!(load("operator: abc").is_err());
+        assert!(load("operator: eyJnotajwt").is_err());
+        assert!(load("resolver_preload { A: x }").is_err());
+        assert!(load("authorization { users = [ {nkey: UNOTAKEY} ] }").is_err());
         let (_, w) = load("jetstream { max_mem_store: 1MB }").unwrap();
         assert_eq!(w.len(), 1);
         assert!(load("max_payload: 2MB\nmax_pending: 1MB").is_err());

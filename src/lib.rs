@@ -5,7 +5,8 @@
 //! - [`options`]: every setting, with nats-server's defaults.
 //! - [`conf`]: the NATS config file format, parsed into a tree of values; [`config`] maps it
 //!   onto options.
-//! - [`auth`]: who may connect: users, passwords, tokens.
+//! - [`auth`]: who may connect: users, passwords, tokens, nkeys, JWTs.
+//! - [`account`]: subject namespaces; a client sees only its own account's messages.
 //! - [`proto`]: the client protocol: the parser (no I/O), the encoders, the `-ERR` texts,
 //!   CONNECT and INFO.
 //! - [`subject`]: subject validation and matching rules.
@@ -18,6 +19,7 @@
 //! - [`logging`]: log output in nats-server's format.
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod account;
 pub mod auth;
 pub mod client;
 /// The NATS config file format.

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
+use crate::account::Account;
 use crate::client::{Admit, ClientShared, CloseReason, Push, Subscription};
 use crate::proto::encode::Message;
 use crate::server::ServerState;
@@ -55,21 +56,22 @@ impl Router {
     pub fn publish(
         &mut self,
         server: &ServerState,
+        account: &Account,
         publisher: &Arc<ClientShared>,
         echo: bool,
         msg: &Message<'_>,
     ) -> bool {
-        let matches = self.cache.get(&server.sublist, msg.subject);
+        let matches = self.cache.get(&account.sublist, msg.subject);
         let mut delivered = false;
         for sub in &matches.psubs {
-            delivered |= self.deliver(server, publisher, echo, sub, msg);
+            delivered |= self.deliver(server, account, publisher, echo, sub, msg);
         }
         for group in &matches.qsubs {
             let n = group.members.len();
             let start = (self.next_random() % n as u64) as usize;
             for i in 0..n {
                 let sub = &group.members[(start + i) % n];
-                if self.deliver(server, publisher, echo, sub, msg) {
+                if self.deliver(server, account, publisher, echo, sub, msg) {
                     delivered = true;
                     break;
                 }
@@ -82,6 +84,7 @@ impl Router {
     fn deliver(
         &mut self,
         server: &ServerState,
+        account: &Account,
         publisher: &Arc<ClientShared>,
         echo: bool,
         sub: &Arc<Subscription>,
@@ -93,7 +96,7 @@ impl Router {
         }
         match sub.admit() {
             Admit::Deliver => {}
-            Admit::DeliverLast => server.remove_subscription(sub),
+            Admit::DeliverLast => account.remove_subscription(sub),
             Admit::Skip => return false,
         }
         match consumer.outbound.push_msg(msg, &sub.sid, consumer.headers()) {
@@ -109,6 +112,11 @@ impl Router {
                 false
             }
         }
+    }
+
+    /// Forgets cached matches (when the publisher moves to another account).
+    pub fn reset_cache(&mut self) {
+        self.cache = MatchCache::default();
     }
 
     /// Records that `client` has new bytes to flush.

@@ -15,10 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use crate::client::{conn, ClientShared, CloseReason, Subscription};
+use crate::account::Accounts;
+use crate::client::{conn, ClientShared, CloseReason};
 use crate::options::Options;
 use crate::proto::info::ServerInfo;
-use crate::sublist::Sublist;
 
 /// The nats-server version whose client-visible behaviour Courier follows, sent in INFO.
 pub const COMPAT_VERSION: &str = "2.9.10";
@@ -72,8 +72,8 @@ pub struct ServerState {
     info: RwLock<ServerInfo>,
     /// Bumped by every reload, so that connections know to pick up the new options.
     reloads: AtomicU64,
-    /// Every subscription of every client.
-    pub sublist: Sublist<Subscription>,
+    /// The subject namespaces, each with its subscriptions.
+    pub accounts: Accounts,
     /// Counters.
     pub stats: ServerStats,
     /// Cancelled when the server shuts down.
@@ -102,11 +102,9 @@ impl ServerState {
         self.reloads.load(Ordering::Acquire)
     }
 
-    /// Removes a subscription from the trie once, whoever asks first.
-    pub fn remove_subscription(&self, sub: &Arc<Subscription>) {
-        if sub.mark_removed() {
-            self.sublist.remove(sub);
-        }
+    /// Subscriptions across every account.
+    pub fn subscriptions(&self) -> usize {
+        self.accounts.subscriptions()
     }
 
     /// Closes `client` as a slow consumer, counting and logging it once.
@@ -248,13 +246,14 @@ impl Server {
             max_payload: opts.max_payload,
             client_id: 0,
             client_ip: String::new(),
+            nonce: String::new(),
             ldm: false,
         };
         let state = Arc::new(ServerState {
             opts: RwLock::new(Arc::new(opts)),
             info: RwLock::new(info),
             reloads: AtomicU64::new(0),
-            sublist: Sublist::new(),
+            accounts: Accounts::default(),
             stats: ServerStats::default(),
             shutdown: CancellationToken::new(),
             lame_duck: CancellationToken::new(),

@@ -1,11 +1,18 @@
 //! Authentication: who may connect, checked once per connection at CONNECT.
 //!
+//! Four ways, as nats-server: a token, users with passwords, users with nkeys (who sign the
+//! nonce sent in INFO), and JWTs under a trusted operator ([`jwt`]).
+//!
 //! Passwords and tokens are compared in constant time, or checked against a bcrypt hash when
 //! the configured secret is one (`$2a$`, `$2b$`, `$2x$`, `$2y$`), as nats-server does.
+
+pub mod jwt;
 
 use std::time::Duration;
 
 use subtle::ConstantTimeEq;
+
+pub use jwt::Trust;
 
 use crate::proto::ConnectOptions;
 
@@ -25,38 +32,78 @@ pub struct Authorization {
     pub token: Option<String>,
     /// Users with passwords.
     pub users: Vec<User>,
+    /// Users identified by a public nkey, who sign the server's nonce.
+    pub nkeys: Vec<String>,
+    /// Trusted operators and accounts, for JWT users.
+    pub trust: Option<Trust>,
     /// How long a client has to authenticate; the server's default when unset.
     pub timeout: Option<Duration>,
 }
 
+/// Who a client turned out to be.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Authenticated {
+    /// The user name, nkey or JWT name, when there is one.
+    pub user: Option<String>,
+    /// The account the client is bound to (JWT users); the global account otherwise.
+    pub account: Option<String>,
+}
+
 /// Why a client was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum AuthError {
     /// The credentials did not match.
     #[error("credentials do not match")]
     BadCredentials,
+    /// A JWT or a nonce signature was refused.
+    #[error(transparent)]
+    Jwt(#[from] jwt::JwtError),
 }
 
 impl Authorization {
     /// Whether clients must authenticate.
     pub fn required(&self) -> bool {
-        self.token.is_some() || !self.users.is_empty()
+        self.token.is_some() || !self.users.is_empty() || !self.nkeys.is_empty() || self.trust.is_some()
     }
 
-    /// Checks a client's CONNECT credentials. Returns the authenticated user name, if any.
-    pub fn check(&self, connect: &ConnectOptions) -> Result<Option<String>, AuthError> {
+    /// Whether INFO must carry a nonce for clients to sign.
+    pub fn needs_nonce(&self) -> bool {
+        !self.nkeys.is_empty() || self.trust.is_some()
+    }
+
+    /// Checks a client's CONNECT credentials against the nonce it was sent.
+    pub fn check(&self, connect: &ConnectOptions, nonce: &[u8]) -> Result<Authenticated, AuthError> {
         if !self.required() {
-            return Ok(None);
+            return Ok(Authenticated::default());
+        }
+        if let Some(trust) = &self.trust {
+            let jwt = connect.jwt.as_deref().ok_or(AuthError::BadCredentials)?;
+            let (account, user) = trust.authenticate(jwt, nonce, connect.sig.as_deref())?;
+            return Ok(Authenticated { user: Some(user), account: Some(account) });
+        }
+        if let Some(nkey) = connect.nkey.as_deref().filter(|_| !self.nkeys.is_empty()) {
+            if !self.nkeys.iter().any(|k| k == nkey) {
+                return Err(AuthError::BadCredentials);
+            }
+            let sig = connect.sig.as_deref().and_then(jwt::decode_base64).ok_or(AuthError::BadCredentials)?;
+            jwt::verify_signature(nkey, nonce, &sig).map_err(|_| AuthError::BadCredentials)?;
+            return Ok(Authenticated { user: Some(nkey.to_string()), account: None });
         }
         if let Some(token) = &self.token {
             let given = connect.auth_token.as_deref().unwrap_or_default();
-            return if secret_matches(token, given) { Ok(None) } else { Err(AuthError::BadCredentials) };
+            return if secret_matches(token, given) {
+                Ok(Authenticated::default())
+            } else {
+                Err(AuthError::BadCredentials)
+            };
         }
         let name = connect.user.as_deref().unwrap_or_default();
         let pass = connect.pass.as_deref().unwrap_or_default();
         match self.users.iter().find(|u| u.name == name) {
-            Some(user) if secret_matches(&user.password, pass) => Ok(Some(user.name.clone())),
+            Some(user) if secret_matches(&user.password, pass) => {
+                Ok(Authenticated { user: Some(user.name.clone()), account: None })
+            }
             _ => Err(AuthError::BadCredentials),
         }
     }
@@ -92,19 +139,38 @@ mod tests {
     #[test]
     fn users_and_tokens() {
         let open = Authorization::default();
-        assert_eq!(open.check(&connect(None, None, None)), Ok(None));
+        assert_eq!(open.check(&connect(None, None, None), b""), Ok(Authenticated::default()));
 
         let users = Authorization {
             users: vec![User { name: "derek".into(), password: "s3cr3t".into() }],
             ..Default::default()
         };
-        assert_eq!(users.check(&connect(Some("derek"), Some("s3cr3t"), None)), Ok(Some("derek".into())));
-        assert!(users.check(&connect(Some("derek"), Some("x"), None)).is_err());
-        assert!(users.check(&connect(None, None, None)).is_err());
+        assert_eq!(users.check(&connect(Some("derek"), Some("s3cr3t"), None), b"").unwrap().user, Some("derek".into()));
+        assert!(users.check(&connect(Some("derek"), Some("x"), None), b"").is_err());
+        assert!(users.check(&connect(None, None, None), b"").is_err());
 
         let token = Authorization { token: Some("tok".into()), ..Default::default() };
-        assert!(token.check(&connect(None, None, Some("tok"))).is_ok());
-        assert!(token.check(&connect(None, None, Some("tok2"))).is_err());
+        assert!(token.check(&connect(None, None, Some("tok")), b"").is_ok());
+        assert!(token.check(&connect(None, None, Some("tok2")), b"").is_err());
+    }
+
+    #[test]
+    fn nkey_users_sign_the_nonce() {
+        let user = nkeys::KeyPair::new_user();
+        let auth = Authorization { nkeys: vec![user.public_key()], ..Default::default() };
+        assert!(auth.needs_nonce());
+        let nonce = b"nonce-123";
+        let sig = "bm90IGEgc2lnbmF0dXJl".to_string();
+        let mut c = ConnectOptions { nkey: Some(user.public_key()), sig: Some(sig), ..Default::default() };
+        assert!(auth.check(&c, nonce).is_err());
+        use base64::Engine as _;
+        c.sig = Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(user.sign(nonce).unwrap()));
+        assert_eq!(auth.check(&c, nonce).unwrap().user, Some(user.public_key()));
+        assert!(auth.check(&c, b"another nonce").is_err());
+        let stranger = nkeys::KeyPair::new_user();
+        c.nkey = Some(stranger.public_key());
+        c.sig = Some(base64::engine::general_purpose::STANDARD.encode(stranger.sign(nonce).unwrap()));
+        assert!(auth.check(&c, nonce).is_err());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use tracing::debug;
 
 use super::outbound::{write_loop, WriterEnd};
 use super::{ClientShared, CloseReason, Subscription};
+use crate::account::Account;
 use crate::options::Options;
 use crate::proto::encode::{self, Message};
 use crate::proto::errors;
@@ -28,17 +29,24 @@ const MAX_READ: usize = 64 * 1024;
 /// The first server PING comes this soon (or at ping_interval, if shorter).
 const FIRST_PING: Duration = Duration::from_secs(2);
 
-/// The INFO line for one client.
-fn info_line(state: &ServerState, cid: u64, peer: SocketAddr) -> Vec<u8> {
+/// The INFO line for one client, with its nonce when there is one.
+fn info_line(state: &ServerState, cid: u64, peer: SocketAddr, nonce: &str) -> Vec<u8> {
     let mut info = state.info();
     info.client_id = cid;
     info.client_ip = peer.ip().to_string();
+    info.nonce = nonce.to_string();
     info.to_line()
+}
+
+/// A fresh nonce as nats-server makes them: 11 random bytes, base64url without padding.
+fn new_nonce() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 11]>())
 }
 
 /// Tells a client the server is full, then closes it.
 pub(crate) async fn refuse<W: AsyncWrite + Unpin>(state: &ServerState, cid: u64, peer: SocketAddr, mut writer: W) {
-    let mut bytes = BytesMut::from(&info_line(state, cid, peer)[..]);
+    let mut bytes = BytesMut::from(&info_line(state, cid, peer, "")[..]);
     encode::err(&mut bytes, errors::MAX_CONNECTIONS_EXCEEDED);
     let _ = tokio::time::timeout(state.opts().write_deadline, async {
         writer.write_all(&bytes).await?;
@@ -57,7 +65,8 @@ where
 {
     let opts = state.opts();
     let shared = Arc::new(ClientShared::new(cid, opts.max_pending));
-    let _ = shared.outbound.push_bytes(&info_line(&state, cid, peer));
+    let nonce = if opts.authorization.needs_nonce() { new_nonce() } else { String::new() };
+    let _ = shared.outbound.push_bytes(&info_line(&state, cid, peer, &nonce));
     let writer_task = {
         let shared = Arc::clone(&shared);
         let state = Arc::clone(&state);
@@ -78,7 +87,7 @@ where
         // Shutdown began while this connection was being set up and did not see it.
         shared.close(CloseReason::ServerShutdown);
     }
-    let mut conn = Conn::new(Arc::clone(&state), Arc::clone(&shared), cid);
+    let mut conn = Conn::new(Arc::clone(&state), Arc::clone(&shared), cid, nonce);
     let reason = conn.read_loop(reader).await;
     shared.close(reason);
     conn.remove_all_subscriptions();
@@ -99,6 +108,8 @@ enum Event {
 /// A connection's protocol state, owned by its read loop.
 struct Conn {
     state: Arc<ServerState>,
+    /// The subject namespace this client publishes and subscribes in.
+    account: Arc<Account>,
     /// The server's options as of the last reload this connection saw.
     limits: Arc<Options>,
     /// Which reload `limits` came from.
@@ -112,17 +123,20 @@ struct Conn {
     last_in: Instant,
     /// Whether a CONNECT has been accepted (and authenticated, where that is required).
     connected: bool,
+    /// The nonce sent in INFO, for nkey and JWT users to sign.
+    nonce: String,
     /// Messages and bytes received since the counters were last added to the server's.
     in_msgs: u64,
     in_bytes: u64,
 }
 
 impl Conn {
-    fn new(state: Arc<ServerState>, shared: Arc<ClientShared>, cid: u64) -> Self {
+    fn new(state: Arc<ServerState>, shared: Arc<ClientShared>, cid: u64, nonce: String) -> Self {
         let seen_reloads = state.reloads();
         let limits = state.opts();
         let parser = Parser::new(limits.max_control_line, limits.max_payload);
         Conn {
+            account: Arc::clone(state.accounts.global()),
             state,
             limits,
             seen_reloads,
@@ -134,6 +148,7 @@ impl Conn {
             pings_out: 0,
             last_in: Instant::now(),
             connected: false,
+            nonce,
             in_msgs: 0,
             in_bytes: 0,
         }
@@ -297,7 +312,7 @@ impl Conn {
             }
             return Err(CloseReason::ProtocolViolation);
         }
-        if let Err(e) = self.limits.authorization.check(&self.opts) {
+        if let Err(e) = self.limits.authorization.check(&self.opts, self.nonce.as_bytes()) {
             tracing::warn!(
                 cid = self.shared.cid,
                 user = self.opts.user.as_deref().unwrap_or(""),
@@ -329,7 +344,7 @@ impl Conn {
         }
         self.ok();
         let msg = Message { subject: p.subject, reply: p.reply, header_len: p.header_len, payload: p.payload };
-        let delivered = self.router.publish(&self.state, &self.shared, self.opts.echo, &msg);
+        let delivered = self.router.publish(&self.state, &self.account, &self.shared, self.opts.echo, &msg);
         if !delivered && self.opts.no_responders {
             if let Some(reply) = p.reply {
                 self.no_responders(reply);
@@ -376,7 +391,7 @@ impl Conn {
             }
         }
         let sub = Arc::new(Subscription::new(Arc::clone(&self.shared), subject, queue, sid));
-        self.state.sublist.insert(Arc::clone(&sub));
+        self.account.sublist.insert(Arc::clone(&sub));
         self.subs.insert(sid.into(), sub);
         self.ok();
     }
@@ -389,7 +404,7 @@ impl Conn {
             };
             if remove_now {
                 if let Some(sub) = self.subs.remove(sid) {
-                    self.state.remove_subscription(&sub);
+                    self.account.remove_subscription(&sub);
                 }
             }
         }
@@ -423,7 +438,7 @@ impl Conn {
         self.parser.set_limits(self.limits.max_control_line, self.limits.max_payload);
         self.shared.outbound.set_max_pending(self.limits.max_pending);
         if self.connected {
-            if let Err(e) = self.limits.authorization.check(&self.opts) {
+            if let Err(e) = self.limits.authorization.check(&self.opts, self.nonce.as_bytes()) {
                 debug!(cid = self.shared.cid, "Authorization no longer valid after reload: {e}");
                 return Err(self.auth_violation());
             }
@@ -433,7 +448,7 @@ impl Conn {
 
     fn remove_all_subscriptions(&mut self) {
         for (_, sub) in self.subs.drain() {
-            self.state.remove_subscription(&sub);
+            self.account.remove_subscription(&sub);
         }
     }
 }

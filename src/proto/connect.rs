@@ -33,6 +33,12 @@ pub struct ConnectOptions {
     pub pass: Option<String>,
     /// Token, for authentication.
     pub auth_token: Option<String>,
+    /// Public nkey, for nkey authentication.
+    pub nkey: Option<String>,
+    /// Signature of the server's nonce, for nkey and JWT authentication.
+    pub sig: Option<String>,
+    /// User JWT, for JWT authentication.
+    pub jwt: Option<String>,
 }
 
 impl Default for ConnectOptions {
@@ -50,6 +56,9 @@ impl Default for ConnectOptions {
             user: None,
             pass: None,
             auth_token: None,
+            nkey: None,
+            sig: None,
+            jwt: None,
         }
     }
 }
@@ -69,6 +78,9 @@ struct ConnectFields {
     user: Option<String>,
     pass: Option<String>,
     auth_token: Option<String>,
+    nkey: Option<String>,
+    sig: Option<String>,
+    jwt: Option<String>,
 }
 
 /// Why a CONNECT was refused.
@@ -112,8 +124,15 @@ impl ConnectOptions {
         if f.pass.is_some() {
             self.pass = f.pass;
         }
-        if f.auth_token.is_some() {
-            self.auth_token = f.auth_token;
+        for (field, value) in [
+            (&mut self.auth_token, f.auth_token),
+            (&mut self.nkey, f.nkey),
+            (&mut self.sig, f.sig),
+            (&mut self.jwt, f.jwt),
+        ] {
+            if value.is_some() {
+                *field = value;
+            }
         }
         if !(0..=1).contains(&self.protocol) {
             return Err(ConnectError::InvalidProtocol);

@@ -35,6 +35,9 @@ pub struct ServerInfo {
     /// The address the client connected from.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub client_ip: String,
+    /// Random bytes for nkey and JWT users to sign, when those are configured.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub nonce: String,
     /// Lame duck mode: the server is about to go away.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub ldm: bool,

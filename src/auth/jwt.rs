@@ -1,0 +1,275 @@
+//! Decentralised authentication with NATS JWTs, as nats-server does it with an operator and a
+//! memory resolver: the operator JWT is trusted by configuration, account JWTs are signed by the
+//! operator (or one of its signing keys), and a user JWT is signed by its account (or one of
+//! the account's signing keys). A user proves it holds the JWT's key by signing the server's
+//! nonce.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use rustc_hash::FxHashMap;
+use serde::Deserialize;
+
+/// Why a JWT or a signature was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JwtError {
+    /// Not three base64url parts with JSON in the first two.
+    #[error("malformed JWT: {0}")]
+    Malformed(&'static str),
+    /// The header names an algorithm other than ed25519-nkey.
+    #[error("unsupported JWT algorithm {0:?}")]
+    Algorithm(String),
+    /// The signature does not verify with the issuer's key.
+    #[error("JWT signature does not verify")]
+    BadSignature,
+    /// The issuer is not one the verifier trusts for this kind of JWT.
+    #[error("JWT issuer {0} is not trusted")]
+    UntrustedIssuer(String),
+    /// Expired, or not valid yet.
+    #[error("JWT is expired or not yet valid")]
+    Expired,
+    /// A key that is not a valid nkey public key.
+    #[error("invalid nkey {0}")]
+    BadKey(String),
+    /// The account named by a user JWT is not known.
+    #[error("unknown account {0}")]
+    UnknownAccount(String),
+    /// The nonce signature is missing or does not verify.
+    #[error("nonce signature does not verify")]
+    BadNonceSignature,
+}
+
+#[derive(Debug, Deserialize)]
+struct Header {
+    alg: String,
+}
+
+/// The claims Courier reads from any NATS JWT.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Claims {
+    /// The key that signed it.
+    pub iss: String,
+    /// The key it is about.
+    pub sub: String,
+    /// Human-readable name.
+    #[serde(default)]
+    pub name: String,
+    /// Expiry, seconds since the epoch.
+    #[serde(default)]
+    pub exp: Option<i64>,
+    /// Not valid before, seconds since the epoch.
+    #[serde(default)]
+    pub nbf: Option<i64>,
+    /// The NATS-specific part.
+    #[serde(default)]
+    pub nats: NatsClaims,
+}
+
+/// The `nats` object of a JWT.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct NatsClaims {
+    /// Other keys allowed to sign on this entity's behalf.
+    #[serde(default)]
+    pub signing_keys: Vec<SigningKey>,
+    /// For a user JWT signed by an account signing key: the account.
+    #[serde(default)]
+    pub issuer_account: Option<String>,
+    /// A bearer token user needs no nonce signature.
+    #[serde(default)]
+    pub bearer_token: bool,
+}
+
+/// A signing key: a bare public key, or a scoped key object with a `key` field.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SigningKey {
+    /// A public key.
+    Key(String),
+    /// A scoped signing key.
+    Scoped {
+        /// The public key.
+        key: String,
+    },
+}
+
+impl SigningKey {
+    fn key(&self) -> &str {
+        match self {
+            SigningKey::Key(k) | SigningKey::Scoped { key: k } => k,
+        }
+    }
+}
+
+/// Decodes base64url (or standard base64), with or without padding.
+pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let text = text.trim();
+    [URL_SAFE_NO_PAD, URL_SAFE, STANDARD_NO_PAD, STANDARD].iter().find_map(|e| e.decode(text).ok())
+}
+
+/// Verifies `signature` over `data` with the public nkey `key`.
+pub fn verify_signature(key: &str, data: &[u8], signature: &[u8]) -> Result<(), JwtError> {
+    let pair = nkeys::KeyPair::from_public_key(key).map_err(|_| JwtError::BadKey(key.to_string()))?;
+    pair.verify(data, signature).map_err(|_| JwtError::BadSignature)
+}
+
+/// Decodes a JWT and checks its signature against its own `iss`, and its validity period.
+pub fn decode_verified(jwt: &str) -> Result<Claims, JwtError> {
+    let jwt = jwt.trim();
+    let mut parts = jwt.split('.');
+    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return Err(JwtError::Malformed("not three parts"));
+    };
+    let header: Header = decode_json(h)?;
+    if header.alg != "ed25519-nkey" && header.alg != "ed25519" {
+        return Err(JwtError::Algorithm(header.alg));
+    }
+    let claims: Claims = decode_json(p)?;
+    let sig = decode_base64(s).ok_or(JwtError::Malformed("signature is not base64"))?;
+    let signed = &jwt[..h.len() + 1 + p.len()];
+    verify_signature(&claims.iss, signed.as_bytes(), &sig)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    if claims.exp.is_some_and(|exp| exp > 0 && now > exp) || claims.nbf.is_some_and(|nbf| nbf > 0 && now < nbf) {
+        return Err(JwtError::Expired);
+    }
+    Ok(claims)
+}
+
+fn decode_json<T: for<'de> Deserialize<'de>>(part: &str) -> Result<T, JwtError> {
+    let bytes = decode_base64(part).ok_or(JwtError::Malformed("part is not base64"))?;
+    serde_json::from_slice(&bytes).map_err(|_| JwtError::Malformed("part is not the expected JSON"))
+}
+
+/// A trusted account: its key and the keys that may sign users for it.
+#[derive(Debug, Clone)]
+struct TrustedAccount {
+    signing_keys: Vec<String>,
+}
+
+/// The operators and accounts a server trusts (`operator` and `resolver_preload`).
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    accounts: FxHashMap<String, TrustedAccount>,
+}
+
+impl PartialEq for Trust {
+    fn eq(&self, other: &Self) -> bool {
+        let mut a: Vec<&String> = self.accounts.keys().collect();
+        let mut b: Vec<&String> = other.accounts.keys().collect();
+        a.sort();
+        b.sort();
+        a == b
+    }
+}
+
+impl Eq for Trust {}
+
+impl Trust {
+    /// Builds the trust chain from operator JWTs and account JWTs (keyed by account key).
+    /// Every account must be signed by one of the operators or their signing keys.
+    pub fn new<'a>(
+        operators: impl IntoIterator<Item = &'a str>,
+        accounts: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<Trust, JwtError> {
+        let mut operator_keys = Vec::new();
+        for jwt in operators {
+            let claims = decode_verified(jwt)?;
+            if claims.iss != claims.sub || !claims.sub.starts_with('O') {
+                return Err(JwtError::UntrustedIssuer(claims.iss));
+            }
+            operator_keys.push(claims.sub.clone());
+            operator_keys.extend(claims.nats.signing_keys.iter().map(|k| k.key().to_string()));
+        }
+        let mut trust = Trust::default();
+        for (key, jwt) in accounts {
+            let claims = decode_verified(jwt)?;
+            if !operator_keys.contains(&claims.iss) {
+                return Err(JwtError::UntrustedIssuer(claims.iss));
+            }
+            if claims.sub != key {
+                return Err(JwtError::Malformed("account JWT subject differs from its key"));
+            }
+            let signing_keys = claims.nats.signing_keys.iter().map(|k| k.key().to_string()).collect();
+            trust.accounts.insert(key.to_string(), TrustedAccount { signing_keys });
+        }
+        Ok(trust)
+    }
+
+    /// Checks a user JWT and its nonce signature; returns the account the user belongs to and
+    /// the user's name.
+    pub fn authenticate(&self, user_jwt: &str, nonce: &[u8], sig: Option<&str>) -> Result<(String, String), JwtError> {
+        let claims = decode_verified(user_jwt)?;
+        let account = claims.nats.issuer_account.clone().unwrap_or_else(|| claims.iss.clone());
+        let trusted = self.accounts.get(&account).ok_or_else(|| JwtError::UnknownAccount(account.clone()))?;
+        if claims.iss != account && !trusted.signing_keys.contains(&claims.iss) {
+            return Err(JwtError::UntrustedIssuer(claims.iss));
+        }
+        if !claims.nats.bearer_token {
+            let sig = sig.and_then(decode_base64).ok_or(JwtError::BadNonceSignature)?;
+            verify_signature(&claims.sub, nonce, &sig).map_err(|_| JwtError::BadNonceSignature)?;
+        }
+        let name = if claims.name.is_empty() { claims.sub } else { claims.name };
+        Ok((account, name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(claims: &serde_json::Value, signer: &nkeys::KeyPair) -> String {
+        let h = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+        let p = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let signed = format!("{h}.{p}");
+        let sig = signer.sign(signed.as_bytes()).unwrap();
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig))
+    }
+
+    #[test]
+    fn chain_of_trust() {
+        let op = nkeys::KeyPair::new_operator();
+        let acc = nkeys::KeyPair::new_account();
+        let acc_signer = nkeys::KeyPair::new_account();
+        let user = nkeys::KeyPair::new_user();
+        let op_jwt = encode(&serde_json::json!({"iss": op.public_key(), "sub": op.public_key(), "nats": {}}), &op);
+        let acc_jwt = encode(
+            &serde_json::json!({"iss": op.public_key(), "sub": acc.public_key(),
+                "nats": {"signing_keys": [acc_signer.public_key()]}}),
+            &op,
+        );
+        let trust = Trust::new([op_jwt.as_str()], [(acc.public_key().as_str(), acc_jwt.as_str())]).unwrap();
+
+        let user_jwt =
+            encode(&serde_json::json!({"iss": acc.public_key(), "sub": user.public_key(), "name": "u"}), &acc);
+        let nonce = b"abcdefg";
+        let sig = URL_SAFE_NO_PAD.encode(user.sign(nonce).unwrap());
+        assert_eq!(trust.authenticate(&user_jwt, nonce, Some(&sig)), Ok((acc.public_key(), "u".to_string())));
+        assert_eq!(trust.authenticate(&user_jwt, b"other", Some(&sig)), Err(JwtError::BadNonceSignature));
+        assert_eq!(trust.authenticate(&user_jwt, nonce, None), Err(JwtError::BadNonceSignature));
+
+        // Signed by the account's signing key, naming the account.
+        let scoped = encode(
+            &serde_json::json!({"iss": acc_signer.public_key(), "sub": user.public_key(),
+                "nats": {"issuer_account": acc.public_key()}}),
+            &acc_signer,
+        );
+        assert!(trust.authenticate(&scoped, nonce, Some(&sig)).is_ok());
+
+        // Signed by an account the operator never signed.
+        let rogue = nkeys::KeyPair::new_account();
+        let bad = encode(&serde_json::json!({"iss": rogue.public_key(), "sub": user.public_key()}), &rogue);
+        assert!(matches!(trust.authenticate(&bad, nonce, Some(&sig)), Err(JwtError::UnknownAccount(_))));
+
+        // Tampered payload.
+        let mut parts: Vec<&str> = user_jwt.split('.').collect();
+        let forged =
+            URL_SAFE_NO_PAD.encode(serde_json::json!({"iss": acc.public_key(), "sub": rogue.public_key()}).to_string());
+        parts[1] = &forged;
+        assert_eq!(trust.authenticate(&parts.join("."), nonce, Some(&sig)), Err(JwtError::BadSignature));
+
+        // Expired.
+        let old = encode(&serde_json::json!({"iss": acc.public_key(), "sub": user.public_key(), "exp": 1}), &acc);
+        assert_eq!(trust.authenticate(&old, nonce, Some(&sig)), Err(JwtError::Expired));
+    }
+}
