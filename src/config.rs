@@ -10,6 +10,7 @@ use std::path::Path;
 use crate::auth::{Authorization, User};
 use crate::conf::{self, ConfError, Item, Map, Pos, Value};
 use crate::options::Options;
+use crate::tls::{HandshakeFirst, TlsOptions};
 
 /// Why a config file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +80,7 @@ pub fn apply(map: &Map, opts: &mut Options) -> Result<Vec<String>, ConfigError> 
             "logfile" | "log_file" => opts.log_file = Some(item.expect_str()?.into()),
             "pidfile" | "pid_file" => opts.pid_file = Some(item.expect_str()?.into()),
             "authorization" => opts.authorization = authorization(item.expect_map()?)?,
-            "tls" => return Err(invalid(item, "TLS is not supported by this server yet")),
+            "tls" => opts.tls = Some(tls(item.expect_map()?, &mut warnings)?),
             "operator" | "operators" | "trusted" => {
                 let items = match &item.value {
                     Value::Array(items) => items.iter().collect(),
@@ -205,6 +206,48 @@ fn authorization(map: &Map) -> Result<Authorization, ConfigError> {
     Ok(auth)
 }
 
+fn tls(map: &Map, warnings: &mut Vec<String>) -> Result<TlsOptions, ConfigError> {
+    let mut tls = TlsOptions::default();
+    let mut cert = None;
+    let mut key = None;
+    for (name, item) in map.iter() {
+        match name.to_ascii_lowercase().as_str() {
+            "cert_file" => cert = Some(item.expect_str()?.into()),
+            "key_file" => key = Some(item.expect_str()?.into()),
+            "ca_file" => tls.ca_file = Some(item.expect_str()?.into()),
+            "verify" => tls.verify = item.expect_bool()?,
+            "timeout" => tls.timeout = conf::duration_of(item)?,
+            "handshake_first" | "first" | "immediate" => {
+                tls.handshake_first = match &item.value {
+                    Value::Bool(true) => HandshakeFirst::On,
+                    Value::Bool(false) => HandshakeFirst::Off,
+                    Value::String(s) if s.eq_ignore_ascii_case("auto") => {
+                        HandshakeFirst::Auto(std::time::Duration::from_millis(50))
+                    }
+                    _ => HandshakeFirst::Auto(conf::duration_of(item)?),
+                }
+            }
+            "cipher_suites" | "curve_preferences" | "min_version" => {
+                warnings.push(format!("{}: tls {name} is not configurable here; rustls defaults apply", item.pos))
+            }
+            "verify_and_map"
+            | "verify_cert_and_check_known_urls"
+            | "pinned_certs"
+            | "insecure"
+            | "cert_store"
+            | "cert_match"
+            | "cert_match_by"
+            | "ocsp_peer" => return Err(invalid(item, format!("tls {name} is not supported yet"))),
+            _ => return Err(invalid(item, format!("unknown field \"{name}\" in tls"))),
+        }
+    }
+    let missing =
+        |what| ConfigError::Invalid { pos: Pos::file_only("tls".into()), message: format!("tls needs {what}") };
+    tls.cert_file = cert.ok_or_else(|| missing("cert_file"))?;
+    tls.key_file = key.ok_or_else(|| missing("key_file"))?;
+    Ok(tls)
+}
+
 /// One entry of `users`: a name with a password, or an nkey.
 enum Login {
     Password(User),
@@ -304,7 +347,13 @@ mod tests {
     fn refuses_and_warns() {
         let err = load("port: 4222\nbogus: 1\n").unwrap_err().to_string();
         assert_eq!(err, "test.conf:2:8: unknown field \"bogus\"");
-        assert!(load("tls { cert_file: x }").is_err());
+        assert!(load("tls { cert_file: x }").is_err(), "a key is needed too");
+        let (o, _) =
+            load("tls { cert_file: a.pem, key_file: b.pem, verify: true, handshake_first: 300ms, timeout: 2 }")
+                .unwrap();
+        let tls = o.tls.unwrap();
+        assert!(tls.verify);
+        assert_eq!(tls.handshake_first, HandshakeFirst::Auto(Duration::from_millis(300)));
         assert!(load("operator: eyJnotajwt").is_err());
         assert!(load("resolver_preload { A: x }").is_err());
         assert!(load("authorization { users = [ {nkey: UNOTAKEY} ] }").is_err());

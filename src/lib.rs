@@ -16,6 +16,7 @@
 //!   and read loop.
 //! - [`router`]: publish → match → deliver, queue picks, wake-ups and publisher stalls.
 //! - [`server`]: the listener, the state all connections share, counters and shutdown.
+//! - [`tls`]: TLS for client connections (rustls), with nats-server's handshake orders.
 //! - [`logging`]: log output in nats-server's format.
 #![warn(missing_docs, unreachable_pub)]
 
@@ -32,6 +33,7 @@ pub mod router;
 pub mod server;
 pub mod subject;
 pub mod sublist;
+pub mod tls;
 
 pub use options::Options;
 pub use server::{Server, ServerHandle};

@@ -78,6 +78,21 @@ struct Cli {
     /// Authorization token required for connections.
     #[arg(long = "auth")]
     auth: Option<String>,
+    /// Require TLS for client connections.
+    #[arg(long = "tls")]
+    tls: bool,
+    /// Server certificate (PEM).
+    #[arg(long = "tlscert")]
+    tlscert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long = "tlskey")]
+    tlskey: Option<PathBuf>,
+    /// Require and verify client certificates.
+    #[arg(long = "tlsverify")]
+    tlsverify: bool,
+    /// CA certificates for verifying client certificates (PEM).
+    #[arg(long = "tlscacert")]
+    tlscacert: Option<PathBuf>,
     /// Print the version and exit.
     #[arg(short = 'v', long = "version")]
     version: bool,
@@ -199,6 +214,23 @@ fn options_from(cli: &Cli) -> Result<(Options, Vec<String>)> {
     }
     if let Some(token) = &cli.auth {
         opts.authorization.token = Some(token.clone());
+    }
+    if cli.tls || cli.tlscert.is_some() || cli.tlskey.is_some() || cli.tlsverify || cli.tlscacert.is_some() {
+        let mut tls = opts.tls.take().unwrap_or_default();
+        if let Some(cert) = &cli.tlscert {
+            tls.cert_file = cert.clone();
+        }
+        if let Some(key) = &cli.tlskey {
+            tls.key_file = key.clone();
+        }
+        if let Some(ca) = &cli.tlscacert {
+            tls.ca_file = Some(ca.clone());
+        }
+        tls.verify |= cli.tlsverify;
+        if tls.cert_file.as_os_str().is_empty() || tls.key_file.as_os_str().is_empty() {
+            bail!("TLS needs --tlscert and --tlskey");
+        }
+        opts.tls = Some(tls);
     }
     opts.debug |= cli.debug;
     opts.trace |= cli.trace;

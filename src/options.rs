@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::auth::Authorization;
+use crate::tls::TlsOptions;
 
 /// Default client port, as nats-server.
 pub const DEFAULT_PORT: u16 = 4222;
@@ -51,6 +52,8 @@ pub struct Options {
     pub shutdown_grace: Duration,
     /// Who may connect; empty means anyone.
     pub authorization: Authorization,
+    /// TLS for client connections; plain text when unset.
+    pub tls: Option<TlsOptions>,
     /// Log debug messages.
     pub debug: bool,
     /// Log protocol traces.
@@ -86,6 +89,7 @@ impl Default for Options {
             auth_timeout: Duration::from_secs(2),
             shutdown_grace: Duration::from_secs(10),
             authorization: Authorization::default(),
+            tls: None,
             debug: false,
             trace: false,
             logtime: true,

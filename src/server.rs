@@ -11,6 +11,7 @@ use parking_lot::{Mutex, RwLock};
 use rand::Rng;
 use rustc_hash::FxHashMap;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
@@ -80,6 +81,8 @@ pub struct ServerState {
     pub shutdown: CancellationToken,
     /// Cancelled when the server enters lame duck mode.
     pub lame_duck: CancellationToken,
+    /// TLS for client connections, when configured (set at start; a reload does not change it).
+    tls: Option<TlsAcceptor>,
     /// Every open client connection, by id.
     pub clients: Mutex<FxHashMap<u64, Arc<ClientShared>>>,
     next_cid: AtomicU64,
@@ -229,6 +232,10 @@ fn new_server_id() -> String {
 impl Server {
     /// Binds the client listener. `opts.port` 0 picks a free port.
     pub async fn bind(opts: Options) -> io::Result<Server> {
+        let tls = match &opts.tls {
+            Some(t) => Some(crate::tls::acceptor(t).map_err(io::Error::other)?),
+            None => None,
+        };
         let listener = TcpListener::bind((opts.host.as_str(), opts.port)).await?;
         let addr = listener.local_addr()?;
         let server_id = new_server_id();
@@ -242,7 +249,8 @@ impl Server {
             port: addr.port(),
             headers: true,
             auth_required: opts.authorization.required(),
-            tls_required: false,
+            tls_required: opts.tls.is_some(),
+            tls_verify: opts.tls.as_ref().is_some_and(|t| t.verify),
             max_payload: opts.max_payload,
             client_id: 0,
             client_ip: String::new(),
@@ -257,6 +265,7 @@ impl Server {
             stats: ServerStats::default(),
             shutdown: CancellationToken::new(),
             lame_duck: CancellationToken::new(),
+            tls,
             clients: Mutex::new(FxHashMap::default()),
             next_cid: AtomicU64::new(1),
         });
@@ -370,12 +379,81 @@ async fn serve(state: Arc<ServerState>, stream: TcpStream, peer: SocketAddr) {
     let cid = state.next_cid();
     state.stats.total_connections.fetch_add(1, Ordering::Relaxed);
     let count = state.stats.connections.fetch_add(1, Ordering::AcqRel) + 1;
-    let (reader, writer) = stream.into_split();
     if count > state.opts().max_connections {
+        let (_, writer) = stream.into_split();
         conn::refuse(&state, cid, peer, writer).await;
+    } else if let Some(acceptor) = state.tls.clone() {
+        serve_tls(Arc::clone(&state), acceptor, stream, cid, peer).await;
     } else {
         debug!(cid, %peer, "Client connection created");
-        conn::run(Arc::clone(&state), cid, peer, reader, writer).await;
+        let greeting = conn::Greeting::new(&state, cid, peer);
+        let (reader, writer) = stream.into_split();
+        conn::run(Arc::clone(&state), cid, peer, reader, writer, greeting).await;
     }
     state.stats.connections.fetch_sub(1, Ordering::AcqRel);
+}
+
+/// The first byte the client sent, without taking it; `None` at end of stream.
+async fn first_byte(stream: &TcpStream) -> Option<u8> {
+    let mut byte = [0u8; 1];
+    match stream.peek(&mut byte).await {
+        Ok(1) => Some(byte[0]),
+        _ => None,
+    }
+}
+
+/// A TLS connection: INFO and handshake in the configured order, then the usual protocol.
+async fn serve_tls(state: Arc<ServerState>, acceptor: TlsAcceptor, mut stream: TcpStream, cid: u64, peer: SocketAddr) {
+    use crate::tls::{HandshakeFirst, HANDSHAKE_RECORD};
+    use tokio::io::AsyncWriteExt;
+    let opts = state.opts();
+    let Some(tls) = opts.tls.as_ref() else { return };
+    let mut greeting = conn::Greeting::new(&state, cid, peer);
+    let tls_first = match tls.handshake_first {
+        HandshakeFirst::On => true,
+        HandshakeFirst::Off => false,
+        HandshakeFirst::Auto(wait) => {
+            matches!(tokio::time::timeout(wait, first_byte(&stream)).await, Ok(Some(HANDSHAKE_RECORD)))
+        }
+    };
+    if !tls_first {
+        let sent = tokio::time::timeout(opts.write_deadline, stream.write_all(&greeting.info)).await;
+        if !matches!(sent, Ok(Ok(()))) {
+            return;
+        }
+        greeting.info.clear();
+    }
+    // The client gets as long to start as nats-server gives a TLS client to authenticate.
+    match tokio::time::timeout(tls.timeout + Duration::from_secs(1), first_byte(&stream)).await {
+        Ok(Some(HANDSHAKE_RECORD)) => {}
+        Ok(Some(_)) => {
+            debug!(cid, %peer, "Client sent plain text to a TLS-only server");
+            let mut err = bytes::BytesMut::new();
+            crate::proto::encode::err(&mut err, crate::proto::errors::SECURE_CONNECTION_TLS_REQUIRED);
+            let _ = tokio::time::timeout(opts.write_deadline, async {
+                stream.write_all(&err).await?;
+                stream.shutdown().await
+            })
+            .await;
+            return;
+        }
+        Ok(None) | Err(_) => {
+            debug!(cid, %peer, "TLS handshake did not start in time");
+            return;
+        }
+    }
+    let tls_stream = match tokio::time::timeout(tls.timeout, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            debug!(cid, %peer, "TLS handshake error: {e}");
+            return;
+        }
+        Err(_) => {
+            debug!(cid, %peer, "TLS handshake timeout");
+            return;
+        }
+    };
+    debug!(cid, %peer, "Client connection created (TLS)");
+    let (reader, writer) = tokio::io::split(tls_stream);
+    conn::run(Arc::clone(&state), cid, peer, reader, writer, greeting).await;
 }

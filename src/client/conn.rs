@@ -44,6 +44,22 @@ fn new_nonce() -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 11]>())
 }
 
+/// What a new connection is greeted with: its INFO line (empty once already sent, as before a
+/// TLS handshake) and the nonce in it.
+pub(crate) struct Greeting {
+    /// The INFO line still to send.
+    pub(crate) info: Vec<u8>,
+    /// The nonce nkey and JWT users sign; empty when not needed.
+    pub(crate) nonce: String,
+}
+
+impl Greeting {
+    pub(crate) fn new(state: &ServerState, cid: u64, peer: SocketAddr) -> Self {
+        let nonce = if state.opts().authorization.needs_nonce() { new_nonce() } else { String::new() };
+        Greeting { info: info_line(state, cid, peer, &nonce), nonce }
+    }
+}
+
 /// Tells a client the server is full, then closes it.
 pub(crate) async fn refuse<W: AsyncWrite + Unpin>(state: &ServerState, cid: u64, peer: SocketAddr, mut writer: W) {
     let mut bytes = BytesMut::from(&info_line(state, cid, peer, "")[..]);
@@ -58,15 +74,23 @@ pub(crate) async fn refuse<W: AsyncWrite + Unpin>(state: &ServerState, cid: u64,
 
 /// Runs a connection: sends INFO, starts the writer, reads until the connection ends, then
 /// removes its subscriptions and waits for the writer to finish.
-pub(crate) async fn run<R, W>(state: Arc<ServerState>, cid: u64, peer: SocketAddr, reader: R, writer: W)
-where
+pub(crate) async fn run<R, W>(
+    state: Arc<ServerState>,
+    cid: u64,
+    peer: SocketAddr,
+    reader: R,
+    writer: W,
+    greeting: Greeting,
+) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let opts = state.opts();
     let shared = Arc::new(ClientShared::new(cid, opts.max_pending));
-    let nonce = if opts.authorization.needs_nonce() { new_nonce() } else { String::new() };
-    let _ = shared.outbound.push_bytes(&info_line(&state, cid, peer, &nonce));
+    let Greeting { info, nonce } = greeting;
+    if !info.is_empty() {
+        let _ = shared.outbound.push_bytes(&info);
+    }
     let writer_task = {
         let shared = Arc::clone(&shared);
         let state = Arc::clone(&state);

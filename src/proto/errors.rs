@@ -25,3 +25,5 @@ pub const NO_RESPONDERS_REQUIRES_HEADERS: &str = "no responders requires headers
 pub const AUTHORIZATION_VIOLATION: &str = "Authorization Violation";
 /// Sent when CONNECT does not arrive within the authentication timeout; closes.
 pub const AUTHENTICATION_TIMEOUT: &str = "Authentication Timeout";
+/// Sent when a client answers a TLS-only server in plain text; closes.
+pub const SECURE_CONNECTION_TLS_REQUIRED: &str = "Secure Connection - TLS Required";

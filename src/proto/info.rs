@@ -27,6 +27,9 @@ pub struct ServerInfo {
     /// Clients must upgrade to TLS.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub tls_required: bool,
+    /// Clients must present a certificate the server verifies.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_verify: bool,
     /// Largest payload accepted.
     pub max_payload: usize,
     /// This connection's id (left out of the INFO sent to every client at once).
