@@ -394,6 +394,15 @@ impl Conn {
     }
 
     fn on_sub(&mut self, subject: &[u8], queue: Option<&[u8]>, sid: &[u8]) {
+        // nats-server checks the limit before anything else about the SUB.
+        let max_subs = self.limits.max_subscriptions;
+        if max_subs > 0 && self.subs.len() >= max_subs {
+            self.subs.retain(|_, s| !s.is_removed());
+            if self.subs.len() >= max_subs {
+                self.send_err(errors::MAX_SUBSCRIPTIONS_EXCEEDED);
+                return;
+            }
+        }
         if !subject::is_valid_subscription(subject) || queue.is_some_and(|q| !subject::is_valid_queue(q)) {
             self.send_err(errors::INVALID_SUBJECT);
             return;
@@ -405,14 +414,6 @@ impl Conn {
                 return;
             }
             self.subs.remove(sid);
-        }
-        let max_subs = self.limits.max_subscriptions;
-        if max_subs > 0 && self.subs.len() >= max_subs {
-            self.subs.retain(|_, s| !s.is_removed());
-            if self.subs.len() >= max_subs {
-                self.send_err(errors::MAX_SUBSCRIPTIONS_EXCEEDED);
-                return;
-            }
         }
         let sub = Arc::new(Subscription::new(Arc::clone(&self.shared), subject, queue, sid));
         self.account.sublist.insert(Arc::clone(&sub));

@@ -162,23 +162,41 @@ impl Parser {
             return Ok(Some((op, used)));
         }
         let limit = self.max_control_line;
-        let window = &buf[..buf.len().min(limit + 2)];
-        let Some(nl) = memchr::memchr(b'\n', window) else {
-            if buf.len() > limit + 1 {
-                return Err(ParseError::ControlLineTooLong);
+        // Room for the operation name and the blanks before the arguments, which nats-server
+        // does not count against the limit.
+        let window = &buf[..buf.len().min(limit.saturating_mul(2).saturating_add(64))];
+        let nl = memchr::memchr(b'\n', window);
+        let mut line = &window[..nl.unwrap_or(window.len())];
+        if nl.is_some() {
+            if let [rest @ .., b'\r'] = line {
+                line = rest;
+            }
+        }
+        let (rest, name) = match op_name(line) {
+            Ok(found) => found,
+            Err(_) if line.is_empty() => return Ok(None),
+            Err(_) => return Err(ParseError::UnknownOp),
+        };
+        if nl.is_none() && rest.is_empty() && name.len() < MAX_OP_NAME {
+            // The name may still be growing, unless no operation starts this way.
+            if !could_be_op(name) {
+                return Err(ParseError::UnknownOp);
             }
             return Ok(None);
-        };
-        let mut line = &buf[..nl];
-        if let [rest @ .., b'\r'] = line {
-            line = rest;
         }
-        if line.len() > limit {
+        let op = classify(name)?;
+        // Like nats-server, the limit applies to the arguments, not the name or line end.
+        let args_len = line.len() - name.len() - (rest.len() - trim_start_blank(rest).len());
+        if op.has_args() && args_len > limit {
             return Err(ParseError::ControlLineTooLong);
         }
+        let Some(nl) = nl else {
+            if window.len() == buf.len() {
+                return Ok(None);
+            }
+            return Err(ParseError::ControlLineTooLong);
+        };
         let line_len = nl + 1;
-        let (rest, op) = op_name(line).map_err(|_| ParseError::UnknownOp)?;
-        let op = classify(op)?;
         let simple = |op| Ok(Some((op, line_len)));
         match op {
             Op::Ping => simple(ClientOp::Ping),
@@ -292,6 +310,38 @@ enum Op {
     Ok,
     Err,
     Info,
+}
+
+/// Every operation name a client may send.
+const OP_NAMES: [&[u8]; 10] =
+    [b"PUB", b"HPUB", b"SUB", b"UNSUB", b"CONNECT", b"PING", b"PONG", b"INFO", b"+OK", b"-ERR"];
+
+/// Whether `name` is the start of an operation name, or one of the names nats-server accepts
+/// with anything after them up to the line end (`PINGX` is a PING).
+fn could_be_op(name: &[u8]) -> bool {
+    let prefix_of = |op: &[u8]| op.len() >= name.len() && op[..name.len()].eq_ignore_ascii_case(name);
+    let starts_with = |op: &[u8]| name.len() >= op.len() && name[..op.len()].eq_ignore_ascii_case(op);
+    OP_NAMES.iter().any(|op| prefix_of(op)) || [&b"PING"[..], b"PONG", b"+OK", b"-ERR"].iter().any(|op| starts_with(op))
+}
+
+/// Longer than any operation name; a longer run of letters is not an operation.
+const MAX_OP_NAME: usize = 8;
+
+impl Op {
+    /// Whether the line carries arguments that count against max_control_line.
+    fn has_args(self) -> bool {
+        matches!(self, Op::Pub | Op::Hpub | Op::Sub | Op::Unsub | Op::Connect)
+    }
+}
+
+fn trim_start_blank(mut s: &[u8]) -> &[u8] {
+    while let [b, rest @ ..] = s {
+        if !is_blank(*b) {
+            break;
+        }
+        s = rest;
+    }
+    s
 }
 
 #[inline]
@@ -457,7 +507,27 @@ mod tests {
         assert_eq!(one(b"PUB a 2000000\r\n"), Err(ParseError::MaxPayload));
         assert_eq!(one(b"PUB a 2\r\nabc\r\n"), Err(ParseError::UnknownOp));
         let long = [b'a'; 5000];
-        assert_eq!(one(&long), Err(ParseError::ControlLineTooLong));
+        assert_eq!(one(&long), Err(ParseError::UnknownOp));
+        let mut sub = b"SUB ".to_vec();
+        sub.extend_from_slice(&[b's'; 5000]);
+        assert_eq!(one(&sub), Err(ParseError::ControlLineTooLong), "no line end yet");
+        assert_eq!(one(b"SUBX a 1\r\n"), Err(ParseError::UnknownOp));
+        assert_eq!(one(b"XYZ"), Err(ParseError::UnknownOp), "known at once, as nats-server");
+        assert_eq!(one(b"PU"), Ok(None));
+        assert_eq!(one(b"PINGX"), Ok(None), "a PING once the line ends");
+    }
+
+    #[test]
+    fn control_line_limit_counts_arguments_only() {
+        let mut p = Parser::new(64, 1024);
+        let line = format!("SUB {} 1\r\n", "s".repeat(62));
+        assert!(matches!(p.parse(line.as_bytes()), Ok(Some((ClientOp::Sub { .. }, _)))));
+        let line = format!("SUB {} 1\r\n", "s".repeat(63));
+        assert_eq!(p.parse(line.as_bytes()), Err(ParseError::ControlLineTooLong));
+        let line = format!("SUB{}a 1\r\n", " ".repeat(70));
+        assert!(matches!(p.parse(line.as_bytes()), Ok(Some((ClientOp::Sub { .. }, _)))));
+        let line = format!("PING {}\r\n", "x".repeat(100));
+        assert_eq!(p.parse(line.as_bytes()), Ok(Some((ClientOp::Ping, line.len()))));
     }
 
     #[test]
