@@ -336,13 +336,26 @@ impl Conn {
             }
             return Err(CloseReason::ProtocolViolation);
         }
-        if let Err(e) = self.limits.authorization.check(&self.opts, self.nonce.as_bytes()) {
-            tracing::warn!(
-                cid = self.shared.cid,
-                user = self.opts.user.as_deref().unwrap_or(""),
-                "Authorization failed: {e}"
-            );
-            return Err(self.auth_violation());
+        let who = match self.limits.authorization.check(&self.opts, self.nonce.as_bytes()) {
+            Ok(who) => who,
+            Err(e) => {
+                tracing::warn!(
+                    cid = self.shared.cid,
+                    user = self.opts.user.as_deref().unwrap_or(""),
+                    "Authorization failed: {e}"
+                );
+                return Err(self.auth_violation());
+            }
+        };
+        if let Some(account) = who.account {
+            if account != self.account.name {
+                if !self.subs.is_empty() {
+                    // Subscriptions belong to the account they were made in; a client that moves drops them.
+                    self.remove_all_subscriptions();
+                }
+                self.account = self.state.accounts.get_or_create(&account);
+                self.router.reset_cache();
+            }
         }
         self.connected = true;
         self.shared.set_headers(self.opts.headers);

@@ -1,0 +1,178 @@
+//! Authentication over the wire: users and passwords (plain and bcrypt), tokens, nkeys and
+//! JWTs with account isolation, with async-nats, and the exact errors over raw TCP.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use common::{options, RawClient, TestServer, TIMEOUT};
+use courier::auth::{Authorization, Trust, User};
+use futures::StreamExt;
+
+async fn server_with(auth: Authorization) -> TestServer {
+    TestServer::start(courier::Options { authorization: auth, ..options() }).await
+}
+
+fn users(list: &[(&str, &str)]) -> Authorization {
+    Authorization {
+        users: list.iter().map(|(n, p)| User { name: n.to_string(), password: p.to_string() }).collect(),
+        ..Default::default()
+    }
+}
+
+async fn try_connect(
+    server: &TestServer,
+    opts: async_nats::ConnectOptions,
+) -> Result<async_nats::Client, async_nats::ConnectError> {
+    tokio::time::timeout(TIMEOUT, opts.connect(server.url())).await.expect("connect answered in time")
+}
+
+fn refused(result: Result<async_nats::Client, async_nats::ConnectError>) {
+    match result {
+        Err(e) => assert_eq!(e.kind(), async_nats::ConnectErrorKind::AuthorizationViolation, "{e}"),
+        Ok(_) => panic!("connected with bad credentials"),
+    }
+}
+
+async fn works(client: &async_nats::Client) {
+    let mut sub = client.subscribe("auth.check").await.unwrap();
+    client.publish("auth.check", "hi".into()).await.unwrap();
+    let msg = tokio::time::timeout(TIMEOUT, sub.next()).await.expect("in time").expect("message");
+    assert_eq!(&msg.payload[..], b"hi");
+}
+
+#[tokio::test]
+async fn user_and_password() {
+    let hash = bcrypt::hash("hashed-pw", 4).unwrap();
+    let server = server_with(users(&[("derek", "s3cr3t"), ("bob", &hash)])).await;
+    let ok = try_connect(&server, async_nats::ConnectOptions::with_user_and_password("derek".into(), "s3cr3t".into()))
+        .await
+        .expect("right password");
+    works(&ok).await;
+    let bcrypted =
+        try_connect(&server, async_nats::ConnectOptions::with_user_and_password("bob".into(), "hashed-pw".into()))
+            .await
+            .expect("bcrypt password");
+    works(&bcrypted).await;
+    refused(
+        try_connect(&server, async_nats::ConnectOptions::with_user_and_password("derek".into(), "nope".into())).await,
+    );
+    refused(try_connect(&server, async_nats::ConnectOptions::with_user_and_password("bob".into(), hash.clone())).await);
+    refused(try_connect(&server, async_nats::ConnectOptions::new()).await);
+}
+
+#[tokio::test]
+async fn token() {
+    let server = server_with(Authorization { token: Some("tok3n".into()), ..Default::default() }).await;
+    let ok = try_connect(&server, async_nats::ConnectOptions::with_token("tok3n".into())).await.expect("token");
+    works(&ok).await;
+    refused(try_connect(&server, async_nats::ConnectOptions::with_token("other".into())).await);
+}
+
+#[tokio::test]
+async fn nkey_users_sign_the_nonce() {
+    let user = nkeys::KeyPair::new_user();
+    let server = server_with(Authorization { nkeys: vec![user.public_key()], ..Default::default() }).await;
+    let client = try_connect(&server, async_nats::ConnectOptions::with_nkey(user.seed().unwrap())).await.expect("nkey");
+    works(&client).await;
+    let stranger = nkeys::KeyPair::new_user();
+    refused(try_connect(&server, async_nats::ConnectOptions::with_nkey(stranger.seed().unwrap())).await);
+
+    // Every connection gets its own nonce.
+    let a = RawClient::connect(server.addr).await;
+    let b = RawClient::connect(server.addr).await;
+    let (na, nb) = (a.info()["nonce"].as_str().unwrap().to_string(), b.info()["nonce"].as_str().unwrap().to_string());
+    assert!(!na.is_empty() && na != nb);
+    assert_eq!(a.info()["auth_required"], true);
+}
+
+fn encode_jwt(claims: serde_json::Value, signer: &nkeys::KeyPair) -> String {
+    let h = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let p = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let signed = format!("{h}.{p}");
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signer.sign(signed.as_bytes()).unwrap()))
+}
+
+fn jwt_opts(jwt: String, user: Arc<nkeys::KeyPair>) -> async_nats::ConnectOptions {
+    async_nats::ConnectOptions::with_jwt(jwt, move |nonce| {
+        let user = Arc::clone(&user);
+        async move { user.sign(&nonce).map_err(async_nats::AuthError::new) }
+    })
+}
+
+#[tokio::test]
+async fn jwt_users_are_kept_to_their_account() {
+    let operator = nkeys::KeyPair::new_operator();
+    let op_jwt = encode_jwt(serde_json::json!({"iss": operator.public_key(), "sub": operator.public_key()}), &operator);
+    let (acc_a, acc_b) = (nkeys::KeyPair::new_account(), nkeys::KeyPair::new_account());
+    let account_jwt = |acc: &nkeys::KeyPair| {
+        encode_jwt(serde_json::json!({"iss": operator.public_key(), "sub": acc.public_key(), "nats": {}}), &operator)
+    };
+    let (jwt_a, jwt_b) = (account_jwt(&acc_a), account_jwt(&acc_b));
+    let trust = Trust::new(
+        [op_jwt.as_str()],
+        [(acc_a.public_key().as_str(), jwt_a.as_str()), (acc_b.public_key().as_str(), jwt_b.as_str())],
+    )
+    .unwrap();
+    let server = server_with(Authorization { trust: Some(trust), ..Default::default() }).await;
+
+    let user_in = |acc: &nkeys::KeyPair| {
+        let user = Arc::new(nkeys::KeyPair::new_user());
+        let jwt = encode_jwt(serde_json::json!({"iss": acc.public_key(), "sub": user.public_key(), "nats": {}}), acc);
+        jwt_opts(jwt, user)
+    };
+    let a1 = try_connect(&server, user_in(&acc_a)).await.expect("user of A");
+    let a2 = try_connect(&server, user_in(&acc_a)).await.expect("another user of A");
+    let b1 = try_connect(&server, user_in(&acc_b)).await.expect("user of B");
+
+    let mut a_sub = a2.subscribe("shared.subject").await.unwrap();
+    let mut b_sub = b1.subscribe("shared.subject").await.unwrap();
+    // Round trips make sure both subscriptions are in place before publishing.
+    a2.flush().await.unwrap();
+    b1.flush().await.unwrap();
+    works(&b1).await;
+    works(&a2).await;
+    a1.publish("shared.subject", "for A only".into()).await.unwrap();
+    let got = tokio::time::timeout(TIMEOUT, a_sub.next()).await.expect("A hears A").unwrap();
+    assert_eq!(&got.payload[..], b"for A only");
+    // B publishes after A: once B's own subscriber has B's message, A's would have come first.
+    b1.publish("shared.subject", "for B only".into()).await.unwrap();
+    let got = tokio::time::timeout(TIMEOUT, b_sub.next()).await.expect("B hears B").unwrap();
+    assert_eq!(&got.payload[..], b"for B only", "B never sees A's message");
+
+    // A user signed by an account the operator never signed is refused.
+    let rogue = nkeys::KeyPair::new_account();
+    refused(try_connect(&server, user_in(&rogue)).await);
+    // A user that cannot sign the nonce is refused.
+    let user = nkeys::KeyPair::new_user();
+    let jwt = encode_jwt(serde_json::json!({"iss": acc_a.public_key(), "sub": user.public_key()}), &acc_a);
+    refused(try_connect(&server, jwt_opts(jwt, Arc::new(nkeys::KeyPair::new_user()))).await);
+}
+
+#[tokio::test]
+async fn operations_before_connect_and_the_timeout() {
+    let mut auth = users(&[("u", "p")]);
+    auth.timeout = Some(Duration::from_millis(200));
+    let server = server_with(auth).await;
+
+    let mut early = RawClient::connect(server.addr).await;
+    early.send("PING\r\n").await;
+    early.expect("-ERR 'Authorization Violation'\r\n").await;
+    early.expect_closed().await;
+
+    let mut bad = RawClient::connect(server.addr).await;
+    bad.send("CONNECT {\"verbose\":false,\"user\":\"u\",\"pass\":\"x\"}\r\n").await;
+    bad.expect("-ERR 'Authorization Violation'\r\n").await;
+    bad.expect_closed().await;
+
+    let mut silent = RawClient::connect(server.addr).await;
+    silent.expect("-ERR 'Authentication Timeout'\r\n").await;
+    silent.expect_closed().await;
+
+    let mut good = RawClient::connect(server.addr).await;
+    good.send("CONNECT {\"verbose\":false,\"user\":\"u\",\"pass\":\"p\"}\r\n").await;
+    good.ping_pong().await;
+}
