@@ -7,7 +7,8 @@
 
 use std::path::Path;
 
-use crate::auth::{Authorization, User};
+use crate::auth::permissions::{ResponsePermission, Rule, SubjectRules};
+use crate::auth::{Authorization, NkeyUser, Permissions, User};
 use crate::conf::{self, ConfError, Item, Map, Pos, Value};
 use crate::options::Options;
 use crate::tls::{HandshakeFirst, TlsOptions};
@@ -177,6 +178,7 @@ fn authorization(map: &Map) -> Result<Authorization, ConfigError> {
     let mut auth = Authorization::default();
     let mut single_user: Option<String> = None;
     let mut single_pass: Option<String> = None;
+    let mut single_perms: Option<Permissions> = None;
     for (key, item) in map.iter() {
         if map.is_referenced(key) {
             continue;
@@ -190,18 +192,17 @@ fn authorization(map: &Map) -> Result<Authorization, ConfigError> {
                 for entry in item.expect_array()? {
                     match user(entry)? {
                         Login::Password(user) => auth.users.push(user),
-                        Login::Nkey(key) => auth.nkeys.push(key),
+                        Login::Nkey(user) => auth.nkeys.push(user),
                     }
                 }
             }
-            "permissions" | "default_permissions" | "allow_responses" => {
-                return Err(invalid(item, format!("{key}: subject permissions are not supported yet")))
-            }
+            "permissions" => single_perms = Some(permissions(item.expect_map()?)?),
+            "default_permissions" => auth.default_permissions = Some(permissions(item.expect_map()?)?),
             _ => return Err(invalid(item, format!("unknown field \"{key}\" in authorization"))),
         }
     }
     if let Some(name) = single_user {
-        auth.users.push(User { name, password: single_pass.unwrap_or_default() });
+        auth.users.push(User { name, password: single_pass.unwrap_or_default(), permissions: single_perms });
     }
     Ok(auth)
 }
@@ -251,7 +252,66 @@ fn tls(map: &Map, warnings: &mut Vec<String>) -> Result<TlsOptions, ConfigError>
 /// One entry of `users`: a name with a password, or an nkey.
 enum Login {
     Password(User),
-    Nkey(String),
+    Nkey(NkeyUser),
+}
+
+/// A `permissions {}` block.
+fn permissions(map: &Map) -> Result<Permissions, ConfigError> {
+    let mut p = Permissions::default();
+    for (key, item) in map.iter() {
+        match key.to_ascii_lowercase().as_str() {
+            "publish" | "pub" => p.publish = Some(subject_rules(item)?),
+            "subscribe" | "sub" => p.subscribe = Some(subject_rules(item)?),
+            "allow_responses" | "allow_resp" => {
+                p.allow_responses = match &item.value {
+                    Value::Bool(true) => Some(ResponsePermission::default()),
+                    Value::Bool(false) => None,
+                    Value::Map(m) => {
+                        let mut r = ResponsePermission::default();
+                        for (k, v) in m.iter() {
+                            match k.to_ascii_lowercase().as_str() {
+                                "max" => {
+                                    r.max = u32::try_from(v.expect_integer()?)
+                                        .map_err(|_| invalid(v, "max out of range"))?
+                                }
+                                "expires" | "ttl" => r.expires = conf::duration_of(v)?,
+                                _ => return Err(invalid(v, format!("unknown field \"{k}\" in allow_responses"))),
+                            }
+                        }
+                        Some(r)
+                    }
+                    other => return Err(invalid(item, format!("expected a bool or map, found {}", other.type_name()))),
+                }
+            }
+            _ => return Err(invalid(item, format!("unknown field \"{key}\" in permissions"))),
+        }
+    }
+    Ok(p)
+}
+
+/// `"subj"`, `["a", "b"]` (allow lists) or `{ allow: ..., deny: ... }`.
+fn subject_rules(item: &Item) -> Result<SubjectRules, ConfigError> {
+    fn list(item: &Item) -> Result<Vec<Rule>, ConfigError> {
+        match &item.value {
+            Value::String(s) => Ok(vec![Rule::parse(s)]),
+            Value::Array(items) => items.iter().map(|i| Ok(Rule::parse(i.expect_str()?))).collect(),
+            other => Err(invalid(item, format!("expected a subject or a list, found {}", other.type_name()))),
+        }
+    }
+    match &item.value {
+        Value::Map(m) => {
+            let mut rules = SubjectRules::default();
+            for (k, v) in m.iter() {
+                match k.to_ascii_lowercase().as_str() {
+                    "allow" => rules.allow = Some(list(v)?),
+                    "deny" => rules.deny = list(v)?,
+                    _ => return Err(invalid(v, format!("unknown field \"{k}\" in permissions"))),
+                }
+            }
+            Ok(rules)
+        }
+        _ => Ok(SubjectRules { allow: Some(list(item)?), deny: Vec::new() }),
+    }
 }
 
 fn user(entry: &Item) -> Result<Login, ConfigError> {
@@ -259,6 +319,7 @@ fn user(entry: &Item) -> Result<Login, ConfigError> {
     let mut name = None;
     let mut password = String::new();
     let mut nkey = None;
+    let mut perms = None;
     for (key, item) in map.iter() {
         match key.to_ascii_lowercase().as_str() {
             "user" | "username" => name = Some(item.expect_str()?.to_string()),
@@ -270,15 +331,14 @@ fn user(entry: &Item) -> Result<Login, ConfigError> {
                 }
                 nkey = Some(key.to_string());
             }
-            "permissions" | "allowed_connection_types" => {
-                return Err(invalid(item, format!("{key}: not supported yet")))
-            }
+            "permissions" => perms = Some(permissions(item.expect_map()?)?),
+            "allowed_connection_types" => return Err(invalid(item, format!("{key}: not supported yet"))),
             _ => return Err(invalid(item, format!("unknown field \"{key}\" in user"))),
         }
     }
     match (nkey, name) {
-        (Some(key), _) => Ok(Login::Nkey(key)),
-        (None, Some(name)) => Ok(Login::Password(User { name, password })),
+        (Some(nkey), _) => Ok(Login::Nkey(NkeyUser { nkey, permissions: perms })),
+        (None, Some(name)) => Ok(Login::Password(User { name, password, permissions: perms })),
         (None, None) => Err(invalid(entry, "a user needs a name or an nkey")),
     }
 }
@@ -335,12 +395,33 @@ mod tests {
     #[test]
     fn maps_authorization() {
         let (o, _) = load("authorization { user: derek, password: s3cr3t, timeout: 1 }").unwrap();
-        assert_eq!(o.authorization.users, vec![User { name: "derek".into(), password: "s3cr3t".into() }]);
+        assert_eq!(
+            o.authorization.users,
+            vec![User { name: "derek".into(), password: "s3cr3t".into(), permissions: None }]
+        );
         assert_eq!(o.authorization.timeout, Some(Duration::from_secs(1)));
         let (o, _) = load("authorization { token: \"t\", timeout: \"2s\" }").unwrap();
         assert_eq!(o.authorization.token.as_deref(), Some("t"));
         let (o, _) = load("authorization { users = [ {user: a, password: b}, {user: c, pass: d} ] }").unwrap();
         assert_eq!(o.authorization.users.len(), 2);
+    }
+
+    #[test]
+    fn maps_permissions() {
+        let (o, _) = load(
+            "authorization {\n default_permissions { publish: \"public.>\" }\n users = [\n\
+             {user: a, password: b, permissions: {publish: {allow: [\"orders.>\"], deny: \"orders.secret\"},\n\
+              subscribe: [\"replies.*\", \"jobs.* workers\"], allow_responses: {max: 3, expires: \"1m\"}}}\n\
+             {user: c, password: d}\n ]\n}",
+        )
+        .unwrap();
+        let a = o.authorization.users[0].permissions.clone().unwrap();
+        assert!(a.can_publish(b"orders.new") && !a.can_publish(b"orders.secret") && !a.can_publish(b"x"));
+        assert!(a.can_subscribe(b"jobs.1", Some(b"workers")) && !a.can_subscribe(b"jobs.1", None));
+        assert_eq!(a.allow_responses, Some(ResponsePermission { max: 3, expires: Duration::from_secs(60) }));
+        assert!(o.authorization.users[1].permissions.is_none());
+        let d = o.authorization.default_permissions.unwrap();
+        assert!(d.can_publish(b"public.x") && !d.can_publish(b"private"));
     }
 
     #[test]

@@ -209,8 +209,11 @@ fn options_from(cli: &Cli) -> Result<(Options, Vec<String>)> {
         opts.server_name = name.clone();
     }
     if let Some(user) = &cli.user {
-        opts.authorization.users =
-            vec![courier::auth::User { name: user.clone(), password: cli.pass.clone().unwrap_or_default() }];
+        opts.authorization.users = vec![courier::auth::User {
+            name: user.clone(),
+            password: cli.pass.clone().unwrap_or_default(),
+            permissions: None,
+        }];
     }
     if let Some(token) = &cli.auth {
         opts.authorization.token = Some(token.clone());

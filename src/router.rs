@@ -91,7 +91,11 @@ impl Router {
         msg: &Message<'_>,
     ) -> bool {
         let consumer = &sub.client;
-        if (!echo && Arc::ptr_eq(consumer, publisher)) || consumer.is_closing() || sub.is_removed() {
+        if (!echo && Arc::ptr_eq(consumer, publisher))
+            || consumer.is_closing()
+            || sub.is_removed()
+            || sub.denies(msg.subject)
+        {
             return false;
         }
         match sub.admit() {
@@ -101,6 +105,9 @@ impl Router {
         }
         match consumer.outbound.push_msg(msg, &sub.sid, consumer.headers()) {
             Push::Queued => {
+                if let Some(reply) = msg.reply {
+                    consumer.note_request(reply);
+                }
                 self.out_msgs += 1;
                 self.out_bytes += msg.payload.len() as u64;
                 self.touch(consumer);

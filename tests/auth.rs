@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use common::{options, RawClient, TestServer, TIMEOUT};
-use courier::auth::{Authorization, Trust, User};
+use courier::auth::{Authorization, NkeyUser, Trust, User};
 use futures::StreamExt;
 
 async fn server_with(auth: Authorization) -> TestServer {
@@ -18,7 +18,10 @@ async fn server_with(auth: Authorization) -> TestServer {
 
 fn users(list: &[(&str, &str)]) -> Authorization {
     Authorization {
-        users: list.iter().map(|(n, p)| User { name: n.to_string(), password: p.to_string() }).collect(),
+        users: list
+            .iter()
+            .map(|(n, p)| User { name: n.to_string(), password: p.to_string(), permissions: None })
+            .collect(),
         ..Default::default()
     }
 }
@@ -75,7 +78,11 @@ async fn token() {
 #[tokio::test]
 async fn nkey_users_sign_the_nonce() {
     let user = nkeys::KeyPair::new_user();
-    let server = server_with(Authorization { nkeys: vec![user.public_key()], ..Default::default() }).await;
+    let server = server_with(Authorization {
+        nkeys: vec![NkeyUser { nkey: user.public_key(), permissions: None }],
+        ..Default::default()
+    })
+    .await;
     let client = try_connect(&server, async_nats::ConnectOptions::with_nkey(user.seed().unwrap())).await.expect("nkey");
     works(&client).await;
     let stranger = nkeys::KeyPair::new_user();

@@ -11,6 +11,8 @@ use base64::Engine as _;
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
+use super::permissions::{Permissions, ResponsePermission, Rule, SubjectRules};
+
 /// Why a JWT or a signature was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -79,6 +81,60 @@ pub struct NatsClaims {
     /// A bearer token user needs no nonce signature.
     #[serde(default)]
     pub bearer_token: bool,
+    /// A user's publish permissions.
+    #[serde(default)]
+    pub r#pub: JwtRules,
+    /// A user's subscribe permissions.
+    #[serde(default)]
+    pub sub: JwtRules,
+    /// A user's permission to answer requests it receives.
+    #[serde(default)]
+    pub resp: Option<JwtResponses>,
+}
+
+/// Allow and deny lists in a user JWT.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct JwtRules {
+    /// Allowed subjects; empty means no restriction.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Denied subjects.
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+impl JwtRules {
+    fn to_rules(&self) -> Option<SubjectRules> {
+        if self.allow.is_empty() && self.deny.is_empty() {
+            return None;
+        }
+        Some(SubjectRules {
+            allow: (!self.allow.is_empty()).then(|| self.allow.iter().map(|s| Rule::parse(s)).collect()),
+            deny: self.deny.iter().map(|s| Rule::parse(s)).collect(),
+        })
+    }
+}
+
+/// The response permission in a user JWT.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct JwtResponses {
+    /// Responses per request.
+    #[serde(default)]
+    pub max: u32,
+    /// How long they are allowed, in nanoseconds.
+    #[serde(default)]
+    pub ttl: u64,
+}
+
+/// A user authenticated by JWT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtUser {
+    /// The account it belongs to.
+    pub account: String,
+    /// Its name (or its key when it has none).
+    pub name: String,
+    /// Its permissions, when the JWT restricts it.
+    pub permissions: Option<Permissions>,
 }
 
 /// A signing key: a bare public key, or a scoped key object with a `key` field.
@@ -196,9 +252,8 @@ impl Trust {
         Ok(trust)
     }
 
-    /// Checks a user JWT and its nonce signature; returns the account the user belongs to and
-    /// the user's name.
-    pub fn authenticate(&self, user_jwt: &str, nonce: &[u8], sig: Option<&str>) -> Result<(String, String), JwtError> {
+    /// Checks a user JWT and its nonce signature; returns who the user is.
+    pub fn authenticate(&self, user_jwt: &str, nonce: &[u8], sig: Option<&str>) -> Result<JwtUser, JwtError> {
         let claims = decode_verified(user_jwt)?;
         let account = claims.nats.issuer_account.clone().unwrap_or_else(|| claims.iss.clone());
         let trusted = self.accounts.get(&account).ok_or_else(|| JwtError::UnknownAccount(account.clone()))?;
@@ -209,8 +264,17 @@ impl Trust {
             let sig = sig.and_then(decode_base64).ok_or(JwtError::BadNonceSignature)?;
             verify_signature(&claims.sub, nonce, &sig).map_err(|_| JwtError::BadNonceSignature)?;
         }
+        let n = &claims.nats;
+        let permissions = Permissions {
+            publish: n.r#pub.to_rules(),
+            subscribe: n.sub.to_rules(),
+            allow_responses: n
+                .resp
+                .map(|r| ResponsePermission { max: r.max.max(1), expires: std::time::Duration::from_nanos(r.ttl) }),
+        };
+        let restricted = permissions != Permissions::default();
         let name = if claims.name.is_empty() { claims.sub } else { claims.name };
-        Ok((account, name))
+        Ok(JwtUser { account, name, permissions: restricted.then_some(permissions) })
     }
 }
 
@@ -244,7 +308,17 @@ mod tests {
             encode(&serde_json::json!({"iss": acc.public_key(), "sub": user.public_key(), "name": "u"}), &acc);
         let nonce = b"abcdefg";
         let sig = URL_SAFE_NO_PAD.encode(user.sign(nonce).unwrap());
-        assert_eq!(trust.authenticate(&user_jwt, nonce, Some(&sig)), Ok((acc.public_key(), "u".to_string())));
+        let who = trust.authenticate(&user_jwt, nonce, Some(&sig)).unwrap();
+        assert_eq!((who.account, who.name, who.permissions), (acc.public_key(), "u".to_string(), None));
+        let limited = encode(
+            &serde_json::json!({"iss": acc.public_key(), "sub": user.public_key(),
+                "nats": {"pub": {"allow": ["a.>"]}, "sub": {"deny": ["secret"]}, "resp": {"max": 2, "ttl": 0}}}),
+            &acc,
+        );
+        let perms = trust.authenticate(&limited, nonce, Some(&sig)).unwrap().permissions.unwrap();
+        assert!(perms.can_publish(b"a.b") && !perms.can_publish(b"b"));
+        assert!(!perms.can_subscribe(b"secret", None) && perms.can_subscribe(b"open", None));
+        assert_eq!(perms.allow_responses.map(|r| r.max), Some(2));
         assert_eq!(trust.authenticate(&user_jwt, b"other", Some(&sig)), Err(JwtError::BadNonceSignature));
         assert_eq!(trust.authenticate(&user_jwt, nonce, None), Err(JwtError::BadNonceSignature));
 

@@ -7,12 +7,14 @@
 //! the configured secret is one (`$2a$`, `$2b$`, `$2x$`, `$2y$`), as nats-server does.
 
 pub mod jwt;
+pub mod permissions;
 
 use std::time::Duration;
 
 use subtle::ConstantTimeEq;
 
 pub use jwt::Trust;
+pub use permissions::Permissions;
 
 use crate::proto::ConnectOptions;
 
@@ -23,6 +25,8 @@ pub struct User {
     pub name: String,
     /// The password, plain or a bcrypt hash.
     pub password: String,
+    /// What the user may do; `None` falls back to the default permissions.
+    pub permissions: Option<Permissions>,
 }
 
 /// Who may connect. With nothing configured, anyone may.
@@ -32,12 +36,23 @@ pub struct Authorization {
     pub token: Option<String>,
     /// Users with passwords.
     pub users: Vec<User>,
-    /// Users identified by a public nkey, who sign the server's nonce.
-    pub nkeys: Vec<String>,
+    /// Users identified by a public nkey, who sign the server's nonce, with their permissions.
+    pub nkeys: Vec<NkeyUser>,
+    /// Permissions for users that have none of their own.
+    pub default_permissions: Option<Permissions>,
     /// Trusted operators and accounts, for JWT users.
     pub trust: Option<Trust>,
     /// How long a client has to authenticate; the server's default when unset.
     pub timeout: Option<Duration>,
+}
+
+/// A user identified by a public nkey.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NkeyUser {
+    /// The user's public nkey (`U...`).
+    pub nkey: String,
+    /// What the user may do; `None` falls back to the default permissions.
+    pub permissions: Option<Permissions>,
 }
 
 /// Who a client turned out to be.
@@ -47,6 +62,8 @@ pub struct Authenticated {
     pub user: Option<String>,
     /// The account the client is bound to (JWT users); the global account otherwise.
     pub account: Option<String>,
+    /// What the client may publish and subscribe to; `None` means anything.
+    pub permissions: Option<Permissions>,
 }
 
 /// Why a client was refused.
@@ -74,21 +91,35 @@ impl Authorization {
 
     /// Checks a client's CONNECT credentials against the nonce it was sent.
     pub fn check(&self, connect: &ConnectOptions, nonce: &[u8]) -> Result<Authenticated, AuthError> {
+        let mut who = self.identify(connect, nonce)?;
+        if who.permissions.is_none() {
+            who.permissions = self.default_permissions.clone();
+        }
+        Ok(who)
+    }
+
+    fn identify(&self, connect: &ConnectOptions, nonce: &[u8]) -> Result<Authenticated, AuthError> {
         if !self.required() {
             return Ok(Authenticated::default());
         }
         if let Some(trust) = &self.trust {
             let jwt = connect.jwt.as_deref().ok_or(AuthError::BadCredentials)?;
-            let (account, user) = trust.authenticate(jwt, nonce, connect.sig.as_deref())?;
-            return Ok(Authenticated { user: Some(user), account: Some(account) });
+            let user = trust.authenticate(jwt, nonce, connect.sig.as_deref())?;
+            return Ok(Authenticated {
+                user: Some(user.name),
+                account: Some(user.account),
+                permissions: user.permissions,
+            });
         }
         if let Some(nkey) = connect.nkey.as_deref().filter(|_| !self.nkeys.is_empty()) {
-            if !self.nkeys.iter().any(|k| k == nkey) {
-                return Err(AuthError::BadCredentials);
-            }
+            let user = self.nkeys.iter().find(|u| u.nkey == nkey).ok_or(AuthError::BadCredentials)?;
             let sig = connect.sig.as_deref().and_then(jwt::decode_base64).ok_or(AuthError::BadCredentials)?;
             jwt::verify_signature(nkey, nonce, &sig).map_err(|_| AuthError::BadCredentials)?;
-            return Ok(Authenticated { user: Some(nkey.to_string()), account: None });
+            return Ok(Authenticated {
+                user: Some(nkey.to_string()),
+                account: None,
+                permissions: user.permissions.clone(),
+            });
         }
         if let Some(token) = &self.token {
             let given = connect.auth_token.as_deref().unwrap_or_default();
@@ -101,9 +132,11 @@ impl Authorization {
         let name = connect.user.as_deref().unwrap_or_default();
         let pass = connect.pass.as_deref().unwrap_or_default();
         match self.users.iter().find(|u| u.name == name) {
-            Some(user) if secret_matches(&user.password, pass) => {
-                Ok(Authenticated { user: Some(user.name.clone()), account: None })
-            }
+            Some(user) if secret_matches(&user.password, pass) => Ok(Authenticated {
+                user: Some(user.name.clone()),
+                account: None,
+                permissions: user.permissions.clone(),
+            }),
             _ => Err(AuthError::BadCredentials),
         }
     }
@@ -142,7 +175,7 @@ mod tests {
         assert_eq!(open.check(&connect(None, None, None), b""), Ok(Authenticated::default()));
 
         let users = Authorization {
-            users: vec![User { name: "derek".into(), password: "s3cr3t".into() }],
+            users: vec![User { name: "derek".into(), password: "s3cr3t".into(), permissions: None }],
             ..Default::default()
         };
         assert_eq!(users.check(&connect(Some("derek"), Some("s3cr3t"), None), b"").unwrap().user, Some("derek".into()));
@@ -157,7 +190,10 @@ mod tests {
     #[test]
     fn nkey_users_sign_the_nonce() {
         let user = nkeys::KeyPair::new_user();
-        let auth = Authorization { nkeys: vec![user.public_key()], ..Default::default() };
+        let auth = Authorization {
+            nkeys: vec![NkeyUser { nkey: user.public_key(), permissions: None }],
+            ..Default::default()
+        };
         assert!(auth.needs_nonce());
         let nonce = b"nonce-123";
         let sig = "bm90IGEgc2lnbmF0dXJl".to_string();

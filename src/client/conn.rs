@@ -14,6 +14,7 @@ use tracing::debug;
 use super::outbound::{write_loop, WriterEnd};
 use super::{ClientShared, CloseReason, Subscription};
 use crate::account::Account;
+use crate::auth::Permissions;
 use crate::options::Options;
 use crate::proto::encode::{self, Message};
 use crate::proto::errors;
@@ -21,6 +22,21 @@ use crate::proto::{ClientOp, ConnectOptions, Parser, Publish};
 use crate::router::Router;
 use crate::server::ServerState;
 use crate::subject;
+
+/// Most publish permission answers one connection caches.
+const MAX_CACHED_PERMISSIONS: usize = 1024;
+
+/// A subject as Go's `%q` prints it, as nats-server's permission errors do.
+fn quoted(subject: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(subject))
+}
+
+fn sub_violation(subject: &[u8], queue: Option<&[u8]>) -> String {
+    match queue {
+        Some(q) => format!("Permissions Violation for Subscription to {} using queue {}", quoted(subject), quoted(q)),
+        None => format!("Permissions Violation for Subscription to {}", quoted(subject)),
+    }
+}
 
 /// First read buffer size, as nats-server.
 const MIN_READ: usize = 512;
@@ -149,6 +165,10 @@ struct Conn {
     connected: bool,
     /// The nonce sent in INFO, for nkey and JWT users to sign.
     nonce: String,
+    /// What this client may publish and subscribe to; `None` means anything.
+    perms: Option<Arc<Permissions>>,
+    /// Publish permission answers by subject, so that a repeated subject costs one lookup.
+    pub_allowed: FxHashMap<Box<[u8]>, bool>,
     /// Messages and bytes received since the counters were last added to the server's.
     in_msgs: u64,
     in_bytes: u64,
@@ -173,6 +193,8 @@ impl Conn {
             last_in: Instant::now(),
             connected: false,
             nonce,
+            perms: None,
+            pub_allowed: FxHashMap::default(),
             in_msgs: 0,
             in_bytes: 0,
         }
@@ -347,6 +369,7 @@ impl Conn {
                 return Err(self.auth_violation());
             }
         };
+        self.set_permissions(who.permissions);
         if let Some(account) = who.account {
             if account != self.account.name {
                 if !self.subs.is_empty() {
@@ -379,6 +402,11 @@ impl Conn {
             // nats-server reports it and still delivers the message.
             self.send_err(errors::INVALID_PUBLISH_SUBJECT);
         }
+        if !self.may_publish(p.subject) {
+            let text = format!("Permissions Violation for Publish to {}", quoted(p.subject));
+            self.send_err(&text);
+            return Ok(());
+        }
         self.ok();
         let msg = Message { subject: p.subject, reply: p.reply, header_len: p.header_len, payload: p.payload };
         let delivered = self.router.publish(&self.state, &self.account, &self.shared, self.opts.echo, &msg);
@@ -407,7 +435,14 @@ impl Conn {
     }
 
     fn on_sub(&mut self, subject: &[u8], queue: Option<&[u8]>, sid: &[u8]) {
-        // nats-server checks the limit before anything else about the SUB.
+        // nats-server checks permissions first, then the limit, then the rest.
+        if let Some(perms) = &self.perms {
+            if !perms.can_subscribe(subject, queue) {
+                let text = sub_violation(subject, queue);
+                self.send_err(&text);
+                return;
+            }
+        }
         let max_subs = self.limits.max_subscriptions;
         if max_subs > 0 && self.subs.len() >= max_subs {
             self.subs.retain(|_, s| !s.is_removed());
@@ -428,7 +463,8 @@ impl Conn {
             }
             self.subs.remove(sid);
         }
-        let sub = Arc::new(Subscription::new(Arc::clone(&self.shared), subject, queue, sid));
+        let deny = self.perms.as_ref().and_then(|p| p.delivery_filter(subject));
+        let sub = Arc::new(Subscription::new(Arc::clone(&self.shared), subject, queue, sid).with_deny_filter(deny));
         self.account.sublist.insert(Arc::clone(&sub));
         self.subs.insert(sid.into(), sub);
         self.ok();
@@ -476,12 +512,56 @@ impl Conn {
         self.parser.set_limits(self.limits.max_control_line, self.limits.max_payload);
         self.shared.outbound.set_max_pending(self.limits.max_pending);
         if self.connected {
-            if let Err(e) = self.limits.authorization.check(&self.opts, self.nonce.as_bytes()) {
-                debug!(cid = self.shared.cid, "Authorization no longer valid after reload: {e}");
-                return Err(self.auth_violation());
+            match self.limits.authorization.check(&self.opts, self.nonce.as_bytes()) {
+                Ok(who) => self.set_permissions(who.permissions),
+                Err(e) => {
+                    debug!(cid = self.shared.cid, "Authorization no longer valid after reload: {e}");
+                    return Err(self.auth_violation());
+                }
+            }
+            // Subscriptions the new permissions no longer allow are removed, as nats-server does.
+            if let Some(perms) = self.perms.clone() {
+                let denied: Vec<Box<[u8]>> = self
+                    .subs
+                    .iter()
+                    .filter(|(_, s)| !s.is_removed() && !perms.can_subscribe(&s.subject, s.queue.as_deref()))
+                    .map(|(sid, _)| sid.clone())
+                    .collect();
+                for sid in denied {
+                    if let Some(sub) = self.subs.remove(&sid) {
+                        self.account.remove_subscription(&sub);
+                        let text = sub_violation(&sub.subject, sub.queue.as_deref());
+                        self.send_err(&text);
+                    }
+                }
             }
         }
         Ok(())
+    }
+
+    /// Applies a user's permissions to this connection.
+    fn set_permissions(&mut self, perms: Option<crate::auth::Permissions>) {
+        self.shared.set_response_permission(perms.as_ref().and_then(|p| p.allow_responses));
+        self.perms = perms.map(Arc::new);
+        self.pub_allowed.clear();
+    }
+
+    /// Whether this client may publish to `subject`: by its permissions (cached per subject), or
+    /// as an allowed response to a request it received.
+    fn may_publish(&mut self, subject: &[u8]) -> bool {
+        let Some(perms) = &self.perms else { return true };
+        let allowed = match self.pub_allowed.get(subject) {
+            Some(&allowed) => allowed,
+            None => {
+                let allowed = perms.can_publish(subject);
+                if self.pub_allowed.len() >= MAX_CACHED_PERMISSIONS {
+                    self.pub_allowed.clear();
+                }
+                self.pub_allowed.insert(subject.into(), allowed);
+                allowed
+            }
+        };
+        allowed || self.shared.take_response(subject)
     }
 
     fn remove_all_subscriptions(&mut self) {

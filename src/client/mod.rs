@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
+use std::time::Instant;
+
+use crate::auth::permissions::ResponsePermission;
 
 use crate::sublist::Subscribable;
 pub use outbound::{Outbound, Push};
@@ -90,7 +93,23 @@ pub struct ClientShared {
     attention: tokio::sync::Notify,
     /// Set once the connection is closing; publishers then skip it.
     closing: AtomicBool,
+    /// Set when the client may answer the requests it receives (allow_responses).
+    tracks_responses: AtomicBool,
+    /// Reply subjects of requests delivered to it, while it may answer them.
+    responses: Mutex<ResponseTracker>,
 }
+
+/// The reply subjects a client may publish to because it received a request naming them.
+#[derive(Default)]
+pub struct ResponseTracker {
+    /// How many answers and for how long.
+    permission: ResponsePermission,
+    /// Reply subject → (answers so far, when the request arrived).
+    replies: rustc_hash::FxHashMap<Box<[u8]>, (u32, Instant)>,
+}
+
+/// Most reply subjects remembered per client; the oldest are dropped past it.
+const MAX_TRACKED_REPLIES: usize = 10_000;
 
 impl ClientShared {
     /// State for a new connection with the given outbound limit.
@@ -103,6 +122,8 @@ impl ClientShared {
             close_reason: Mutex::new(None),
             attention: tokio::sync::Notify::new(),
             closing: AtomicBool::new(false),
+            tracks_responses: AtomicBool::new(false),
+            responses: Mutex::new(ResponseTracker::default()),
         }
     }
 
@@ -123,6 +144,49 @@ impl ClientShared {
 
     pub(crate) fn set_info_updates(&self, on: bool) {
         self.info_updates.store(on, Ordering::Relaxed);
+    }
+
+    /// Sets whether (and how) the client may answer requests it receives.
+    pub(crate) fn set_response_permission(&self, permission: Option<ResponsePermission>) {
+        let mut tracker = self.responses.lock();
+        tracker.replies.clear();
+        if let Some(p) = permission {
+            tracker.permission = p;
+        }
+        self.tracks_responses.store(permission.is_some(), Ordering::Release);
+    }
+
+    /// Remembers that the client received a request answered at `reply`.
+    #[inline]
+    pub fn note_request(&self, reply: &[u8]) {
+        if !self.tracks_responses.load(Ordering::Acquire) {
+            return;
+        }
+        let mut tracker = self.responses.lock();
+        if tracker.replies.len() >= MAX_TRACKED_REPLIES {
+            let expires = tracker.permission.expires;
+            tracker.replies.retain(|_, (_, at)| !expires.is_zero() && at.elapsed() < expires);
+            if tracker.replies.len() >= MAX_TRACKED_REPLIES {
+                tracker.replies.clear();
+            }
+        }
+        tracker.replies.insert(reply.into(), (0, Instant::now()));
+    }
+
+    /// Counts one answer to `subject` if the client may publish it as a response.
+    pub fn take_response(&self, subject: &[u8]) -> bool {
+        if !self.tracks_responses.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut tracker = self.responses.lock();
+        let ResponsePermission { max, expires } = tracker.permission;
+        let Some((count, at)) = tracker.replies.get_mut(subject) else { return false };
+        *count += 1;
+        let allowed = (max == 0 || *count <= max) && (expires.is_zero() || at.elapsed() <= expires);
+        if !allowed || (max > 0 && *count >= max) {
+            tracker.replies.remove(subject);
+        }
+        allowed
     }
 
     /// True once the connection has started closing.
@@ -175,6 +239,8 @@ pub struct Subscription {
     delivered: AtomicU64,
     /// Set when it has been removed from the trie.
     removed: AtomicBool,
+    /// For a wildcard subscription overlapping the owner's deny rules: subjects it must not get.
+    deny: Option<Vec<Box<[u8]>>>,
 }
 
 /// What a delivery attempt decided about a subscription with a limit.
@@ -199,7 +265,20 @@ impl Subscription {
             max: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             removed: AtomicBool::new(false),
+            deny: None,
         }
+    }
+
+    /// Filters out messages on subjects matching any of `deny` at delivery.
+    pub fn with_deny_filter(mut self, deny: Option<Vec<Box<[u8]>>>) -> Self {
+        self.deny = deny;
+        self
+    }
+
+    /// Whether a message on `subject` is kept from this subscription by its owner's deny rules.
+    #[inline]
+    pub fn denies(&self, subject: &[u8]) -> bool {
+        self.deny.as_ref().is_some_and(|d| d.iter().any(|f| crate::subject::matches(f, subject)))
     }
 
     /// Counts one delivery against the limit, if there is one.
