@@ -65,6 +65,13 @@ impl Accounts {
         Arc::clone(named.entry(name.to_string()).or_insert_with(|| Arc::new(Account::new(name))))
     }
 
+    /// Every account, the global one first.
+    pub fn all(&self) -> Vec<Arc<Account>> {
+        let mut all = vec![Arc::clone(&self.global)];
+        all.extend(self.named.lock().values().cloned());
+        all
+    }
+
     /// Subscriptions across every account.
     pub fn subscriptions(&self) -> usize {
         self.global.sublist.count() + self.named.lock().values().map(|a| a.sublist.count()).sum::<usize>()

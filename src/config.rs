@@ -61,7 +61,11 @@ pub fn apply(map: &Map, opts: &mut Options) -> Result<Vec<String>, ConfigError> 
             "host" | "net" => opts.host = item.expect_str()?.to_string(),
             "server_name" => opts.server_name = item.expect_str()?.to_string(),
             "http_port" | "monitor_port" => opts.http_port = Some(port_of(item)?),
-            "http" => opts.http_port = Some(host_port(item)?.1),
+            "http" => {
+                let (host, port) = host_port(item)?;
+                opts.http_host = host;
+                opts.http_port = Some(port);
+            }
             "max_payload" => opts.max_payload = usize_of(item, conf::size_of(item)?)?,
             "max_pending" => opts.max_pending = usize_of(item, conf::size_of(item)?)?,
             "max_control_line" => opts.max_control_line = usize_of(item, conf::size_of(item)?)?,

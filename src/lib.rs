@@ -17,6 +17,7 @@
 //! - [`router`]: publish → match → deliver, queue picks, wake-ups and publisher stalls.
 //! - [`server`]: the listener, the state all connections share, counters and shutdown.
 //! - [`tls`]: TLS for client connections (rustls), with nats-server's handshake orders.
+//! - [`monitor`]: HTTP monitoring: nats-server's JSON endpoints, Prometheus metrics, a live page.
 //! - [`logging`]: log output in nats-server's format.
 #![warn(missing_docs, unreachable_pub)]
 
@@ -27,6 +28,7 @@ pub mod client;
 pub mod conf;
 pub mod config;
 pub mod logging;
+pub mod monitor;
 pub mod options;
 pub mod proto;
 pub mod router;

@@ -47,7 +47,7 @@ struct Cli {
     /// Print timestamps in the log (on by default).
     #[arg(short = 'T', long = "logtime", num_args = 0..=1, default_missing_value = "true")]
     logtime: Option<bool>,
-    /// HTTP monitoring port (not served yet; accepted).
+    /// HTTP monitoring port (0 picks a free port).
     #[arg(short = 'm', long = "http_port")]
     http_port: Option<u16>,
     /// Send a signal to a running server: stop, quit, term, reload, reopen or ldm, optionally
@@ -322,7 +322,6 @@ fn run(cli: Cli) -> Result<()> {
         warn!("{warning}");
     }
     let pid_file = opts.pid_file.clone();
-    let http_port = opts.http_port;
     if let Some(pid_file) = &pid_file {
         std::fs::write(pid_file, std::process::id().to_string())
             .with_context(|| format!("writing pid file {}", pid_file.display()))?;
@@ -330,9 +329,6 @@ fn run(cli: Cli) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         info!("Starting courier {}", env!("CARGO_PKG_VERSION"));
-        if http_port.is_some() {
-            warn!("HTTP monitoring is not served yet; -m is ignored");
-        }
         let server = Server::bind(opts).await.context("binding the client listener")?;
         let handle = server.handle();
         tokio::spawn(handle_signals(handle, cli, log));

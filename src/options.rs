@@ -64,8 +64,10 @@ pub struct Options {
     pub log_file: Option<PathBuf>,
     /// Write the process id here at start-up.
     pub pid_file: Option<PathBuf>,
-    /// HTTP monitoring port (not served yet).
+    /// HTTP monitoring port; 0 picks a free port; `None` turns monitoring off.
     pub http_port: Option<u16>,
+    /// Address for HTTP monitoring; the client host when unset.
+    pub http_host: Option<String>,
     /// How long lame duck mode takes to close every client.
     pub lame_duck_duration: Duration,
     /// How long lame duck mode waits before it starts closing clients.
@@ -96,6 +98,7 @@ impl Default for Options {
             log_file: None,
             pid_file: None,
             http_port: None,
+            http_host: None,
             lame_duck_duration: Duration::from_secs(120),
             lame_duck_grace_period: Duration::from_secs(10),
         }

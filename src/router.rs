@@ -33,12 +33,21 @@ pub struct Router {
     out_msgs: u64,
     /// Payload bytes delivered since the last flush.
     out_bytes: u64,
+    /// The largest fan-out this publisher has reported to the server's counters.
+    max_fanout: u64,
 }
 
 impl Router {
     /// A router seeded for queue picks.
     pub fn new(seed: u64) -> Self {
-        Router { cache: MatchCache::default(), touched: FxHashMap::default(), rng: seed | 1, out_msgs: 0, out_bytes: 0 }
+        Router {
+            cache: MatchCache::default(),
+            touched: FxHashMap::default(),
+            rng: seed | 1,
+            out_msgs: 0,
+            out_bytes: 0,
+            max_fanout: 0,
+        }
     }
 
     #[inline]
@@ -63,6 +72,11 @@ impl Router {
     ) -> bool {
         let matches = self.cache.get(&account.sublist, msg.subject);
         let mut delivered = false;
+        let fanout = matches.psubs.len() + matches.qsubs.len();
+        if fanout as u64 > self.max_fanout {
+            self.max_fanout = fanout as u64;
+            server.stats.max_fanout.fetch_max(self.max_fanout, std::sync::atomic::Ordering::Relaxed);
+        }
         for sub in &matches.psubs {
             delivered |= self.deliver(server, account, publisher, echo, sub, msg);
         }
@@ -136,6 +150,11 @@ impl Router {
     /// server's, and stalls the caller (bounded) while any of those consumers is over its
     /// high-water mark.
     pub async fn flush(&mut self, server: &ServerState, high_water: usize) {
+        let (lookups, hits) = self.cache.take_counts();
+        if lookups > 0 {
+            server.stats.lookups.fetch_add(lookups, std::sync::atomic::Ordering::Relaxed);
+            server.stats.cache_hits.fetch_add(hits, std::sync::atomic::Ordering::Relaxed);
+        }
         if self.touched.is_empty() {
             return;
         }

@@ -1,11 +1,12 @@
 //! The server: the listener that accepts clients, the state every connection shares, and
 //! graceful shutdown.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use parking_lot::{Mutex, RwLock};
 use rand::Rng;
@@ -20,6 +21,34 @@ use crate::account::Accounts;
 use crate::client::{conn, ClientShared, CloseReason};
 use crate::options::Options;
 use crate::proto::info::ServerInfo;
+
+/// Closed connections kept for monitoring, as nats-server's max_closed_clients default.
+pub const MAX_CLOSED_CLIENTS: usize = 10_000;
+
+/// A closed connection's last figures.
+#[derive(Debug, Clone)]
+pub struct ClosedConn {
+    /// Connection id.
+    pub cid: u64,
+    /// Who it was.
+    pub meta: crate::client::ConnMeta,
+    /// Messages received.
+    pub in_msgs: u64,
+    /// Payload bytes received.
+    pub in_bytes: u64,
+    /// Messages and payload bytes delivered.
+    pub out: (u64, u64),
+    /// Subscriptions it held last.
+    pub subscriptions: u64,
+    /// Last activity, nanoseconds since the Unix epoch.
+    pub last_activity: u64,
+    /// Round-trip time measured, in nanoseconds.
+    pub rtt_nanos: u64,
+    /// When it closed.
+    pub stop: SystemTime,
+    /// Why it closed.
+    pub reason: CloseReason,
+}
 
 /// The nats-server version whose client-visible behaviour Courier follows, sent in INFO.
 pub const COMPAT_VERSION: &str = "2.9.10";
@@ -41,6 +70,14 @@ pub struct ServerStats {
     pub stale_connections: AtomicU64,
     /// Times a publisher was stalled for a backed-up consumer.
     pub stalls: AtomicU64,
+    /// Clients refused for bad or missing credentials.
+    pub auth_failures: AtomicU64,
+    /// Subject lookups answered from publishers' match caches.
+    pub cache_hits: AtomicU64,
+    /// Subject lookups in all.
+    pub lookups: AtomicU64,
+    /// The most subscribers one message reached.
+    pub max_fanout: AtomicU64,
     /// Clients connected now.
     pub connections: AtomicUsize,
     /// Clients accepted since start.
@@ -85,6 +122,12 @@ pub struct ServerState {
     tls: Option<TlsAcceptor>,
     /// Every open client connection, by id.
     pub clients: Mutex<FxHashMap<u64, Arc<ClientShared>>>,
+    /// The most recently closed connections, for monitoring; the oldest drop off.
+    pub closed: Mutex<VecDeque<ClosedConn>>,
+    /// When the server started.
+    pub start: SystemTime,
+    /// The monitoring port, once bound (0 when monitoring is off).
+    monitor_port: std::sync::atomic::AtomicU16,
     next_cid: AtomicU64,
 }
 
@@ -131,6 +174,32 @@ impl ServerState {
         }
     }
 
+    /// The port monitoring listens on; 0 when it is off.
+    pub fn monitor_port(&self) -> u16 {
+        self.monitor_port.load(Ordering::Relaxed)
+    }
+
+    /// Keeps a closed connection's last figures for monitoring.
+    pub(crate) fn record_closed(&self, client: &ClientShared) {
+        let closed = ClosedConn {
+            cid: client.cid,
+            meta: client.meta.lock().clone(),
+            in_msgs: client.stats.in_msgs.load(Ordering::Relaxed),
+            in_bytes: client.stats.in_bytes.load(Ordering::Relaxed),
+            out: client.outbound.counters(),
+            subscriptions: client.stats.subscriptions.load(Ordering::Relaxed),
+            last_activity: client.stats.last_activity.load(Ordering::Relaxed),
+            rtt_nanos: client.stats.rtt_nanos.load(Ordering::Relaxed),
+            stop: SystemTime::now(),
+            reason: client.close_reason().unwrap_or(CloseReason::ClientClosed),
+        };
+        let mut ring = self.closed.lock();
+        if ring.len() >= MAX_CLOSED_CLIENTS {
+            ring.pop_front();
+        }
+        ring.push_back(closed);
+    }
+
     pub(crate) fn next_cid(&self) -> u64 {
         self.next_cid.fetch_add(1, Ordering::Relaxed)
     }
@@ -152,6 +221,8 @@ pub enum ReloadError {
 pub struct Server {
     state: Arc<ServerState>,
     listener: TcpListener,
+    /// The HTTP monitoring listener, when monitoring is on.
+    monitor: Option<TcpListener>,
     tracker: TaskTracker,
 }
 
@@ -166,6 +237,14 @@ impl ServerHandle {
     /// Where clients connect.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where HTTP monitoring listens, when it is on.
+    pub fn monitor_addr(&self) -> Option<SocketAddr> {
+        match self.state.monitor_port() {
+            0 => None,
+            port => Some(SocketAddr::new(self.addr.ip(), port)),
+        }
     }
 
     /// Starts a graceful shutdown: stop accepting, flush and close every client.
@@ -267,9 +346,22 @@ impl Server {
             lame_duck: CancellationToken::new(),
             tls,
             clients: Mutex::new(FxHashMap::default()),
+            closed: Mutex::new(VecDeque::new()),
+            start: SystemTime::now(),
+            monitor_port: std::sync::atomic::AtomicU16::new(0),
             next_cid: AtomicU64::new(1),
         });
-        Ok(Server { state, listener, tracker: TaskTracker::new() })
+        let monitor = match state.opts().http_port {
+            Some(port) => {
+                let opts = state.opts();
+                let host = opts.http_host.clone().unwrap_or_else(|| opts.host.clone());
+                let listener = TcpListener::bind((host.as_str(), port)).await?;
+                state.monitor_port.store(listener.local_addr()?.port(), Ordering::Relaxed);
+                Some(listener)
+            }
+            None => None,
+        };
+        Ok(Server { state, listener, monitor, tracker: TaskTracker::new() })
     }
 
     /// The bound address.
@@ -286,7 +378,10 @@ impl Server {
     /// Accepts clients until shutdown, then waits (up to the shutdown grace period) for every
     /// connection to flush and close.
     pub async fn run(self) {
-        let Server { state, listener, tracker } = self;
+        let Server { state, listener, monitor, tracker } = self;
+        if let Some(monitor) = monitor {
+            tokio::spawn(crate::monitor::serve(Arc::clone(&state), monitor));
+        }
         info!(
             "Listening for client connections on {}",
             listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string())
@@ -453,6 +548,11 @@ async fn serve_tls(state: Arc<ServerState>, acceptor: TlsAcceptor, mut stream: T
             return;
         }
     };
+    greeting.tls_version = tls_stream.get_ref().1.protocol_version().map(|v| match v {
+        rustls::ProtocolVersion::TLSv1_3 => "1.3".to_string(),
+        rustls::ProtocolVersion::TLSv1_2 => "1.2".to_string(),
+        other => format!("{other:?}"),
+    });
     debug!(cid, %peer, "Client connection created (TLS)");
     let (reader, writer) = tokio::io::split(tls_stream);
     conn::run(Arc::clone(&state), cid, peer, reader, writer, greeting).await;

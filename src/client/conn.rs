@@ -67,12 +67,14 @@ pub(crate) struct Greeting {
     pub(crate) info: Vec<u8>,
     /// The nonce nkey and JWT users sign; empty when not needed.
     pub(crate) nonce: String,
+    /// The negotiated TLS version, for TLS connections.
+    pub(crate) tls_version: Option<String>,
 }
 
 impl Greeting {
     pub(crate) fn new(state: &ServerState, cid: u64, peer: SocketAddr) -> Self {
         let nonce = if state.opts().authorization.needs_nonce() { new_nonce() } else { String::new() };
-        Greeting { info: info_line(state, cid, peer, &nonce), nonce }
+        Greeting { info: info_line(state, cid, peer, &nonce), nonce, tls_version: None }
     }
 }
 
@@ -103,7 +105,15 @@ pub(crate) async fn run<R, W>(
 {
     let opts = state.opts();
     let shared = Arc::new(ClientShared::new(cid, opts.max_pending));
-    let Greeting { info, nonce } = greeting;
+    {
+        let mut meta = shared.meta.lock();
+        meta.peer = Some(peer);
+        meta.start = Some(std::time::SystemTime::now());
+        meta.account = crate::account::GLOBAL_ACCOUNT.to_string();
+        meta.tls_version = greeting.tls_version.clone();
+    }
+    shared.stats.last_activity.store(super::unix_nanos(std::time::SystemTime::now()), Ordering::Relaxed);
+    let Greeting { info, nonce, .. } = greeting;
     if !info.is_empty() {
         let _ = shared.outbound.push_bytes(&info);
     }
@@ -132,6 +142,7 @@ pub(crate) async fn run<R, W>(
     shared.close(reason);
     conn.remove_all_subscriptions();
     state.clients.lock().remove(&cid);
+    state.record_closed(&shared);
     let _ = writer_task.await;
     let reason = shared.close_reason().unwrap_or(reason);
     debug!(cid, %peer, "Client connection closed: {reason}");
@@ -167,6 +178,8 @@ struct Conn {
     nonce: String,
     /// What this client may publish and subscribe to; `None` means anything.
     perms: Option<Arc<Permissions>>,
+    /// When the PING that measures the round-trip time was sent.
+    rtt_ping: Option<Instant>,
     /// Publish permission answers by subject, so that a repeated subject costs one lookup.
     pub_allowed: FxHashMap<Box<[u8]>, bool>,
     /// Messages and bytes received since the counters were last added to the server's.
@@ -194,6 +207,7 @@ impl Conn {
             connected: false,
             nonce,
             perms: None,
+            rtt_ping: None,
             pub_allowed: FxHashMap::default(),
             in_msgs: 0,
             in_bytes: 0,
@@ -260,6 +274,7 @@ impl Conn {
                 Event::Read(Ok(n)) => n,
             };
             self.last_in = Instant::now();
+            self.shared.stats.last_activity.store(super::unix_nanos(std::time::SystemTime::now()), Ordering::Relaxed);
             let mut result = Ok(());
             if self.state.reloads() != self.seen_reloads {
                 result = self.refresh();
@@ -268,6 +283,10 @@ impl Conn {
                 result = self.process(&mut buf);
             }
             self.state.stats.add_in(self.in_msgs, self.in_bytes);
+            if self.in_msgs > 0 {
+                self.shared.stats.in_msgs.fetch_add(self.in_msgs, Ordering::Relaxed);
+                self.shared.stats.in_bytes.fetch_add(self.in_bytes, Ordering::Relaxed);
+            }
             self.in_msgs = 0;
             self.in_bytes = 0;
             self.router.flush(&self.state, self.high_water()).await;
@@ -325,6 +344,9 @@ impl Conn {
             }
             ClientOp::Pong => {
                 self.pings_out = 0;
+                if let Some(sent) = self.rtt_ping.take() {
+                    self.shared.stats.rtt_nanos.store(sent.elapsed().as_nanos().max(1) as u64, Ordering::Relaxed);
+                }
                 Ok(())
             }
             ClientOp::Connect(json) => self.on_connect(json),
@@ -370,6 +392,16 @@ impl Conn {
             }
         };
         self.set_permissions(who.permissions);
+        {
+            let mut meta = self.shared.meta.lock();
+            meta.name = self.opts.name.clone();
+            meta.lang = self.opts.lang.clone();
+            meta.version = self.opts.version.clone();
+            meta.user = who.user.clone();
+            if let Some(account) = &who.account {
+                meta.account = account.clone();
+            }
+        }
         if let Some(account) = who.account {
             if account != self.account.name {
                 if !self.subs.is_empty() {
@@ -388,6 +420,7 @@ impl Conn {
     }
 
     fn auth_violation(&mut self) -> CloseReason {
+        self.state.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
         self.send_err(errors::AUTHORIZATION_VIOLATION);
         CloseReason::AuthenticationViolation
     }
@@ -467,6 +500,7 @@ impl Conn {
         let sub = Arc::new(Subscription::new(Arc::clone(&self.shared), subject, queue, sid).with_deny_filter(deny));
         self.account.sublist.insert(Arc::clone(&sub));
         self.subs.insert(sid.into(), sub);
+        self.shared.stats.subscriptions.store(self.subs.len() as u64, Ordering::Relaxed);
         self.ok();
     }
 
@@ -482,6 +516,7 @@ impl Conn {
                 }
             }
         }
+        self.shared.stats.subscriptions.store(self.subs.len() as u64, Ordering::Relaxed);
         self.ok();
     }
 
@@ -496,6 +531,9 @@ impl Conn {
             return Err(CloseReason::StaleConnection);
         }
         self.reply(encode::PING);
+        if self.shared.stats.rtt_nanos.load(Ordering::Relaxed) == 0 && self.rtt_ping.is_none() {
+            self.rtt_ping = Some(Instant::now());
+        }
         self.pings_out += 1;
         Ok(())
     }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use crate::auth::permissions::ResponsePermission;
 
@@ -97,6 +97,51 @@ pub struct ClientShared {
     tracks_responses: AtomicBool,
     /// Reply subjects of requests delivered to it, while it may answer them.
     responses: Mutex<ResponseTracker>,
+    /// Who the client is, for monitoring.
+    pub meta: Mutex<ConnMeta>,
+    /// Counters the reader keeps, for monitoring.
+    pub stats: ConnStats,
+}
+
+/// What monitoring shows about a connection besides its counters.
+#[derive(Debug, Clone, Default)]
+pub struct ConnMeta {
+    /// Remote address.
+    pub peer: Option<std::net::SocketAddr>,
+    /// When it connected.
+    pub start: Option<SystemTime>,
+    /// Client-chosen name from CONNECT.
+    pub name: String,
+    /// Client library language.
+    pub lang: String,
+    /// Client library version.
+    pub version: String,
+    /// The authenticated user, if any.
+    pub user: Option<String>,
+    /// The account it belongs to.
+    pub account: String,
+    /// The negotiated TLS version, for TLS connections.
+    pub tls_version: Option<String>,
+}
+
+/// Per-connection counters, updated by the connection's reader once per read.
+#[derive(Debug, Default)]
+pub struct ConnStats {
+    /// Messages received from the client.
+    pub in_msgs: AtomicU64,
+    /// Payload bytes received from the client.
+    pub in_bytes: AtomicU64,
+    /// Subscriptions it holds now.
+    pub subscriptions: AtomicU64,
+    /// Last time it sent anything, as nanoseconds since the Unix epoch.
+    pub last_activity: AtomicU64,
+    /// Round-trip time of the first PING, in nanoseconds (0 until measured).
+    pub rtt_nanos: AtomicU64,
+}
+
+/// Nanoseconds since the Unix epoch, for timestamps kept in atomics.
+pub fn unix_nanos(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
 /// The reply subjects a client may publish to because it received a request naming them.
@@ -124,6 +169,8 @@ impl ClientShared {
             closing: AtomicBool::new(false),
             tracks_responses: AtomicBool::new(false),
             responses: Mutex::new(ResponseTracker::default()),
+            meta: Mutex::new(ConnMeta::default()),
+            stats: ConnStats::default(),
         }
     }
 
@@ -300,6 +347,11 @@ impl Subscription {
     pub fn set_max(&self, max: u64) -> bool {
         self.max.store(max, Ordering::Release);
         self.delivered.load(Ordering::Acquire) >= max
+    }
+
+    /// Messages delivered so far.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
     }
 
     /// Marks it removed from the trie; returns false if it already was.

@@ -17,11 +17,14 @@ const MAX_ENTRIES: usize = 1024;
 pub struct MatchCache<S> {
     genid: u64,
     entries: FxHashMap<Box<[u8]>, Arc<Matches<S>>>,
+    /// Lookups and hits since [`MatchCache::take_counts`] was last called.
+    lookups: u64,
+    hits: u64,
 }
 
 impl<S> Default for MatchCache<S> {
     fn default() -> Self {
-        MatchCache { genid: u64::MAX, entries: FxHashMap::default() }
+        MatchCache { genid: u64::MAX, entries: FxHashMap::default(), lookups: 0, hits: 0 }
     }
 }
 
@@ -30,10 +33,12 @@ impl<S: Subscribable> MatchCache<S> {
     #[inline]
     pub fn get(&mut self, sublist: &Sublist<S>, subject: &[u8]) -> Arc<Matches<S>> {
         let genid = sublist.genid();
+        self.lookups += 1;
         if genid != self.genid {
             self.entries.clear();
             self.genid = genid;
         } else if let Some(m) = self.entries.get(subject) {
+            self.hits += 1;
             return Arc::clone(m);
         }
         let m = Arc::new(sublist.matches(subject));
@@ -42,6 +47,14 @@ impl<S: Subscribable> MatchCache<S> {
         }
         self.entries.insert(subject.into(), Arc::clone(&m));
         m
+    }
+
+    /// Lookups and cache hits since the last call, for monitoring.
+    pub fn take_counts(&mut self) -> (u64, u64) {
+        let counts = (self.lookups, self.hits);
+        self.lookups = 0;
+        self.hits = 0;
+        counts
     }
 
     /// Entries held now.

@@ -1,0 +1,95 @@
+//! Time and duration text as nats-server's monitoring JSON writes it.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// RFC 3339 with nanoseconds in UTC, trailing zeros of the fraction dropped, as Go prints
+/// `time.Time` in JSON: `2026-11-28T04:32:06.448988225Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut out = format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60);
+    let nanos = d.subsec_nanos();
+    if nanos > 0 {
+        let frac = format!("{nanos:09}");
+        out.push('.');
+        out.push_str(frac.trim_end_matches('0'));
+    }
+    out.push('Z');
+    out
+}
+
+/// A duration as nats-server prints uptimes: `1d2h3m4s`, `5m0s`, `0s`.
+pub fn uptime(d: Duration) -> String {
+    let total = d.as_secs();
+    let (days, hours, minutes, seconds) = (total / 86_400, total / 3600 % 24, total / 60 % 60, total % 60);
+    if days > 0 {
+        format!("{days}d{hours}h{minutes}m{seconds}s")
+    } else if hours > 0 {
+        format!("{hours}h{minutes}m{seconds}s")
+    } else if minutes > 0 {
+        format!("{minutes}m{seconds}s")
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+/// A duration as Go's `Duration.String()` prints it: `3.923682ms`, `1.5s`, `250ns`, `0s`.
+pub fn go_duration(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    let trim = |whole: u128, frac: u128, width: usize, unit: &str| {
+        let frac = format!("{frac:0width$}");
+        let frac = frac.trim_end_matches('0');
+        if frac.is_empty() {
+            format!("{whole}{unit}")
+        } else {
+            format!("{whole}.{frac}{unit}")
+        }
+    };
+    if nanos == 0 {
+        "0s".to_string()
+    } else if nanos < 1_000 {
+        format!("{nanos}ns")
+    } else if nanos < 1_000_000 {
+        trim(nanos / 1_000, nanos % 1_000, 3, "µs")
+    } else if nanos < 1_000_000_000 {
+        trim(nanos / 1_000_000, nanos % 1_000_000, 6, "ms")
+    } else {
+        let secs = d.as_secs();
+        let frac = trim(u128::from(secs % 60), u128::from(d.subsec_nanos()), 9, "s");
+        match (secs / 3600, secs / 60 % 60) {
+            (0, 0) => frac,
+            (0, m) => format!("{m}m{frac}"),
+            (h, m) => format!("{h}h{m}m{frac}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_like_go() {
+        let t = UNIX_EPOCH + Duration::new(1_795_840_326, 448_988_225);
+        assert_eq!(rfc3339(t), "2026-11-28T04:32:06.448988225Z");
+        assert_eq!(rfc3339(UNIX_EPOCH + Duration::new(0, 500_000_000)), "1970-01-01T00:00:00.5Z");
+        assert_eq!(uptime(Duration::from_secs(0)), "0s");
+        assert_eq!(uptime(Duration::from_secs(3725)), "1h2m5s");
+        assert_eq!(uptime(Duration::from_secs(90_061)), "1d1h1m1s");
+        assert_eq!(go_duration(Duration::from_nanos(3_923_682)), "3.923682ms");
+        assert_eq!(go_duration(Duration::from_millis(1500)), "1.5s");
+        assert_eq!(go_duration(Duration::from_secs(62)), "1m2s");
+        assert_eq!(go_duration(Duration::from_nanos(250)), "250ns");
+        assert_eq!(go_duration(Duration::ZERO), "0s");
+    }
+}

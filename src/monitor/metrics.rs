@@ -1,0 +1,110 @@
+//! `/metrics` in the Prometheus text exposition format.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use crate::server::ServerState;
+
+/// Upper bounds of the pending-bytes histogram buckets.
+const PENDING_BUCKETS: [u64; 8] = [0, 1024, 16 * 1024, 64 * 1024, 256 * 1024, 1 << 20, 16 << 20, 64 << 20];
+
+fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+}
+
+/// Renders every metric.
+pub(crate) fn render(state: &ServerState) -> String {
+    let s = &state.stats;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let mut out = String::with_capacity(4096);
+    metric(
+        &mut out,
+        "courier_connections",
+        "gauge",
+        "Client connections open now.",
+        s.connections.load(Ordering::Relaxed),
+    );
+    metric(
+        &mut out,
+        "courier_connections_total",
+        "counter",
+        "Client connections accepted since start.",
+        load(&s.total_connections),
+    );
+    metric(
+        &mut out,
+        "courier_subscriptions",
+        "gauge",
+        "Subscriptions held now, over all accounts.",
+        state.subscriptions(),
+    );
+    metric(&mut out, "courier_in_msgs_total", "counter", "Messages received from clients.", load(&s.in_msgs));
+    metric(&mut out, "courier_out_msgs_total", "counter", "Messages delivered to clients.", load(&s.out_msgs));
+    metric(&mut out, "courier_in_bytes_total", "counter", "Payload bytes received from clients.", load(&s.in_bytes));
+    metric(&mut out, "courier_out_bytes_total", "counter", "Payload bytes delivered to clients.", load(&s.out_bytes));
+    metric(
+        &mut out,
+        "courier_slow_consumers_total",
+        "counter",
+        "Clients closed as slow consumers.",
+        load(&s.slow_consumers),
+    );
+    metric(
+        &mut out,
+        "courier_stale_connections_total",
+        "counter",
+        "Clients closed for not answering pings.",
+        load(&s.stale_connections),
+    );
+    metric(
+        &mut out,
+        "courier_stalls_total",
+        "counter",
+        "Times a publisher was stalled for a backed-up consumer.",
+        load(&s.stalls),
+    );
+    metric(
+        &mut out,
+        "courier_auth_failures_total",
+        "counter",
+        "Clients refused for bad or missing credentials.",
+        load(&s.auth_failures),
+    );
+
+    // Pending bytes per connection, as a histogram over connections, and the largest few.
+    let clients: Vec<_> = state.clients.lock().values().cloned().collect();
+    let mut pending: Vec<(u64, usize)> = clients.iter().map(|c| (c.cid, c.outbound.pending())).collect();
+    let _ = writeln!(
+        out,
+        "# HELP courier_pending_bytes Outbound bytes queued per connection.\n# TYPE courier_pending_bytes histogram"
+    );
+    for bound in PENDING_BUCKETS {
+        let n = pending.iter().filter(|(_, p)| *p as u64 <= bound).count();
+        let _ = writeln!(out, "courier_pending_bytes_bucket{{le=\"{bound}\"}} {n}");
+    }
+    let _ = writeln!(out, "courier_pending_bytes_bucket{{le=\"+Inf\"}} {}", pending.len());
+    let _ = writeln!(out, "courier_pending_bytes_sum {}", pending.iter().map(|(_, p)| *p as u64).sum::<u64>());
+    let _ = writeln!(out, "courier_pending_bytes_count {}", pending.len());
+    pending.sort_by_key(|(cid, p)| (std::cmp::Reverse(*p), *cid));
+    let _ = writeln!(
+        out,
+        "# HELP courier_connection_pending_bytes Outbound bytes queued, for the ten connections with the most.\n\
+         # TYPE courier_connection_pending_bytes gauge"
+    );
+    for (cid, p) in pending.iter().take(10) {
+        let _ = writeln!(out, "courier_connection_pending_bytes{{cid=\"{cid}\"}} {p}");
+    }
+
+    let process = super::json::process_stats();
+    metric(
+        &mut out,
+        "courier_process_cpu_seconds_total",
+        "counter",
+        "CPU time used by the process.",
+        process.cpu.as_secs_f64(),
+    );
+    metric(&mut out, "courier_process_resident_memory_bytes", "gauge", "Resident memory of the process.", process.rss);
+    let uptime = std::time::SystemTime::now().duration_since(state.start).unwrap_or_default();
+    metric(&mut out, "courier_uptime_seconds", "gauge", "Seconds since the server started.", uptime.as_secs_f64());
+    out
+}
