@@ -1,74 +1,82 @@
-//! Size suffixes and duration/size helpers shared by the parser and the
-//! option mapping.
+//! Number and size literals, and the duration/size helpers shared by the
+//! parser and the option mapping.
 
 use std::time::Duration;
+
+use nom::branch::alt;
+use nom::bytes::complete::take_while;
+use nom::character::complete::{anychar, char, digit1, satisfy};
+use nom::combinator::{all_consuming, map, map_opt, opt, recognize, success, value};
+use nom::sequence::preceded;
+use nom::{IResult, Parser as _};
 
 use super::error::{ConfError, ErrorKind};
 use super::value::{Item, Value};
 
-/// The multiplier for a size suffix (case-insensitive), as nats-server
-/// defines them: single letters are decimal (`k` = 1000), `b`/`i`/`ib`
-/// forms are binary (`kb` = `ki` = `kib` = 1024). An empty suffix is 1.
-pub(crate) fn suffix_multiplier(suffix: &str) -> Option<i64> {
-    const DEC: [(char, i64); 6] = [
-        ('k', 1_000),
-        ('m', 1_000_000),
-        ('g', 1_000_000_000),
-        ('t', 1_000_000_000_000),
-        ('p', 1_000_000_000_000_000),
-        ('e', 1_000_000_000_000_000_000),
-    ];
-    if suffix.is_empty() {
-        return Some(1);
-    }
-    let lower = suffix.to_ascii_lowercase();
-    let mut chars = lower.chars();
-    let first = chars.next()?;
-    let rest = chars.as_str();
-    let (pos, dec) = DEC.iter().enumerate().find(|(_, (c, _))| *c == first).map(|(i, (_, m))| (i, *m))?;
-    match rest {
-        "" => Some(dec),
-        "b" | "i" | "ib" => Some(1i64 << (10 * (pos + 1))),
-        _ => None,
-    }
+/// The decimal size prefixes, in order of magnitude (`k` = 1000^1 ...).
+const SIZE_PREFIXES: &str = "kmgtpe";
+
+/// One letter, ignoring ASCII case only (so that, say, the Kelvin sign is
+/// not taken for a `k`).
+fn letter<'a>(wanted: char) -> impl FnMut(&'a str) -> IResult<&'a str, char> {
+    satisfy(move |c: char| c.eq_ignore_ascii_case(&wanted))
 }
 
-/// Splits `text` into an optional `-`, a run of ASCII digits and the rest.
-fn split_number(text: &str) -> (bool, &str, &str) {
-    let (neg, body) = match text.strip_prefix('-') {
-        Some(b) => (true, b),
-        None => (false, text),
-    };
-    let end = body.find(|c: char| !c.is_ascii_digit()).unwrap_or(body.len());
-    let (digits, rest) = body.split_at(end);
-    (neg, digits, rest)
+/// A size suffix, case-insensitive, as nats-server defines them: a single
+/// letter is decimal (`k` = 1000), the `b`/`i`/`ib` forms are binary
+/// (`kb` = `ki` = `kib` = 1024). Without a suffix the multiplier is 1.
+fn size_suffix(input: &str) -> IResult<&str, i64> {
+    let prefix =
+        map_opt(anychar, |c: char| SIZE_PREFIXES.find(c.to_ascii_lowercase()).and_then(|i| u32::try_from(i + 1).ok()));
+    let binary = alt((recognize((letter('i'), letter('b'))), recognize(letter('b')), recognize(letter('i'))));
+    let scaled = map((prefix, opt(binary)), |(power, binary)| match binary {
+        // At most 1024^6 = 2^60 and 1000^6 = 10^18, both within i64.
+        Some(_) => 1i64 << (10 * power),
+        None => 1000i64.pow(power),
+    });
+    alt((scaled, success(1))).parse(input)
 }
 
-/// Outcome of classifying an unquoted token that may be an integer.
-pub(crate) enum IntParse {
-    /// Not integer syntax; the caller decides what it is instead.
-    NotInteger,
-    /// A valid integer with its suffix applied.
-    Value(i64),
-    /// Integer syntax whose value does not fit in an `i64`.
-    Overflow,
+/// What an unquoted token is, numerically.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Number {
+    /// Not number syntax (so, to the parser, a bare string).
+    Other,
+    /// `-?[0-9]+` with an optional size suffix, already applied.
+    Integer(i64),
+    /// Integer syntax whose value (suffix applied) does not fit in an `i64`.
+    IntegerOverflow,
+    /// `-?[0-9]+.[0-9]+`.
+    Float(f64),
+    /// Float syntax whose value is too large to represent.
+    FloatOutOfRange,
+    /// `.[0-9]+`: a float without the leading digit the format requires.
+    LeadingDot,
 }
 
-/// Parses `-?[0-9]+suffix?` with the suffix applied.
-pub(crate) fn parse_integer(text: &str) -> IntParse {
-    let (neg, digits, suffix) = split_number(text);
-    if digits.is_empty() {
-        return IntParse::NotInteger;
-    }
-    let Some(mult) = suffix_multiplier(suffix) else {
-        return IntParse::NotInteger;
-    };
-    // Parse with the sign so that i64::MIN is accepted.
-    let signed = if neg { format!("-{digits}") } else { digits.to_string() };
-    match signed.parse::<i64>().ok().and_then(|n| n.checked_mul(mult)) {
-        Some(v) => IntParse::Value(v),
-        None => IntParse::Overflow,
-    }
+/// Classifies an unquoted token as an integer (with size suffix), a float,
+/// a malformed float, or not a number at all.
+pub(crate) fn number(text: &str) -> Number {
+    // The sign is parsed with the digits so that i64::MIN is accepted.
+    let integer = map((recognize((opt(char('-')), digit1)), size_suffix), |(digits, mult): (&str, i64)| {
+        digits.parse::<i64>().ok().and_then(|n| n.checked_mul(mult)).map_or(Number::IntegerOverflow, Number::Integer)
+    });
+    let float = map(recognize((opt(char('-')), digit1, char('.'), digit1)), |text: &str| match text.parse::<f64>() {
+        Ok(f) if f.is_finite() => Number::Float(f),
+        _ => Number::FloatOutOfRange,
+    });
+    let leading_dot = value(Number::LeadingDot, (char('.'), digit1));
+    // Each form must take the whole token: "1.5" is not the integer 1.
+    alt((all_consuming(integer), all_consuming(float), all_consuming(leading_dot)))
+        .parse(text)
+        .map_or(Number::Other, |(_, n)| n)
+}
+
+/// A size written as text: `-?[0-9]+`, optional whitespace, optional
+/// suffix. Returns whether it is negative, the digits and the multiplier.
+fn size_literal(text: &str) -> IResult<&str, (bool, &str, i64)> {
+    let sign = map(opt(char('-')), |minus| minus.is_some());
+    all_consuming((sign, digit1, preceded(take_while(char::is_whitespace), size_suffix))).parse(text)
 }
 
 /// Interprets an item as a duration.
@@ -190,17 +198,13 @@ pub fn size_of(item: &Item) -> Result<u64, ConfError> {
 }
 
 fn parse_size(text: &str) -> Result<u64, ErrorKind> {
-    let trimmed = text.trim();
-    let (neg, digits, suffix) = split_number(trimmed);
-    if digits.is_empty() {
-        return Err(ErrorKind::InvalidSize(text.to_string()));
-    }
-    let mult = suffix_multiplier(suffix.trim_start()).ok_or_else(|| ErrorKind::InvalidSize(text.to_string()))?;
+    let invalid = || ErrorKind::InvalidSize(text.to_string());
+    let (_, (neg, digits, mult)) = size_literal(text.trim()).map_err(|_| invalid())?;
     let n: u64 = digits.parse().map_err(|_| ErrorKind::SizeOverflow(text.to_string()))?;
     if neg && n != 0 {
         return Err(ErrorKind::NegativeSize);
     }
     // Multipliers are all positive.
-    let mult = u64::try_from(mult).map_err(|_| ErrorKind::InvalidSize(text.to_string()))?;
+    let mult = u64::try_from(mult).map_err(|_| invalid())?;
     n.checked_mul(mult).ok_or_else(|| ErrorKind::SizeOverflow(text.to_string()))
 }
