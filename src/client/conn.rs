@@ -362,7 +362,7 @@ impl Conn {
     }
 
     fn send_err(&mut self, text: &str) {
-        let _ = self.shared.outbound.push_with(|b| encode::err(b, text));
+        let _ = self.shared.outbound.push_with(text.len() + 9, |b| encode::err(b, text));
         self.router.touch(&self.shared);
     }
 

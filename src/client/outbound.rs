@@ -1,11 +1,15 @@
-//! A connection's outbound buffer and the writer task that flushes it.
+//! A connection's outbound queue and the writer task that flushes it.
 //!
-//! Publishers append encoded messages under a short lock and never touch the socket. The writer
-//! swaps the whole buffer out under the same lock and writes it with one call, so one flush
-//! carries every message queued since the last. Two buffers take turns, so a steady stream
-//! allocates nothing. The queued bytes (buffered plus being written) are the client's pending
-//! bytes: past `max_pending` the client is a slow consumer and is cut off.
+//! Publishers append encoded messages under a short lock and never touch the socket. Bytes
+//! go into a queue of chunks: small while little is queued, up to 64 KiB during a burst, so a
+//! backlog never means reallocating and copying one huge buffer. The writer takes the whole
+//! queue under the same lock and flushes it with vectored writes, then hands the emptied chunks
+//! back to a small pool, so a steady stream allocates nothing. The queued bytes (queued plus
+//! being written) are the client's pending bytes: past `max_pending` the client is a slow
+//! consumer and is cut off.
 
+use std::collections::VecDeque;
+use std::io::IoSlice;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -16,8 +20,14 @@ use tokio::sync::Notify;
 
 use crate::proto::encode::{self, Message};
 
-/// A buffer larger than this is given back after a flush instead of kept for the next one.
-const KEEP_CAPACITY: usize = 256 * 1024;
+/// The smallest chunk: enough for INFO, a PONG or a few small messages.
+const MIN_CHUNK: usize = 512;
+/// The largest chunk made for small messages; a larger message gets a chunk of its own size.
+const MAX_CHUNK: usize = 64 * 1024;
+/// Emptied chunks a connection keeps for reuse.
+const POOL_MAX: usize = 4;
+/// Chunks handed to one vectored write.
+const MAX_IOV: usize = 64;
 
 /// The result of queueing bytes for a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,16 +52,42 @@ enum State {
 }
 
 struct Inner {
-    buf: BytesMut,
+    /// Queued chunks, oldest first; only the last one is still being filled.
+    chunks: VecDeque<BytesMut>,
+    /// Bytes in `chunks`.
+    queued: usize,
+    /// Emptied chunks waiting to be reused.
+    pool: Vec<BytesMut>,
     state: State,
     out_msgs: u64,
     out_bytes: u64,
 }
 
+impl Inner {
+    /// The chunk to append `need` bytes to, starting a new one when the last has no room.
+    #[inline]
+    fn tail(&mut self, need: usize) -> &mut BytesMut {
+        let room = self.chunks.back().map_or(0, |c| c.capacity() - c.len());
+        if room < need {
+            let want = need.max(self.queued.clamp(MIN_CHUNK, MAX_CHUNK));
+            let chunk = match self.pool.iter().position(|c| c.capacity() >= want) {
+                Some(i) => self.pool.swap_remove(i),
+                None => BytesMut::with_capacity(want),
+            };
+            self.chunks.push_back(chunk);
+        }
+        match self.chunks.back_mut() {
+            Some(chunk) => chunk,
+            // A chunk was just pushed when there was none with room.
+            None => unreachable!("outbound queue has a tail chunk"),
+        }
+    }
+}
+
 /// A client's queued outbound bytes, shared between publishers and the writer task.
 pub struct Outbound {
     inner: Mutex<Inner>,
-    /// Buffered plus in-flight bytes, readable without the lock (for stalls and monitoring).
+    /// Queued plus in-flight bytes, readable without the lock (for stalls and monitoring).
     pending: AtomicUsize,
     /// Pending bytes past which the client is a slow consumer; a reload may change it.
     max_pending: AtomicUsize,
@@ -62,10 +98,17 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    /// An empty buffer that refuses to grow past `max_pending` bytes.
+    /// An empty queue that refuses to grow past `max_pending` bytes.
     pub fn new(max_pending: usize) -> Self {
         Outbound {
-            inner: Mutex::new(Inner { buf: BytesMut::new(), state: State::Open, out_msgs: 0, out_bytes: 0 }),
+            inner: Mutex::new(Inner {
+                chunks: VecDeque::new(),
+                queued: 0,
+                pool: Vec::new(),
+                state: State::Open,
+                out_msgs: 0,
+                out_bytes: 0,
+            }),
             pending: AtomicUsize::new(0),
             max_pending: AtomicUsize::new(max_pending),
             wake: Notify::new(),
@@ -90,7 +133,7 @@ impl Outbound {
         self.max_pending.store(max, Ordering::Relaxed);
     }
 
-    /// Messages and bytes delivered to this client so far (queued counts as delivered).
+    /// Messages and payload bytes delivered to this client so far (queued counts as delivered).
     pub fn counters(&self) -> (u64, u64) {
         let inner = self.inner.lock();
         (inner.out_msgs, inner.out_bytes)
@@ -99,38 +142,44 @@ impl Outbound {
     /// Queues one message for subscription `sid`, as HMSG when `headers` allows.
     #[inline]
     pub fn push_msg(&self, m: &Message<'_>, sid: &[u8], headers: bool) -> Push {
+        let need = m.encoded_len_hint(sid);
+        if self.pending() + need > self.max_pending() {
+            return if self.inner.lock().state == State::Open { Push::SlowConsumer } else { Push::Closed };
+        }
         let mut inner = self.inner.lock();
         if inner.state != State::Open {
             return Push::Closed;
         }
-        let before = inner.buf.len();
-        if self.pending.load(Ordering::Relaxed) + m.encoded_len_hint(sid) > self.max_pending() {
-            return Push::SlowConsumer;
-        }
-        encode::msg(&mut inner.buf, m, sid, headers);
-        let added = inner.buf.len() - before;
+        let chunk = inner.tail(need);
+        let before = chunk.len();
+        encode::msg(chunk, m, sid, headers);
+        let added = chunk.len() - before;
+        inner.queued += added;
         inner.out_msgs += 1;
         inner.out_bytes += m.payload.len() as u64;
         self.pending.fetch_add(added, Ordering::Relaxed);
         Push::Queued
     }
 
-    /// Queues protocol bytes (PONG, +OK, -ERR, INFO, PING) written by `write`.
-    pub fn push_with(&self, write: impl FnOnce(&mut BytesMut)) -> Push {
+    /// Queues protocol bytes (PONG, +OK, -ERR, INFO, PING) that `write` appends; `need` is an
+    /// upper bound on how many.
+    pub fn push_with(&self, need: usize, write: impl FnOnce(&mut BytesMut)) -> Push {
         let mut inner = self.inner.lock();
         if inner.state != State::Open {
             return Push::Closed;
         }
-        let before = inner.buf.len();
-        write(&mut inner.buf);
-        let added = inner.buf.len() - before;
+        let chunk = inner.tail(need);
+        let before = chunk.len();
+        write(chunk);
+        let added = chunk.len() - before;
+        inner.queued += added;
         self.pending.fetch_add(added, Ordering::Relaxed);
         Push::Queued
     }
 
     /// Queues raw protocol bytes.
     pub fn push_bytes(&self, bytes: &[u8]) -> Push {
-        self.push_with(|b| b.extend_from_slice(bytes))
+        self.push_with(bytes.len(), |b| b.extend_from_slice(bytes))
     }
 
     /// Wakes the writer to flush.
@@ -169,23 +218,39 @@ impl Outbound {
         }
     }
 
-    /// Takes everything queued into `spare` (which must be empty), or says why not.
-    fn take(&self, spare: &mut BytesMut) -> Take {
+    /// Moves everything queued into `batch` (which must be empty), or says why not.
+    fn take(&self, batch: &mut VecDeque<BytesMut>) -> Take {
         let mut inner = self.inner.lock();
         match inner.state {
             State::Dropped => Take::Stop,
-            _ if !inner.buf.is_empty() => {
-                std::mem::swap(&mut inner.buf, spare);
-                Take::Data
+            _ if inner.queued > 0 => {
+                std::mem::swap(&mut inner.chunks, batch);
+                let bytes = inner.queued;
+                inner.queued = 0;
+                Take::Data(bytes)
             }
             State::Draining => Take::Stop,
             State::Open => Take::Empty,
         }
     }
+
+    /// Takes back written chunks for reuse and lowers the pending count.
+    fn recycle(&self, written: usize, done: &mut Vec<BytesMut>) {
+        let mut inner = self.inner.lock();
+        for mut chunk in done.drain(..) {
+            if inner.pool.len() < POOL_MAX && chunk.capacity() <= MAX_CHUNK {
+                chunk.clear();
+                inner.pool.push(chunk);
+            }
+        }
+        drop(inner);
+        self.pending.fetch_sub(written, Ordering::Relaxed);
+        self.drained.notify_waiters();
+    }
 }
 
 enum Take {
-    Data,
+    Data(usize),
     Empty,
     Stop,
 }
@@ -197,8 +262,52 @@ pub enum WriterEnd {
     Done,
     /// A write failed.
     WriteError,
-    /// A write took longer than the write deadline.
+    /// A flush took longer than the write deadline.
     Deadline,
+}
+
+/// Writes every chunk of `batch` to `sink` with vectored writes, by `deadline`. The written
+/// chunks are moved to `done`.
+async fn write_batch<W>(
+    sink: &mut W,
+    batch: &mut VecDeque<BytesMut>,
+    done: &mut Vec<BytesMut>,
+    deadline: tokio::time::Instant,
+) -> Result<(), WriterEnd>
+where
+    W: AsyncWrite + Unpin,
+{
+    // Bytes of the front chunk already written.
+    let mut offset = 0;
+    while !batch.is_empty() {
+        let n = {
+            let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
+            let mut count = 0;
+            for (i, chunk) in batch.iter().take(MAX_IOV).enumerate() {
+                slices[i] = IoSlice::new(if i == 0 { &chunk[offset..] } else { &chunk[..] });
+                count += 1;
+            }
+            match tokio::time::timeout_at(deadline, sink.write_vectored(&slices[..count])).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return Err(WriterEnd::WriteError),
+                Ok(Ok(n)) => n,
+                Err(_) => return Err(WriterEnd::Deadline),
+            }
+        };
+        let mut left = n;
+        while let Some(front) = batch.front() {
+            let rest = front.len() - offset;
+            if left < rest {
+                offset += left;
+                break;
+            }
+            left -= rest;
+            offset = 0;
+            if let Some(chunk) = batch.pop_front() {
+                done.push(chunk);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Flushes `out` to `sink` whenever woken, until the connection closes.
@@ -206,32 +315,77 @@ pub async fn write_loop<W>(out: &Outbound, mut sink: W, write_deadline: Duration
 where
     W: AsyncWrite + Unpin,
 {
-    let mut spare = BytesMut::new();
+    let mut batch: VecDeque<BytesMut> = VecDeque::new();
+    let mut done: Vec<BytesMut> = Vec::new();
     let end = loop {
-        match out.take(&mut spare) {
+        let bytes = match out.take(&mut batch) {
             Take::Stop => break WriterEnd::Done,
             Take::Empty => {
                 out.wake.notified().await;
                 continue;
             }
-            Take::Data => {}
+            Take::Data(bytes) => bytes,
+        };
+        let deadline = tokio::time::Instant::now() + write_deadline;
+        let result = write_batch(&mut sink, &mut batch, &mut done, deadline).await;
+        batch.clear();
+        out.recycle(bytes, &mut done);
+        if let Err(end) = result {
+            break end;
         }
-        let len = spare.len();
-        let result = tokio::time::timeout(write_deadline, sink.write_all(&spare)).await;
-        out.pending.fetch_sub(len, Ordering::Relaxed);
-        spare.clear();
-        if spare.capacity() > KEEP_CAPACITY {
-            spare = BytesMut::new();
-        }
-        out.drained.notify_waiters();
-        match result {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => break WriterEnd::WriteError,
-            Err(_) => break WriterEnd::Deadline,
+        if sink.flush().await.is_err() {
+            break WriterEnd::WriteError;
         }
     };
     if end == WriterEnd::Done {
         let _ = tokio::time::timeout(write_deadline, sink.shutdown()).await;
     }
     end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(payload: &[u8]) -> Message<'_> {
+        Message { subject: b"s", reply: None, header_len: 0, payload }
+    }
+
+    #[tokio::test]
+    async fn flushes_everything_in_order_and_reuses_chunks() {
+        let out = Outbound::new(64 * 1024 * 1024);
+        let payload = vec![b'x'; 1000];
+        let mut want = Vec::new();
+        for i in 0..500u32 {
+            let p = &payload[..(i as usize % 1000)];
+            assert_eq!(out.push_msg(&msg(p), b"1", false), Push::Queued);
+            let mut one = BytesMut::new();
+            encode::msg(&mut one, &msg(p), b"1", false);
+            want.extend_from_slice(&one);
+        }
+        assert_eq!(out.pending(), want.len());
+        assert!(out.inner.lock().chunks.len() > 1, "a burst spans several chunks");
+        out.close(true);
+        let mut sink = Vec::new();
+        assert_eq!(write_loop(&out, &mut sink, Duration::from_secs(5)).await, WriterEnd::Done);
+        assert_eq!(sink, want);
+        assert_eq!(out.pending(), 0);
+        assert!(!out.inner.lock().pool.is_empty(), "chunks come back for reuse");
+    }
+
+    #[test]
+    fn refuses_past_max_pending() {
+        let out = Outbound::new(100);
+        assert_eq!(out.push_msg(&msg(b"small"), b"1", false), Push::Queued);
+        assert_eq!(out.push_msg(&msg(&[0; 200]), b"1", false), Push::SlowConsumer);
+        out.close(false);
+        assert_eq!(out.push_msg(&msg(b"x"), b"1", false), Push::Closed);
+    }
+
+    #[test]
+    fn small_queues_use_small_chunks() {
+        let out = Outbound::new(1 << 20);
+        let _ = out.push_bytes(b"PONG\r\n");
+        assert_eq!(out.inner.lock().chunks[0].capacity(), MIN_CHUNK);
+    }
 }
