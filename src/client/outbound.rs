@@ -249,6 +249,20 @@ impl Outbound {
     }
 }
 
+impl Outbound {
+    /// Writes everything queued to `sink` once, as the writer task would (for benchmarks).
+    pub async fn flush_to<W: AsyncWrite + Unpin>(&self, mut sink: W) {
+        let mut batch = VecDeque::new();
+        let mut done = Vec::new();
+        if let Take::Data(bytes) = self.take(&mut batch) {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            let _ = write_batch(&mut sink, &mut batch, &mut done, deadline).await;
+            batch.clear();
+            self.recycle(bytes, &mut done);
+        }
+    }
+}
+
 enum Take {
     Data(usize),
     Empty,
