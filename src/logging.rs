@@ -7,7 +7,8 @@
 use std::fmt;
 use std::fs::OpenOptions;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -113,16 +114,61 @@ where
     }
 }
 
-/// Changes the log level of the installed logger (on reload).
+/// Changes the installed logger: its level (on reload) and its file (on SIGUSR1).
 #[derive(Clone)]
 pub struct LogHandle {
     filter: reload::Handle<LevelFilter, Registry>,
+    file: Option<LogFile>,
 }
 
 impl LogHandle {
     /// Sets the level from the debug and trace switches.
     pub fn set_level(&self, debug: bool, trace: bool) {
         let _ = self.filter.modify(|f| *f = level_of(debug, trace));
+    }
+
+    /// Opens the log file again by name, so that a rotated file is let go of.
+    pub fn reopen(&self) -> io::Result<()> {
+        match &self.file {
+            Some(file) => file.reopen(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A log file that can be reopened by name while the logger keeps writing to it.
+#[derive(Clone)]
+struct LogFile(Arc<(PathBuf, Mutex<std::fs::File>)>);
+
+impl LogFile {
+    fn open(path: &Path) -> io::Result<LogFile> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(LogFile(Arc::new((path.to_path_buf(), Mutex::new(file)))))
+    }
+
+    fn reopen(&self) -> io::Result<()> {
+        let file = OpenOptions::new().create(true).append(true).open(&self.0 .0)?;
+        *self.0 .1.lock().unwrap_or_else(|e| e.into_inner()) = file;
+        Ok(())
+    }
+}
+
+/// Writes one log line to the current file.
+struct LogFileWriter<'a>(std::sync::MutexGuard<'a, std::fs::File>);
+
+impl io::Write for LogFileWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<'a> tfmt::MakeWriter<'a> for LogFile {
+    type Writer = LogFileWriter<'a>;
+    fn make_writer(&'a self) -> Self::Writer {
+        LogFileWriter(self.0 .1.lock().unwrap_or_else(|e| e.into_inner()))
     }
 }
 
@@ -141,16 +187,14 @@ pub fn init(opts: &LogOptions) -> io::Result<LogHandle> {
     let (filter, handle) = reload::Layer::new(level_of(opts.debug, opts.trace));
     let format = NatsFormat { pid: std::process::id(), logtime: opts.logtime };
     let registry = tracing_subscriber::registry().with(filter);
-    let result = match &opts.file {
-        Some(path) => {
-            let file = OpenOptions::new().create(true).append(true).open(path)?;
-            registry.with(tfmt::layer().event_format(format).with_writer(Mutex::new(file))).try_init()
-        }
+    let file = opts.file.as_deref().map(LogFile::open).transpose()?;
+    let result = match &file {
+        Some(file) => registry.with(tfmt::layer().event_format(format).with_writer(file.clone())).try_init(),
         None => registry.with(tfmt::layer().event_format(format).with_writer(io::stderr)).try_init(),
     };
     // A logger installed already (in tests) is fine.
     let _ = result;
-    Ok(LogHandle { filter: handle })
+    Ok(LogHandle { filter: handle, file })
 }
 
 #[cfg(test)]

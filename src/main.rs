@@ -252,13 +252,15 @@ fn options_from(cli: &Cli) -> Result<(Options, Vec<String>)> {
     Ok((opts, warnings))
 }
 
-/// Turns signals into server actions: SIGINT/SIGTERM stop, SIGUSR2 enters lame duck mode,
-/// SIGHUP reloads the config file (with the command line's flags still on top).
+/// Turns signals into server actions: SIGINT/SIGTERM stop, SIGUSR1 reopens the log file (for
+/// log rotation), SIGUSR2 enters lame duck mode, SIGHUP reloads the config file (with the
+/// command line's flags still on top).
 async fn handle_signals(handle: courier::ServerHandle, cli: Cli, log: LogHandle) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term), Ok(mut usr2), Ok(mut hup)) = (
+    let (Ok(mut int), Ok(mut term), Ok(mut usr1), Ok(mut usr2), Ok(mut hup)) = (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
+        signal(SignalKind::user_defined1()),
         signal(SignalKind::user_defined2()),
         signal(SignalKind::hangup()),
     ) else {
@@ -269,6 +271,12 @@ async fn handle_signals(handle: courier::ServerHandle, cli: Cli, log: LogHandle)
         tokio::select! {
             _ = int.recv() => break,
             _ = term.recv() => break,
+            _ = usr1.recv() => {
+                match log.reopen() {
+                    Ok(()) => info!("Reopened log file"),
+                    Err(e) => error!("Failed to reopen the log file: {e}"),
+                }
+            }
             _ = usr2.recv() => {
                 info!("Trapped \"user defined signal 2\" signal");
                 handle.enter_lame_duck();
@@ -308,6 +316,9 @@ fn run(cli: Cli) -> Result<()> {
     }
     let (opts, warnings) = options_from(&cli)?;
     if cli.check_config {
+        if let Some(tls) = &opts.tls {
+            courier::tls::acceptor(tls).context("TLS")?;
+        }
         println!("configuration is ok");
         return Ok(());
     }

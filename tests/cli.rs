@@ -268,3 +268,22 @@ fn reload_applies_limits_and_users_and_keeps_old_config_on_error() {
     let (_, mut gone) = login("derek", "a");
     assert_eq!(read_line(&mut gone), "-ERR 'Authorization Violation'\r\n");
 }
+
+#[test]
+fn reopen_signal_starts_a_new_log_file_after_rotation() {
+    let d = dir();
+    let log = path(&d, "s.log");
+    let p = start(&["-a", "127.0.0.1", "-p", "-1", "-l", log.to_str().unwrap()]);
+    let addr = client_addr_from_log(&log);
+    std::fs::rename(&log, path(&d, "s.log.1")).unwrap();
+    let out = run(&["--signal", &format!("reopen={}", p.child.id())]);
+    assert!(out.status.success(), "{out:?}");
+    let deadline = Instant::now() + WAIT;
+    while !std::fs::read_to_string(&log).unwrap_or_default().contains("Reopened log file") {
+        assert!(Instant::now() < deadline, "no new log file");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_, mut c) = connect(&addr);
+    send(&mut c, b"CONNECT {\"verbose\":false}\r\nPING\r\n");
+    assert_eq!(read_line(&mut c), "PONG\r\n", "still serving");
+}

@@ -87,9 +87,10 @@ fn overlaps(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl Permissions {
-    /// Whether publishing to `subject` is allowed (not counting allowed responses).
+    /// Whether publishing to `subject` is allowed (not counting allowed responses). As in
+    /// nats-server, a user with allow_responses and no publish rules may publish nothing else.
     pub fn can_publish(&self, subject: &[u8]) -> bool {
-        let Some(rules) = &self.publish else { return true };
+        let Some(rules) = &self.publish else { return self.allow_responses.is_none() };
         let allowed = rules.allow.as_ref().is_none_or(|allow| allow.iter().any(|r| literal_match(&r.subject, subject)));
         allowed && !rules.deny.iter().any(|r| literal_match(&r.subject, subject))
     }
@@ -155,6 +156,8 @@ mod tests {
         assert!(!p.can_publish(b"other"));
         let open = Permissions::default();
         assert!(open.can_publish(b"anything"));
+        let responder = Permissions { allow_responses: Some(ResponsePermission::default()), ..Default::default() };
+        assert!(!responder.can_publish(b"anything"), "responses only");
     }
 
     #[test]
