@@ -113,7 +113,11 @@ impl ConnectError {
 impl ConnectOptions {
     /// Applies one CONNECT's JSON over the current options.
     pub fn apply(&mut self, json: &[u8]) -> Result<(), ConnectError> {
-        let f: ConnectFields = serde_json::from_slice(json)?;
+        // Go's decoder, which nats-server uses, takes invalid UTF-8 in strings and replaces it.
+        let f: ConnectFields = match std::str::from_utf8(json) {
+            Ok(text) => serde_json::from_str(text)?,
+            Err(_) => serde_json::from_str(&String::from_utf8_lossy(json))?,
+        };
         macro_rules! take {
             ($($field:ident),*) => { $( if let Some(v) = f.$field { self.$field = v; } )* };
         }
@@ -156,6 +160,13 @@ mod tests {
         o.apply(br#"{"verbose":false,"headers":true,"no_responders":true,"name":"n"}"#).unwrap();
         assert!(!o.verbose && o.headers && o.no_responders && !o.echo);
         assert_eq!(o.name, "n");
+    }
+
+    #[test]
+    fn invalid_utf8_in_strings_is_replaced() {
+        let mut o = ConnectOptions::default();
+        o.apply(b"{\"name\":\"a\xffb\",\"verbose\":false}").unwrap();
+        assert_eq!(o.name, "a\u{fffd}b");
     }
 
     #[test]

@@ -167,14 +167,13 @@ impl Parser {
         let window = &buf[..buf.len().min(limit.saturating_mul(2).saturating_add(64))];
         let nl = memchr::memchr(b'\n', window);
         let mut line = &window[..nl.unwrap_or(window.len())];
-        if nl.is_some() {
-            if let [rest @ .., b'\r'] = line {
-                line = rest;
-            }
+        // Without the line end yet, a trailing CR may be the first half of it.
+        if let [rest @ .., b'\r'] = line {
+            line = rest;
         }
         let (rest, name) = match op_name(line) {
             Ok(found) => found,
-            Err(_) if line.is_empty() => return Ok(None),
+            Err(_) if line.is_empty() && nl.is_none() => return Ok(None),
             Err(_) => return Err(ParseError::UnknownOp),
         };
         if nl.is_none() && rest.is_empty() && name.len() < MAX_OP_NAME {
@@ -515,6 +514,8 @@ mod tests {
         assert_eq!(one(b"XYZ"), Err(ParseError::UnknownOp), "known at once, as nats-server");
         assert_eq!(one(b"PU"), Ok(None));
         assert_eq!(one(b"PINGX"), Ok(None), "a PING once the line ends");
+        assert_eq!(one(b"\r\n"), Err(ParseError::UnknownOp), "an empty line");
+        assert_eq!(one(b"\r"), Ok(None));
     }
 
     #[test]
@@ -526,6 +527,8 @@ mod tests {
         assert_eq!(p.parse(line.as_bytes()), Err(ParseError::ControlLineTooLong));
         let line = format!("SUB{}a 1\r\n", " ".repeat(70));
         assert!(matches!(p.parse(line.as_bytes()), Ok(Some((ClientOp::Sub { .. }, _)))));
+        let line = format!("SUB {} 1\r", "s".repeat(62));
+        assert_eq!(p.parse(line.as_bytes()), Ok(None), "at the limit, waiting for the LF");
         let line = format!("PING {}\r\n", "x".repeat(100));
         assert_eq!(p.parse(line.as_bytes()), Ok(Some((ClientOp::Ping, line.len()))));
     }
