@@ -238,10 +238,10 @@ async fn live_page_shows_rates_in_a_browser() {
         let client = client.clone();
         tokio::spawn(async move {
             while !stop.is_cancelled() {
-                for _ in 0..50 {
+                for _ in 0..100 {
                     let _ = client.publish("page.rates", "tick".into()).await;
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
         })
     };
@@ -260,7 +260,7 @@ async fn live_page_shows_rates_in_a_browser() {
                 "--disable-component-update",
                 "--disable-sync",
                 &format!("--user-data-dir={}", profile.path().display()),
-                "--virtual-time-budget=4000",
+                "--virtual-time-budget=6000",
                 "--timeout=15000",
                 "--dump-dom",
                 &url,

@@ -383,8 +383,11 @@ impl Conn {
         let who = match self.limits.authorization.check(&self.opts, self.nonce.as_bytes()) {
             Ok(who) => who,
             Err(e) => {
+                let peer = self.shared.meta.lock().peer.map(|p| p.to_string()).unwrap_or_default();
+                // The user name and the remote address, never the secret.
                 tracing::warn!(
                     cid = self.shared.cid,
+                    remote = peer.as_str(),
                     user = self.opts.user.as_deref().unwrap_or(""),
                     "Authorization failed: {e}"
                 );

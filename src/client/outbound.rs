@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -59,8 +59,6 @@ struct Inner {
     /// Emptied chunks waiting to be reused.
     pool: Vec<BytesMut>,
     state: State,
-    out_msgs: u64,
-    out_bytes: u64,
 }
 
 impl Inner {
@@ -95,20 +93,19 @@ pub struct Outbound {
     wake: Notify,
     /// Told after every flush, for producers stalled on this client.
     drained: Notify,
+    /// Messages delivered, written only under the lock, read by monitoring without it.
+    out_msgs: AtomicU64,
+    /// Payload bytes delivered, likewise.
+    out_bytes: AtomicU64,
 }
 
 impl Outbound {
     /// An empty queue that refuses to grow past `max_pending` bytes.
     pub fn new(max_pending: usize) -> Self {
         Outbound {
-            inner: Mutex::new(Inner {
-                chunks: VecDeque::new(),
-                queued: 0,
-                pool: Vec::new(),
-                state: State::Open,
-                out_msgs: 0,
-                out_bytes: 0,
-            }),
+            inner: Mutex::new(Inner { chunks: VecDeque::new(), queued: 0, pool: Vec::new(), state: State::Open }),
+            out_msgs: AtomicU64::new(0),
+            out_bytes: AtomicU64::new(0),
             pending: AtomicUsize::new(0),
             max_pending: AtomicUsize::new(max_pending),
             wake: Notify::new(),
@@ -135,8 +132,7 @@ impl Outbound {
 
     /// Messages and payload bytes delivered to this client so far (queued counts as delivered).
     pub fn counters(&self) -> (u64, u64) {
-        let inner = self.inner.lock();
-        (inner.out_msgs, inner.out_bytes)
+        (self.out_msgs.load(Ordering::Relaxed), self.out_bytes.load(Ordering::Relaxed))
     }
 
     /// Queues one message for subscription `sid`, as HMSG when `headers` allows.
@@ -155,8 +151,9 @@ impl Outbound {
         encode::msg(chunk, m, sid, headers);
         let added = chunk.len() - before;
         inner.queued += added;
-        inner.out_msgs += 1;
-        inner.out_bytes += m.payload.len() as u64;
+        // Only writers holding the lock change these, so a load and a store are enough.
+        self.out_msgs.store(self.out_msgs.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.out_bytes.store(self.out_bytes.load(Ordering::Relaxed) + m.payload.len() as u64, Ordering::Relaxed);
         self.pending.fetch_add(added, Ordering::Relaxed);
         Push::Queued
     }
