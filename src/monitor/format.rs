@@ -2,11 +2,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// RFC 3339 with nanoseconds in UTC, trailing zeros of the fraction dropped, as Go prints
-/// `time.Time` in JSON: `2026-11-28T04:32:06.448988225Z`.
-pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
+/// Date and time of day in UTC for seconds since the Unix epoch:
+/// (year, month, day, hour, minute, second), by Howard Hinnant's civil-from-days algorithm.
+pub(crate) fn civil(secs: u64) -> (i64, i64, i64, u64, u64, u64) {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let z = days as i64 + 719_468;
     let era = z.div_euclid(146_097);
@@ -17,7 +15,15 @@ pub fn rfc3339(t: SystemTime) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    let mut out = format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60);
+    (year, month, day, rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// RFC 3339 with nanoseconds in UTC, trailing zeros of the fraction dropped, as Go prints
+/// `time.Time` in JSON: `2026-11-28T04:32:06.448988225Z`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let (year, month, day, hour, minute, second) = civil(d.as_secs());
+    let mut out = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}");
     let nanos = d.subsec_nanos();
     if nanos > 0 {
         let frac = format!("{nanos:09}");

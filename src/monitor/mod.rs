@@ -23,6 +23,7 @@ use tracing::{info, warn};
 
 use crate::server::ServerState;
 
+pub(crate) use format::civil;
 pub use format::{go_duration, rfc3339, uptime};
 
 /// The live page, self-contained: no scripts or styles from elsewhere.
