@@ -71,6 +71,10 @@ impl Router {
         msg: &Message<'_>,
     ) -> bool {
         let matches = self.cache.get(&account.sublist, msg.subject);
+        if matches.is_empty() {
+            return false;
+        }
+        let matches = Arc::clone(matches);
         let mut delivered = false;
         let fanout = matches.psubs.len() + matches.qsubs.len();
         if fanout as u64 > self.max_fanout {

@@ -16,7 +16,9 @@ const MAX_ENTRIES: usize = 1024;
 /// dropped; results are then recomputed on demand.
 pub struct MatchCache<S> {
     genid: u64,
-    entries: FxHashMap<Box<[u8]>, Arc<Matches<S>>>,
+    /// Subject → index into `results`.
+    entries: FxHashMap<Box<[u8]>, usize>,
+    results: Vec<Arc<Matches<S>>>,
     /// Lookups and hits since [`MatchCache::take_counts`] was last called.
     lookups: u64,
     hits: u64,
@@ -24,29 +26,33 @@ pub struct MatchCache<S> {
 
 impl<S> Default for MatchCache<S> {
     fn default() -> Self {
-        MatchCache { genid: u64::MAX, entries: FxHashMap::default(), lookups: 0, hits: 0 }
+        MatchCache { genid: u64::MAX, entries: FxHashMap::default(), results: Vec::new(), lookups: 0, hits: 0 }
     }
 }
 
 impl<S: Subscribable> MatchCache<S> {
-    /// The subscriptions matching `subject`, from the cache when still current.
+    /// The subscriptions matching `subject`, from the cache when still current. Borrowed, so
+    /// that a subject nobody listens to costs no reference count.
     #[inline]
-    pub fn get(&mut self, sublist: &Sublist<S>, subject: &[u8]) -> Arc<Matches<S>> {
+    pub fn get(&mut self, sublist: &Sublist<S>, subject: &[u8]) -> &Arc<Matches<S>> {
         let genid = sublist.genid();
         self.lookups += 1;
         if genid != self.genid {
             self.entries.clear();
+            self.results.clear();
             self.genid = genid;
-        } else if let Some(m) = self.entries.get(subject) {
+        } else if let Some(&i) = self.entries.get(subject) {
             self.hits += 1;
-            return Arc::clone(m);
+            return &self.results[i];
         }
         let m = Arc::new(sublist.matches(subject));
         if self.entries.len() >= MAX_ENTRIES {
             self.entries.clear();
+            self.results.clear();
         }
-        self.entries.insert(subject.into(), Arc::clone(&m));
-        m
+        self.entries.insert(subject.into(), self.results.len());
+        self.results.push(m);
+        &self.results[self.results.len() - 1]
     }
 
     /// Lookups and cache hits since the last call, for monitoring.

@@ -165,7 +165,7 @@ proptest! {
             for (_, ids) in want_q.iter_mut() { ids.sort(); }
             want_q.sort();
             prop_assert_eq!(ids(&sl.matches(subj.as_bytes())), (want_p.clone(), want_q.clone()));
-            prop_assert_eq!(ids(&cache.get(&sl, subj.as_bytes())), (want_p, want_q));
+            prop_assert_eq!(ids(cache.get(&sl, subj.as_bytes())), (want_p, want_q));
         }
     }
 }
