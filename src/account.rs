@@ -34,6 +34,8 @@ impl Account {
     pub fn remove_subscription(&self, sub: &Arc<Subscription>) {
         if sub.mark_removed() {
             self.sublist.remove(sub);
+            // Counted here, where every removal passes (UNSUB, a reached limit, a close).
+            sub.client.stats.subscriptions.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

@@ -293,3 +293,20 @@ async fn live_page_shows_rates_in_a_browser() {
 fn which(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
+
+/// A subscription that ends by reaching its UNSUB limit leaves the connection's count too.
+#[tokio::test]
+async fn connz_subscription_count_follows_auto_unsubscribe() {
+    let (server, http) = monitored().await;
+    let mut c = common::RawClient::connect(server.addr).await;
+    c.send("CONNECT {\"verbose\":false}\r\nSUB a 1\r\nSUB b 2\r\nUNSUB 1 1\r\n").await;
+    c.ping_pong().await;
+    assert_eq!(json(http, "/connz").await["connections"][0]["subscriptions"], 2);
+    c.send("PUB a 1\r\nx\r\n").await;
+    c.expect("MSG a 1 1\r\nx\r\n").await;
+    c.ping_pong().await;
+    assert_eq!(json(http, "/connz").await["connections"][0]["subscriptions"], 1);
+    c.send("UNSUB 2\r\n").await;
+    c.ping_pong().await;
+    assert_eq!(json(http, "/connz").await["connections"][0]["subscriptions"], 0);
+}

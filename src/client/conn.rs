@@ -140,9 +140,10 @@ pub(crate) async fn run<R, W>(
     let mut conn = Conn::new(Arc::clone(&state), Arc::clone(&shared), cid, nonce);
     let reason = conn.read_loop(reader).await;
     shared.close(reason);
+    // The closed record keeps the subscription count the client had.
+    state.record_closed(&shared);
     conn.remove_all_subscriptions();
     state.clients.lock().remove(&cid);
-    state.record_closed(&shared);
     let _ = writer_task.await;
     let reason = shared.close_reason().unwrap_or(reason);
     debug!(cid, %peer, "Client connection closed: {reason}");
@@ -171,7 +172,6 @@ struct Conn {
     router: Router,
     parser: Parser,
     pings_out: u32,
-    last_in: Instant,
     /// Whether a CONNECT has been accepted (and authenticated, where that is required).
     connected: bool,
     /// The nonce sent in INFO, for nkey and JWT users to sign.
@@ -203,7 +203,6 @@ impl Conn {
             router: Router::new(cid.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ rand::random::<u64>()),
             parser,
             pings_out: 0,
-            last_in: Instant::now(),
             connected: false,
             nonce,
             perms: None,
@@ -273,7 +272,6 @@ impl Conn {
                 Event::Read(Err(_)) => return CloseReason::ReadError,
                 Event::Read(Ok(n)) => n,
             };
-            self.last_in = Instant::now();
             self.shared.stats.last_activity.store(super::unix_nanos(std::time::SystemTime::now()), Ordering::Relaxed);
             let mut result = Ok(());
             if self.state.reloads() != self.seen_reloads {
@@ -503,7 +501,7 @@ impl Conn {
         let sub = Arc::new(Subscription::new(Arc::clone(&self.shared), subject, queue, sid).with_deny_filter(deny));
         self.account.sublist.insert(Arc::clone(&sub));
         self.subs.insert(sid.into(), sub);
-        self.shared.stats.subscriptions.store(self.subs.len() as u64, Ordering::Relaxed);
+        self.shared.stats.subscriptions.fetch_add(1, Ordering::Relaxed);
         self.ok();
     }
 
@@ -519,12 +517,13 @@ impl Conn {
                 }
             }
         }
-        self.shared.stats.subscriptions.store(self.subs.len() as u64, Ordering::Relaxed);
         self.ok();
     }
 
     fn on_ping_timer(&mut self, first: bool) -> Result<(), CloseReason> {
-        if !first && self.last_in.elapsed() < self.limits.ping_interval {
+        let now = super::unix_nanos(std::time::SystemTime::now());
+        let idle = Duration::from_nanos(now.saturating_sub(self.shared.stats.last_activity.load(Ordering::Relaxed)));
+        if !first && idle < self.limits.ping_interval {
             return Ok(());
         }
         if self.pings_out + 1 > self.limits.ping_max {
