@@ -1,6 +1,6 @@
 //! The outbound path: encoding messages into a consumer's queue, and flushing it.
 
-use courier::client::Outbound;
+use courier::connection::Outbound;
 use courier::proto::encode::Message;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 

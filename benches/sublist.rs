@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use courier::sublist::{MatchCache, Sublist, Subscribable};
+use courier::sublist::{PublisherCache, Sublist, Subscribable};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 
 struct Sub {
@@ -41,7 +41,7 @@ fn bench(c: &mut Criterion) {
             let label = format!("{n}{}", if wildcards { "+wildcards" } else { "" });
             let subject = format!("devices.{}.telemetry", n / 2).into_bytes();
             group.bench_with_input(BenchmarkId::new("match_miss", &label), &subject, |b, s| b.iter(|| sl.matches(s)));
-            let mut cache = MatchCache::default();
+            let mut cache = PublisherCache::default();
             group.bench_with_input(BenchmarkId::new("match_cache_hit", &label), &subject, |b, s| {
                 b.iter(|| cache.get(&sl, s).psubs.len())
             });

@@ -69,7 +69,10 @@ pub fn apply(map: &Map, opts: &mut Options) -> Result<Vec<String>, ConfigError> 
             "max_payload" => opts.max_payload = usize_of(item, conf::size_of(item)?)?,
             "max_pending" => opts.max_pending = usize_of(item, conf::size_of(item)?)?,
             "max_control_line" => opts.max_control_line = usize_of(item, conf::size_of(item)?)?,
-            "max_connections" | "max_conn" => opts.max_connections = count_of(item)?,
+            "max_connections" | "max_conn" => {
+                // A negative limit means none, as in nats-server.
+                opts.max_connections = if item.expect_integer()? < 0 { usize::MAX } else { count_of(item)? }
+            }
             "max_subscriptions" | "max_subs" => opts.max_subscriptions = count_of(item)?,
             "ping_interval" => opts.ping_interval = conf::duration_of(item)?,
             "ping_max" => {
@@ -130,6 +133,7 @@ pub fn apply(map: &Map, opts: &mut Options) -> Result<Vec<String>, ConfigError> 
     } else if let Some(preload) = preload {
         return Err(invalid(preload, "resolver_preload needs an operator"));
     }
+    opts.apply_baseline();
     if opts.max_payload > opts.max_pending {
         return Err(ConfigError::Invalid {
             pos: map.get("max_payload").map_or_else(|| Pos::file_only("config".into()), |i| i.pos.clone()),

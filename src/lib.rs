@@ -2,23 +2,33 @@
 //! clients (async-nats, nats.py, nats.js, nats.go) connect to it unchanged.
 //!
 //! # Layout
+//! Each module depends only on the ones listed before it.
 //! - [`options`]: every setting, with nats-server's defaults.
 //! - [`conf`]: the NATS config file format, parsed into a tree of values; [`config`] maps it
 //!   onto options.
-//! - [`auth`]: who may connect: users, passwords, tokens, nkeys, JWTs.
-//! - [`account`]: subject namespaces; a client sees only its own account's messages.
-//! - [`proto`]: the client protocol: the parser (no I/O), the encoders, the `-ERR` texts,
-//!   CONNECT and INFO.
-//! - [`subject`]: subject validation and matching rules.
-//! - [`sublist`]: the subject trie that finds the subscriptions a subject matches, and the
-//!   per-publisher match cache.
-//! - [`client`]: one connection: its shared state, subscriptions, outbound buffer, writer task
-//!   and read loop.
-//! - [`router`]: publish → match → deliver, queue picks, wake-ups and publisher stalls.
-//! - [`server`]: the listener, the state all connections share, counters and shutdown.
-//! - [`tls`]: TLS for client connections (rustls), with nats-server's handshake orders.
-//! - [`monitor`]: HTTP monitoring: nats-server's JSON endpoints, Prometheus metrics, a live page.
 //! - [`logging`]: log output in nats-server's format.
+//! - [`auth`]: who may connect: users, passwords, tokens, nkeys, JWTs; subject permissions.
+//! - [`tls`]: TLS for client connections (rustls), with nats-server's handshake orders.
+//! - [`proto`]: the client protocol: the parser (no I/O), the encoders (including the route
+//!   and leaf forms of a message), the `-ERR` texts, CONNECT and INFO.
+//! - [`subject`]: subject validation and matching rules.
+//! - [`sublist`]: the subject trie that finds the subscriptions a subject matches, its shared
+//!   match cache (patched on every insert and remove) and each publisher's view of it.
+//! - [`connection`]: what any socket connection shares with other tasks: its outbound queue and
+//!   writer, how it closes, its counters.
+//! - [`delivery`]: subscriptions and the targets they deliver to, by kind (client, route, leaf,
+//!   internal consumer), and the owned form of a message.
+//! - [`account`]: subject namespaces, the one path by which subscriptions are added and
+//!   removed, and the interest events routes and leaf nodes will follow.
+//! - [`state`]: what every connection shares, in narrow parts: the live configuration (swapped
+//!   on reload), the connection registry, counters, accounts; a read-only view for monitoring.
+//! - [`publish`]: publish → match → deliver for any origin (client, route, leaf, the server
+//!   itself), queue picks, wake-ups and publisher stalls.
+//! - [`client`]: one client connection: its read loop and timers, protocol handlers, and
+//!   authentication and permissions.
+//! - [`monitor`]: HTTP monitoring: nats-server's JSON endpoints, Prometheus metrics, a live page.
+//! - [`listener`]: every listener, bound and started from one place: client TCP/TLS, HTTP.
+//! - [`server`]: binding, running, reload, lame duck mode and shutdown.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod account;
@@ -27,12 +37,16 @@ pub mod client;
 /// The NATS config file format.
 pub mod conf;
 pub mod config;
+pub mod connection;
+pub mod delivery;
+pub mod listener;
 pub mod logging;
 pub mod monitor;
 pub mod options;
 pub mod proto;
-pub mod router;
+pub mod publish;
 pub mod server;
+pub mod state;
 pub mod subject;
 pub mod sublist;
 pub mod tls;

@@ -36,7 +36,8 @@ pub struct Options {
     pub max_control_line: usize,
     /// Outbound bytes a consumer may have queued before it is closed as a slow consumer.
     pub max_pending: usize,
-    /// Concurrent client connections allowed; more are told so and closed.
+    /// Concurrent client connections allowed; more are told so and closed (`usize::MAX`: no
+    /// limit, which a negative value in the config file means).
     pub max_connections: usize,
     /// Subscriptions one connection may hold; 0 means no limit.
     pub max_subscriptions: usize,
@@ -46,7 +47,8 @@ pub struct Options {
     pub ping_max: u32,
     /// How long one flush to a client may block before it counts as a slow consumer.
     pub write_deadline: Duration,
-    /// How long a client has to send CONNECT when authentication is required.
+    /// How long a client has to send CONNECT when authentication is required; zero picks
+    /// nats-server's default (2 s, or the TLS timeout and a second more with TLS).
     pub auth_timeout: Duration,
     /// How long a graceful shutdown waits for connections to flush before it gives up.
     pub shutdown_grace: Duration,
@@ -72,6 +74,56 @@ pub struct Options {
     pub lame_duck_duration: Duration,
     /// How long lame duck mode waits before it starts closing clients.
     pub lame_duck_grace_period: Duration,
+}
+
+impl Options {
+    /// Replaces zero values with the defaults, as nats-server does before it starts (a config
+    /// file's `ping_max: 0` or `max_connections: 0` means "the default", not "none").
+    pub fn apply_baseline(&mut self) {
+        let d = Options::default();
+        if self.max_payload == 0 {
+            self.max_payload = d.max_payload;
+        }
+        if self.max_control_line == 0 {
+            self.max_control_line = d.max_control_line;
+        }
+        if self.max_pending == 0 {
+            self.max_pending = d.max_pending;
+        }
+        if self.max_connections == 0 {
+            self.max_connections = d.max_connections;
+        }
+        if self.ping_interval.is_zero() {
+            self.ping_interval = d.ping_interval;
+        }
+        if self.ping_max == 0 {
+            self.ping_max = d.ping_max;
+        }
+        if self.write_deadline.is_zero() {
+            self.write_deadline = d.write_deadline;
+        }
+        if self.lame_duck_duration.is_zero() {
+            self.lame_duck_duration = d.lame_duck_duration;
+        }
+        if self.lame_duck_grace_period.is_zero() {
+            self.lame_duck_grace_period = d.lame_duck_grace_period;
+        }
+        if let Some(tls) = &mut self.tls {
+            if tls.timeout.is_zero() {
+                tls.timeout = TlsOptions::default().timeout;
+            }
+        }
+        if self.authorization.timeout.is_some_and(|t| t.is_zero()) {
+            self.authorization.timeout = None;
+        }
+        if self.auth_timeout.is_zero() {
+            // As nats-server: a TLS client gets the TLS timeout and a second more.
+            self.auth_timeout = match &self.tls {
+                Some(tls) => tls.timeout + Duration::from_secs(1),
+                None => d.auth_timeout,
+            };
+        }
+    }
 }
 
 impl Default for Options {

@@ -38,6 +38,12 @@ pub fn is_valid_literal(subject: &[u8]) -> bool {
     is_valid_subscription(subject) && !subject.split(|&b| b == SEP).any(|t| t == PWC || t == FWC)
 }
 
+/// True when `subject` has no wildcard token (it may still be invalid otherwise).
+#[inline]
+pub fn is_literal(subject: &[u8]) -> bool {
+    !subject.split(|&b| b == SEP).any(|t| t == PWC || t == FWC)
+}
+
 /// True when a queue group name is usable: non-empty and without white space.
 pub fn is_valid_queue(queue: &[u8]) -> bool {
     !queue.is_empty() && !queue.iter().any(|&b| is_space(b))

@@ -183,3 +183,39 @@ async fn operations_before_connect_and_the_timeout() {
     good.send("CONNECT {\"verbose\":false,\"user\":\"u\",\"pass\":\"p\"}\r\n").await;
     good.ping_pong().await;
 }
+
+/// With authentication required, anything but CONNECT is refused at its first byte, as
+/// nats-server does: a client announcing a large payload is not left waiting (and the server
+/// reserves nothing for it) until the authentication timeout.
+#[tokio::test]
+async fn publish_before_connect_is_refused_at_once() {
+    let mut auth = users(&[("derek", "s3cr3t")]);
+    // Far past the test's own wait, so only an immediate answer passes.
+    auth.timeout = Some(Duration::from_secs(60));
+    let server = server_with(auth).await;
+    let mut c = RawClient::connect(server.addr).await;
+    c.send("PUB x 900000\r\n").await;
+    c.expect("-ERR 'Authorization Violation'\r\n").await;
+    c.expect_closed().await;
+    let mut c = RawClient::connect(server.addr).await;
+    c.send("P").await;
+    c.expect("-ERR 'Authorization Violation'\r\n").await;
+    c.expect_closed().await;
+}
+
+/// A bcrypt check takes tens of milliseconds: it runs off the runtime's threads, so the other
+/// connections (here on a single-threaded runtime, as the test's) are not held up meanwhile.
+#[tokio::test]
+async fn bcrypt_does_not_hold_up_other_connections() {
+    let slow = bcrypt::hash("pw", 8).unwrap();
+    let server = server_with(users(&[("slow", &slow), ("fast", "pw")])).await;
+    let mut fast = RawClient::connect(server.addr).await;
+    fast.send("CONNECT {\"verbose\":false,\"user\":\"fast\",\"pass\":\"pw\"}\r\n").await;
+    fast.ping_pong().await;
+    let mut slow = RawClient::connect(server.addr).await;
+    slow.send("CONNECT {\"verbose\":false,\"user\":\"slow\",\"pass\":\"pw\"}\r\nPING\r\n").await;
+    fast.send("PING\r\n").await;
+    fast.expect("PONG\r\n").await;
+    assert!(!slow.has_buffered(b"PONG").await, "the slow CONNECT was answered before another connection's PING");
+    slow.expect("PONG\r\n").await;
+}

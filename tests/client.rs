@@ -355,3 +355,38 @@ async fn subscriptions_go_away_with_their_clients() {
     common::eventually("every subscription is removed", || s.sub_count() == 0).await;
     common::eventually("every client is disconnected", || s.connections() == 0).await;
 }
+
+/// Zero limits in a config file mean nats-server's defaults, not "none": a server started
+/// from this file serves clients normally.
+#[tokio::test]
+async fn zero_limits_in_the_config_mean_the_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("zero.conf");
+    std::fs::write(
+        &path,
+        "ping_max: 0\nmax_connections: 0\nping_interval: 0\nwrite_deadline: 0\nmax_payload: 0\n\
+         max_pending: 0\nmax_control_line: 0\nlame_duck_duration: 0\nlame_duck_grace_period: 0\n",
+    )
+    .unwrap();
+    let mut opts = options();
+    courier::config::load_file(&path, &mut opts).expect("config loads");
+    let s = TestServer::start(opts).await;
+    let live = s.handle.state().opts();
+    let d = courier::Options::default();
+    assert_eq!(
+        (live.ping_max, live.max_connections, live.ping_interval, live.write_deadline),
+        (d.ping_max, d.max_connections, d.ping_interval, d.write_deadline)
+    );
+    assert_eq!(
+        (live.max_payload, live.max_pending, live.max_control_line),
+        (d.max_payload, d.max_pending, d.max_control_line)
+    );
+    assert_eq!(
+        (live.lame_duck_duration, live.lame_duck_grace_period),
+        (d.lame_duck_duration, d.lame_duck_grace_period)
+    );
+    let client = s.nats().await;
+    let mut sub = client.subscribe("zero.check").await.unwrap();
+    client.publish("zero.check", "x".repeat(1000).into()).await.unwrap();
+    assert_eq!(next(&mut sub).await.payload.len(), 1000);
+}

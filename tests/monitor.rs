@@ -142,7 +142,7 @@ async fn connz_pages_sorts_and_remembers_closed_connections() {
     assert_eq!(one["connections"][0]["cid"], cid);
 
     drop(quiet);
-    common::eventually("closed connection recorded", || server.handle.state().closed.lock().len() == 1).await;
+    common::eventually("closed connection recorded", || server.handle.state().registry.closed().len() == 1).await;
     let closed = json(http, "/connz?state=closed").await;
     assert_eq!(closed["total"], 1);
     assert_eq!(closed["connections"][0]["name"], "quiet");

@@ -373,6 +373,9 @@ async fn payload_not_followed_by_crlf_closes() {
     let s = TestServer::start_default().await;
     expect_error_and_close(&s, None, "PUB a 2\r\nabc\r\n", "-ERR 'Unknown Protocol Operation'\r\n").await;
     expect_error_and_close(&s, None, "PUB a 1\r\nxyPING\r\n", "-ERR 'Unknown Protocol Operation'\r\n").await;
+    // The wrong byte is reported as soon as it arrives, with nothing after it.
+    expect_error_and_close(&s, None, "PUB s 2\r\nhi\n", "-ERR 'Unknown Protocol Operation'\r\n").await;
+    expect_error_and_close(&s, None, "PUB s 3\r\nhi\r\n", "-ERR 'Unknown Protocol Operation'\r\n").await;
 }
 
 #[tokio::test]
@@ -678,4 +681,32 @@ async fn verbose_header_client_gets_each_reply_in_order() {
     }
     let hmsg = Msg { headers: Some(b"NATS/1.0\r\n\r\n".to_vec()), ..msg("a", "1", Some("r"), b"hi") };
     assert_eq!(frames, vec![Frame::Ok, Frame::Ok, Frame::Msg(hmsg), Frame::Err("'Invalid Subject'".into())]);
+}
+
+/// The old request style (a fresh sid per request, `UNSUB <sid> 1`, the answer published by
+/// another connection) ends each subscription in the responder's task; the requester's own
+/// table must forget them, or it grows by one entry per request for as long as it lives.
+#[tokio::test]
+async fn one_shot_subscriptions_are_forgotten() {
+    let s = TestServer::start_default().await;
+    let mut requester = s.raw_quiet().await;
+    let mut responder = s.raw_quiet().await;
+    const N: usize = 2000;
+    let mut subs = String::new();
+    let mut answers = String::new();
+    for i in 0..N {
+        subs.push_str(&format!("SUB r.{i} {i}\r\nUNSUB {i} 1\r\n"));
+        answers.push_str(&format!("PUB r.{i} 1\r\nx\r\nPUB r.{i} 1\r\ny\r\n"));
+    }
+    requester.send(subs).await;
+    requester.ping_pong().await;
+    responder.send(answers).await;
+    responder.ping_pong().await;
+    let msgs = requester.msgs_until_pong().await;
+    assert_eq!(msgs.len(), N, "one answer per one-shot subscription");
+    assert!(msgs.iter().all(|m| m.payload == b"x"));
+    assert_eq!(s.sub_count(), 0);
+    let cid = s.handle.state().registry.snapshot(None).iter().map(|c| c.cid).min().expect("requester");
+    let conn = s.handle.state().registry.get(cid).expect("requester open");
+    assert_eq!(conn.stats.sids.load(std::sync::atomic::Ordering::SeqCst), 0, "ended subscriptions still held");
 }

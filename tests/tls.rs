@@ -167,3 +167,37 @@ impl TlsHealth for TestServer {
         round_trip(&client).await;
     }
 }
+
+/// Removing `tls {}` on reload serves new clients in plain text; adding it back serves them
+/// over TLS again. A connection open across the reload keeps working.
+#[tokio::test]
+async fn reload_removes_and_adds_tls() {
+    let pki = Pki::new();
+    let server = tls_server(&pki, false, HandshakeFirst::Off).await;
+    let url = format!("tls://localhost:{}", server.addr.port());
+    let before = client_opts(&pki.path("ca.pem")).connect(&url).await.expect("TLS connect");
+    round_trip(&before).await;
+
+    let plain = courier::Options { tls: None, ..options() };
+    server.handle.reload(plain.clone()).expect("reload without TLS");
+    let mut c = server.raw().await;
+    assert!(!String::from_utf8_lossy(&c.info_line).contains("tls_required"), "INFO still asks for TLS");
+    c.send("CONNECT {\"verbose\":false}\r\n").await;
+    c.ping_pong().await;
+    let client = server.nats().await;
+    round_trip(&client).await;
+    round_trip(&before).await;
+
+    server.handle.reload(courier::Options { tls: Some(pki.tls(false)), ..plain.clone() }).expect("reload with TLS");
+    let c = server.raw().await;
+    assert!(String::from_utf8_lossy(&c.info_line).contains("\"tls_required\":true"));
+    let after = client_opts(&pki.path("ca.pem")).connect(&url).await.expect("TLS connect after reload");
+    round_trip(&after).await;
+
+    // TLS files that do not load are refused, and the server keeps its TLS settings.
+    let broken = TlsOptions { cert_file: pki.path("missing.pem"), ..pki.tls(false) };
+    let err = server.handle.reload(courier::Options { tls: Some(broken), ..plain }).expect_err("bad TLS refused");
+    assert!(err.to_string().starts_with("tls:"), "{err}");
+    let again = client_opts(&pki.path("ca.pem")).connect(&url).await.expect("TLS still served");
+    round_trip(&again).await;
+}

@@ -89,6 +89,22 @@ impl Authorization {
         !self.nkeys.is_empty() || self.trust.is_some()
     }
 
+    /// Whether checking these credentials is slow (a bcrypt hash takes tens of milliseconds),
+    /// so that the caller runs [`Authorization::check`] off the async runtime's threads.
+    pub fn is_expensive(&self, connect: &ConnectOptions) -> bool {
+        if !self.required() || self.trust.is_some() {
+            return false;
+        }
+        if connect.nkey.is_some() && !self.nkeys.is_empty() {
+            return false;
+        }
+        if let Some(token) = &self.token {
+            return is_bcrypt(token);
+        }
+        let name = connect.user.as_deref().unwrap_or_default();
+        self.users.iter().find(|u| u.name == name).is_some_and(|u| is_bcrypt(&u.password))
+    }
+
     /// Checks a client's CONNECT credentials against the nonce it was sent.
     pub fn check(&self, connect: &ConnectOptions, nonce: &[u8]) -> Result<Authenticated, AuthError> {
         let mut who = self.identify(connect, nonce)?;

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
@@ -10,8 +10,8 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use super::format::{go_duration, rfc3339, uptime};
-use crate::client::{ClientShared, ConnMeta};
-use crate::server::{ClosedConn, ServerState};
+use crate::connection::{ConnMeta, Connection, Kind};
+use crate::state::{ClosedConn, StateView};
 use crate::sublist::Subscribable;
 
 /// Resident memory and CPU time of this process, from /proc.
@@ -117,10 +117,10 @@ pub(crate) struct Varz {
 #[derive(Serialize)]
 struct Empty {}
 
-pub(crate) fn varz(state: &ServerState, sampler: &CpuSampler) -> Varz {
+pub(crate) fn varz(state: &StateView, sampler: &CpuSampler) -> Varz {
     let opts = state.opts();
     let info = state.info();
-    let stats = &state.stats;
+    let stats = state.stats();
     let process = process_stats();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let now = SystemTime::now();
@@ -152,18 +152,18 @@ pub(crate) fn varz(state: &ServerState, sampler: &CpuSampler) -> Varz {
         jetstream: Empty {},
         tls_timeout: opts.tls.as_ref().map_or(2.0, |t| t.timeout.as_secs_f64()),
         write_deadline: opts.write_deadline.as_nanos(),
-        start: rfc3339(state.start),
+        start: rfc3339(state.start()),
         now: rfc3339(now),
-        uptime: uptime(now.duration_since(state.start).unwrap_or_default()),
+        uptime: uptime(now.duration_since(state.start()).unwrap_or_default()),
         mem: process.rss,
         cores,
         gomaxprocs: cores,
         cpu: sampler.percent(process.cpu),
         connections: stats.connections.load(Ordering::Relaxed),
         total_connections: load(&stats.total_connections),
-        routes: 0,
-        remotes: 0,
-        leafnodes: 0,
+        routes: state.count(Kind::Router) as u64,
+        remotes: state.count(Kind::Router) as u64,
+        leafnodes: state.count(Kind::Leaf) as u64,
         in_msgs: load(&stats.in_msgs),
         out_msgs: load(&stats.out_msgs),
         in_bytes: load(&stats.in_bytes),
@@ -171,7 +171,7 @@ pub(crate) fn varz(state: &ServerState, sampler: &CpuSampler) -> Varz {
         slow_consumers: load(&stats.slow_consumers),
         stale_connections: load(&stats.stale_connections),
         subscriptions: state.subscriptions(),
-        config_load_time: rfc3339(state.start),
+        config_load_time: rfc3339(state.start()),
     }
 }
 
@@ -340,6 +340,7 @@ struct SortKeys {
 /// Everything about one connection, open or closed, before it is turned into JSON.
 struct Snapshot {
     cid: u64,
+    kind: Kind,
     meta: ConnMeta,
     pending: usize,
     in_msgs: u64,
@@ -351,9 +352,10 @@ struct Snapshot {
     stop: Option<(SystemTime, String)>,
 }
 
-fn open_snapshot(c: &ClientShared) -> Snapshot {
+fn open_snapshot(c: &Connection) -> Snapshot {
     Snapshot {
         cid: c.cid,
+        kind: c.kind,
         meta: c.meta.lock().clone(),
         pending: c.outbound.pending(),
         in_msgs: c.stats.in_msgs.load(Ordering::Relaxed),
@@ -369,6 +371,7 @@ fn open_snapshot(c: &ClientShared) -> Snapshot {
 fn closed_snapshot(c: &ClosedConn) -> Snapshot {
     Snapshot {
         cid: c.cid,
+        kind: c.kind,
         meta: c.meta.clone(),
         pending: 0,
         in_msgs: c.in_msgs,
@@ -382,36 +385,37 @@ fn closed_snapshot(c: &ClosedConn) -> Snapshot {
 }
 
 /// Subscriptions by connection id, from every account's trie.
-fn subscriptions_by_client(state: &ServerState) -> FxHashMap<u64, Vec<SubDetail>> {
+fn subscriptions_by_client(state: &StateView) -> FxHashMap<u64, Vec<SubDetail>> {
     let mut by_cid: FxHashMap<u64, Vec<SubDetail>> = FxHashMap::default();
-    for account in state.accounts.all() {
+    for account in state.accounts() {
         for sub in account.sublist.all() {
-            by_cid.entry(sub.client.cid).or_default().push(detail(&account.name, &sub));
+            if matches!(sub.target, crate::delivery::Target::Client(_)) {
+                by_cid.entry(sub.target.cid()).or_default().push(detail(&account.name, &sub));
+            }
         }
     }
     by_cid
 }
 
-fn detail(account: &str, sub: &crate::client::Subscription) -> SubDetail {
+fn detail(account: &str, sub: &crate::delivery::Subscription) -> SubDetail {
     SubDetail {
         account: account.to_string(),
         subject: String::from_utf8_lossy(sub.subject()).into_owned(),
         qgroup: sub.queue().map(|q| String::from_utf8_lossy(q).into_owned()),
         sid: String::from_utf8_lossy(&sub.sid).into_owned(),
         msgs: sub.delivered(),
-        cid: sub.client.cid,
+        cid: sub.target.cid(),
     }
 }
 
-pub(crate) fn connz(state: &ServerState, q: &ConnzQuery) -> Connz {
+pub(crate) fn connz(state: &StateView, q: &ConnzQuery) -> Connz {
     let now = SystemTime::now();
     let mut snaps: Vec<Snapshot> = Vec::new();
     if q.state != ConnState::Closed {
-        let clients: Vec<Arc<ClientShared>> = state.clients.lock().values().cloned().collect();
-        snaps.extend(clients.iter().map(|c| open_snapshot(c)));
+        snaps.extend(state.connections(Kind::Client).iter().map(|c| open_snapshot(c)));
     }
     if q.state != ConnState::Open {
-        snaps.extend(state.closed.lock().iter().map(closed_snapshot));
+        snaps.extend(state.closed().iter().filter(|c| c.kind == Kind::Client).map(closed_snapshot));
     }
     if let Some(cid) = q.cid {
         snaps.retain(|s| s.cid == cid);
@@ -457,7 +461,7 @@ fn conn_info(s: Snapshot, now: SystemTime, q: &ConnzQuery, subs: Option<&FxHashM
     let reason_rank = s.stop.as_ref().map_or(0, |(_, r)| r.bytes().next().unwrap_or(0));
     ConnInfo {
         cid: s.cid,
-        kind: "Client",
+        kind: s.kind.as_str(),
         r#type: "nats",
         ip: s.meta.peer.map(|p| p.ip().to_string()).unwrap_or_default(),
         port: s.meta.peer.map_or(0, |p| p.port()),
@@ -540,9 +544,9 @@ pub(crate) struct Subsz {
     subscriptions_list: Option<Vec<SubDetail>>,
 }
 
-pub(crate) fn subsz(state: &ServerState, q: &SubszQuery) -> Subsz {
+pub(crate) fn subsz(state: &StateView, q: &SubszQuery) -> Subsz {
     let (mut inserts, mut removes, mut matches, mut count) = (0, 0, 0, 0);
-    let accounts = state.accounts.all();
+    let accounts = state.accounts();
     for account in &accounts {
         let s = account.sublist.stats();
         inserts += s.inserts;
@@ -550,7 +554,7 @@ pub(crate) fn subsz(state: &ServerState, q: &SubszQuery) -> Subsz {
         matches += s.matches;
         count += s.count;
     }
-    let stats = &state.stats;
+    let stats = state.stats();
     let lookups = stats.lookups.load(Ordering::Relaxed);
     let hits = stats.cache_hits.load(Ordering::Relaxed);
     let in_msgs = stats.in_msgs.load(Ordering::Relaxed);
@@ -601,7 +605,7 @@ pub(crate) struct Routez {
     routes: Vec<()>,
 }
 
-pub(crate) fn routez(state: &ServerState) -> Routez {
+pub(crate) fn routez(state: &StateView) -> Routez {
     Routez { server_id: state.info().server_id, now: rfc3339(SystemTime::now()), num_routes: 0, routes: Vec::new() }
 }
 
@@ -613,7 +617,7 @@ pub(crate) struct Leafz {
     leafs: Option<Vec<()>>,
 }
 
-pub(crate) fn leafz(state: &ServerState) -> Leafz {
+pub(crate) fn leafz(state: &StateView) -> Leafz {
     Leafz { server_id: state.info().server_id, now: rfc3339(SystemTime::now()), leafnodes: 0, leafs: None }
 }
 
@@ -625,11 +629,11 @@ pub(crate) struct Accountz {
     accounts: Vec<String>,
 }
 
-pub(crate) fn accountz(state: &ServerState) -> Accountz {
+pub(crate) fn accountz(state: &StateView) -> Accountz {
     Accountz {
         server_id: state.info().server_id,
         now: rfc3339(SystemTime::now()),
         system_account: String::new(),
-        accounts: state.accounts.all().iter().map(|a| a.name.clone()).collect(),
+        accounts: state.accounts().iter().map(|a| a.name.clone()).collect(),
     }
 }

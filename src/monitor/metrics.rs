@@ -3,7 +3,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use crate::server::ServerState;
+use crate::connection::Kind;
+use crate::state::StateView;
 
 /// Upper bounds of the pending-bytes histogram buckets.
 const PENDING_BUCKETS: [u64; 8] = [0, 1024, 16 * 1024, 64 * 1024, 256 * 1024, 1 << 20, 16 << 20, 64 << 20];
@@ -13,8 +14,8 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
 }
 
 /// Renders every metric.
-pub(crate) fn render(state: &ServerState) -> String {
-    let s = &state.stats;
+pub(crate) fn render(state: &StateView) -> String {
+    let s = state.stats();
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let mut out = String::with_capacity(4096);
     metric(
@@ -72,7 +73,7 @@ pub(crate) fn render(state: &ServerState) -> String {
     );
 
     // Pending bytes per connection, as a histogram over connections, and the largest few.
-    let clients: Vec<_> = state.clients.lock().values().cloned().collect();
+    let clients = state.connections(Kind::Client);
     let mut pending: Vec<(u64, usize)> = clients.iter().map(|c| (c.cid, c.outbound.pending())).collect();
     let _ = writeln!(
         out,
@@ -104,7 +105,7 @@ pub(crate) fn render(state: &ServerState) -> String {
         process.cpu.as_secs_f64(),
     );
     metric(&mut out, "courier_process_resident_memory_bytes", "gauge", "Resident memory of the process.", process.rss);
-    let uptime = std::time::SystemTime::now().duration_since(state.start).unwrap_or_default();
+    let uptime = std::time::SystemTime::now().duration_since(state.start()).unwrap_or_default();
     metric(&mut out, "courier_uptime_seconds", "gauge", "Seconds since the server started.", uptime.as_secs_f64());
     out
 }

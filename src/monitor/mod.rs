@@ -21,7 +21,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
-use crate::server::ServerState;
+use crate::state::StateView;
 
 pub(crate) use format::civil;
 pub use format::{go_duration, rfc3339, uptime};
@@ -30,11 +30,11 @@ pub use format::{go_duration, rfc3339, uptime};
 const PAGE: &str = include_str!("page.html");
 
 /// Serves monitoring on `listener` until the server shuts down.
-pub async fn serve(state: Arc<ServerState>, listener: TcpListener) {
+pub async fn serve(state: StateView, listener: TcpListener) {
     if let Ok(addr) = listener.local_addr() {
         info!("Starting http monitor on http://{addr}");
     }
-    let shutdown = state.shutdown.clone();
+    let shutdown = state.clone();
     let sampler = Arc::new(json::CpuSampler::default());
     let app = Router::new()
         .route("/", get(page))
@@ -48,7 +48,7 @@ pub async fn serve(state: Arc<ServerState>, listener: TcpListener) {
         .route("/accountz", get(accountz))
         .route("/metrics", get(metrics))
         .with_state(Monitor { state, sampler });
-    let result = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
+    let result = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.shutdown().await }).await;
     if let Err(e) = result {
         warn!("http monitor stopped: {e}");
     }
@@ -57,7 +57,7 @@ pub async fn serve(state: Arc<ServerState>, listener: TcpListener) {
 /// What the handlers share.
 #[derive(Clone)]
 struct Monitor {
-    state: Arc<ServerState>,
+    state: StateView,
     sampler: Arc<json::CpuSampler>,
 }
 

@@ -68,6 +68,77 @@ pub fn msg(out: &mut BytesMut, m: &Message<'_>, sid: &[u8], with_headers: bool) 
     out.put_slice(b"\r\n");
 }
 
+/// How a message crosses to another server: over a route (with the account it belongs to) or
+/// over a leaf connection (bound to one account, so none is named).
+#[derive(Debug, Clone, Copy)]
+pub enum Hop<'a> {
+    /// `RMSG <account> ...`.
+    Route {
+        /// The account the message was published in.
+        account: &'a [u8],
+    },
+    /// `LMSG ...`.
+    Leaf,
+}
+
+/// Bytes a routed message takes, an upper bound used for reserving.
+#[inline]
+pub fn routed_len_hint<Q: AsRef<[u8]>>(hop: Hop<'_>, m: &Message<'_>, queues: &[Q]) -> usize {
+    let account = match hop {
+        Hop::Route { account } => account.len() + 1,
+        Hop::Leaf => 0,
+    };
+    account + queues.iter().map(|q| q.as_ref().len() + 1).sum::<usize>() + m.encoded_len_hint(b"")
+}
+
+/// Appends a message for another server: `RMSG`/`LMSG`, or `HMSG` in the same layout when the
+/// peer understands headers and the message has them. With queue groups, the reply (if any) is
+/// marked by `+` and their absence by `|`, then the group names, as nats-server writes them.
+pub fn routed<Q: AsRef<[u8]>>(out: &mut BytesMut, hop: Hop<'_>, m: &Message<'_>, queues: &[Q], with_headers: bool) {
+    out.reserve(routed_len_hint(hop, m, queues));
+    let hdr = with_headers && m.header_len > 0;
+    let body = if hdr || m.header_len == 0 { m.payload } else { &m.payload[m.header_len..] };
+    out.put_slice(match (hdr, hop) {
+        (true, _) => b"HMSG ",
+        (false, Hop::Route { .. }) => b"RMSG ",
+        (false, Hop::Leaf) => b"LMSG ",
+    });
+    if let Hop::Route { account } = hop {
+        out.put_slice(account);
+        out.put_u8(b' ');
+    }
+    out.put_slice(m.subject);
+    out.put_u8(b' ');
+    if queues.is_empty() {
+        if let Some(reply) = m.reply {
+            out.put_slice(reply);
+            out.put_u8(b' ');
+        }
+    } else {
+        match m.reply {
+            Some(reply) => {
+                out.put_slice(b"+ ");
+                out.put_slice(reply);
+                out.put_u8(b' ');
+            }
+            None => out.put_slice(b"| "),
+        }
+        for q in queues {
+            out.put_slice(q.as_ref());
+            out.put_u8(b' ');
+        }
+    }
+    let mut num = itoa::Buffer::new();
+    if hdr {
+        out.put_slice(num.format(m.header_len).as_bytes());
+        out.put_u8(b' ');
+    }
+    out.put_slice(num.format(body.len()).as_bytes());
+    out.put_slice(b"\r\n");
+    out.put_slice(body);
+    out.put_slice(b"\r\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -88,5 +159,43 @@ mod tests {
         out.clear();
         err(&mut out, "Invalid Subject");
         assert_eq!(&out[..], b"-ERR 'Invalid Subject'\r\n");
+    }
+
+    /// The layouts nats-server 2.9.10 was captured sending over routes and leaf connections.
+    #[test]
+    fn encodes_routed_messages() {
+        let route = Hop::Route { account: b"$G" };
+        let case = |hop, subject: &'static [u8], reply, header_len, payload: &'static [u8], queues: &[&[u8]], h| {
+            let mut out = BytesMut::new();
+            routed(&mut out, hop, &Message { subject, reply, header_len, payload }, queues, h);
+            assert!(out.len() <= routed_len_hint(hop, &Message { subject, reply, header_len, payload }, queues));
+            out
+        };
+        assert_eq!(&case(route, b"plain", None, 0, b"abc", &[], true)[..], b"RMSG $G plain 3\r\nabc\r\n");
+        assert_eq!(
+            &case(route, b"plain", Some(b"_INBOX.x"), 0, b"abc", &[], true)[..],
+            b"RMSG $G plain _INBOX.x 3\r\nabc\r\n"
+        );
+        assert_eq!(&case(route, b"foo", None, 0, b"hello", &[b"q1"], true)[..], b"RMSG $G foo | q1 5\r\nhello\r\n");
+        assert_eq!(
+            &case(route, b"foo", Some(b"_INBOX.r1"), 0, b"hi", &[b"q1"], true)[..],
+            b"RMSG $G foo + _INBOX.r1 q1 2\r\nhi\r\n"
+        );
+        let hdr: &[u8] = b"NATS/1.0\r\nX-A: 1\r\n\r\nok";
+        assert_eq!(
+            &case(route, b"foo", Some(b"_INBOX.r2"), 20, hdr, &[b"q1"], true)[..],
+            b"HMSG $G foo + _INBOX.r2 q1 20 22\r\nNATS/1.0\r\nX-A: 1\r\n\r\nok\r\n"
+        );
+        assert_eq!(&case(route, b"foo", None, 20, hdr, &[], false)[..], b"RMSG $G foo 2\r\nok\r\n");
+        assert_eq!(&case(Hop::Leaf, b"hsub", None, 0, b"hi", &[], true)[..], b"LMSG hsub 2\r\nhi\r\n");
+        assert_eq!(
+            &case(Hop::Leaf, b"hq", Some(b"_INBOX.z"), 0, b"qq", &[b"grp"], true)[..],
+            b"LMSG hq + _INBOX.z grp 2\r\nqq\r\n"
+        );
+        assert_eq!(&case(Hop::Leaf, b"lq", None, 0, b"q", &[b"g2"], true)[..], b"LMSG lq | g2 1\r\nq\r\n");
+        assert_eq!(
+            &case(Hop::Leaf, b"hsub", None, 20, hdr, &[], true)[..],
+            &b"HMSG hsub 20 22\r\nNATS/1.0\r\nX-A: 1\r\n\r\nok\r\n"[..]
+        );
     }
 }

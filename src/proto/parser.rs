@@ -282,11 +282,13 @@ impl Parser {
 /// Builds the publish once its whole frame is in `buf`, checking the CRLF after the payload.
 fn take_payload<'a>(buf: &'a [u8], p: &PendingPub) -> Result<Option<ClientOp<'a>>, ParseError> {
     let end = p.payload_start + p.size;
-    if buf.len() < end + 2 {
-        return Ok(None);
-    }
-    if &buf[end..end + 2] != b"\r\n" {
-        return Err(ParseError::UnknownOp);
+    // A wrong byte after the payload is an error as soon as it arrives, as in nats-server,
+    // rather than once two bytes are there.
+    match buf.get(end..buf.len().min(end + 2)) {
+        None | Some([]) => return Ok(None),
+        Some([b'\r']) => return Ok(None),
+        Some([b'\r', b'\n']) => {}
+        Some(_) => return Err(ParseError::UnknownOp),
     }
     Ok(Some(ClientOp::Pub(Publish {
         subject: &buf[p.subject.clone()],
@@ -505,6 +507,9 @@ mod tests {
         assert_eq!(one(b"PUB a 99999999999999999999\r\n"), Err(ParseError::BadArgs("PUB")));
         assert_eq!(one(b"PUB a 2000000\r\n"), Err(ParseError::MaxPayload));
         assert_eq!(one(b"PUB a 2\r\nabc\r\n"), Err(ParseError::UnknownOp));
+        assert_eq!(one(b"PUB s 2\r\nhi\n"), Err(ParseError::UnknownOp), "at the first wrong byte");
+        assert_eq!(one(b"PUB s 3\r\nhi\r\n"), Err(ParseError::UnknownOp), "at the first wrong byte");
+        assert_eq!(one(b"PUB s 2\r\nhi\r"), Ok(None));
         let long = [b'a'; 5000];
         assert_eq!(one(&long), Err(ParseError::UnknownOp));
         let mut sub = b"SUB ".to_vec();

@@ -2,17 +2,22 @@
 //!
 //! One node per subject token, each with literal children, one `*` child and one `>` child, and
 //! the plain and queue subscriptions that end there. Matching walks the literal, `*` and `>`
-//! branches for each token. Every insert and remove bumps a generation id; a publisher keeps its
-//! own [`MatchCache`] of results keyed by subject and drops it when the generation moves on, so a
-//! subject published again costs one hash lookup and no lock.
+//! branches for each token.
+//!
+//! Results are cached in two levels (see [`cache`]). The trie keeps one shared cache of results
+//! by subject, which every insert and remove patches in place, as nats-server's sublist does, so
+//! a SUB or UNSUB changes only the entries it matches instead of emptying every cache. Each
+//! publisher keeps a small [`PublisherCache`] of references into the shared entries, checked with
+//! one atomic load, so a subject published again costs one hash lookup and no lock, and many
+//! publishers of one subject share one result.
 //!
 //! The trie is generic over the subscription type so that it can be tested on its own: anything
 //! that can say its subject and queue group can be stored. Subscriptions are told apart by
 //! pointer identity (`Arc::ptr_eq`).
 
-mod cache;
+pub mod cache;
 
-pub use cache::MatchCache;
+pub use cache::PublisherCache;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -47,6 +52,50 @@ impl<S> Matches<S> {
     /// True when nothing matched.
     pub fn is_empty(&self) -> bool {
         self.psubs.is_empty() && self.qsubs.is_empty()
+    }
+
+    /// Every subscription, plain ones first, then each group's members.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<S>> {
+        self.psubs.iter().chain(self.qsubs.iter().flat_map(|g| g.members.iter()))
+    }
+}
+
+impl<S: Subscribable> Matches<S> {
+    /// This result with `sub` added, as a cached result is patched when a subscription arrives.
+    fn with(&self, sub: &Arc<S>) -> Matches<S> {
+        let mut out = self.clone_shallow();
+        match sub.queue() {
+            None => out.psubs.push(Arc::clone(sub)),
+            Some(q) => match out.qsubs.iter_mut().find(|g| &*g.name == q) {
+                Some(g) => g.members.push(Arc::clone(sub)),
+                None => out.qsubs.push(QueueGroup { name: q.into(), members: vec![Arc::clone(sub)] }),
+            },
+        }
+        out
+    }
+
+    /// This result without `sub`, or `None` when it was not in it.
+    fn without(&self, sub: &Arc<S>) -> Option<Matches<S>> {
+        let mut out = self.clone_shallow();
+        let found = match sub.queue() {
+            None => remove_arc(&mut out.psubs, sub),
+            Some(q) => {
+                let i = out.qsubs.iter().position(|g| &*g.name == q)?;
+                let found = remove_arc(&mut out.qsubs[i].members, sub);
+                if out.qsubs[i].members.is_empty() {
+                    out.qsubs.swap_remove(i);
+                }
+                found
+            }
+        };
+        found.then_some(out)
+    }
+
+    fn clone_shallow(&self) -> Matches<S> {
+        Matches {
+            psubs: self.psubs.clone(),
+            qsubs: self.qsubs.iter().map(|g| QueueGroup { name: g.name.clone(), members: g.members.clone() }).collect(),
+        }
     }
 }
 
@@ -112,14 +161,17 @@ pub struct SublistStats {
     pub inserts: u64,
     /// Removes since start.
     pub removes: u64,
-    /// Trie walks (cache misses of every publisher) since start.
+    /// Trie walks (misses of the shared cache) since start.
     pub matches: u64,
+    /// Subjects in the shared cache now.
+    pub cached: usize,
 }
 
 /// The subject trie shared by every connection.
 pub struct Sublist<S> {
     root: RwLock<Node<S>>,
-    genid: AtomicU64,
+    /// Results by subject, patched by every insert and remove.
+    cache: cache::SharedCache<S>,
     count: AtomicUsize,
     inserts: AtomicU64,
     removes: AtomicU64,
@@ -130,7 +182,7 @@ impl<S> Default for Sublist<S> {
     fn default() -> Self {
         Sublist {
             root: RwLock::new(Node::default()),
-            genid: AtomicU64::new(0),
+            cache: cache::SharedCache::default(),
             count: AtomicUsize::new(0),
             inserts: AtomicU64::new(0),
             removes: AtomicU64::new(0),
@@ -145,12 +197,6 @@ impl<S: Subscribable> Sublist<S> {
         Self::default()
     }
 
-    /// The generation: it changes on every insert and remove, which makes cached results stale.
-    #[inline]
-    pub fn genid(&self) -> u64 {
-        self.genid.load(Ordering::Acquire)
-    }
-
     /// Number of subscriptions stored.
     pub fn count(&self) -> usize {
         self.count.load(Ordering::Relaxed)
@@ -163,6 +209,7 @@ impl<S: Subscribable> Sublist<S> {
             inserts: self.inserts.load(Ordering::Relaxed),
             removes: self.removes.load(Ordering::Relaxed),
             matches: self.matches.load(Ordering::Relaxed),
+            cached: self.cache.len(),
         }
     }
 
@@ -174,18 +221,19 @@ impl<S: Subscribable> Sublist<S> {
             node = node.child_mut(token);
         }
         match sub.queue() {
-            None => node.psubs.push(sub),
+            None => node.psubs.push(Arc::clone(&sub)),
             Some(q) => match node.qsubs.iter_mut().find(|g| &*g.name == q) {
-                Some(g) => g.members.push(sub),
+                Some(g) => g.members.push(Arc::clone(&sub)),
                 None => {
                     let name = q.into();
-                    node.qsubs.push(QueueGroup { name, members: vec![sub] })
+                    node.qsubs.push(QueueGroup { name, members: vec![Arc::clone(&sub)] })
                 }
             },
         }
+        // Still under the write lock, so that no walk can cache a result without it.
+        self.cache.added(&sub);
         self.count.fetch_add(1, Ordering::Relaxed);
         self.inserts.fetch_add(1, Ordering::Relaxed);
-        self.genid.fetch_add(1, Ordering::Release);
     }
 
     /// Removes a subscription (by identity). Returns false when it was not there.
@@ -194,20 +242,36 @@ impl<S: Subscribable> Sublist<S> {
         let mut tokens = sub.subject().split(|&b| b == SEP);
         let removed = remove_from(&mut root, &mut tokens, sub);
         if removed {
+            self.cache.removed(sub);
             self.count.fetch_sub(1, Ordering::Relaxed);
             self.removes.fetch_add(1, Ordering::Relaxed);
-            self.genid.fetch_add(1, Ordering::Release);
         }
         removed
     }
 
-    /// Every subscription matching the literal `subject`.
+    /// Every subscription matching the literal `subject`, from a walk of the trie.
     pub fn matches(&self, subject: &[u8]) -> Matches<S> {
+        let root = self.root.read();
+        self.walk(&root, subject)
+    }
+
+    fn walk(&self, root: &Node<S>, subject: &[u8]) -> Matches<S> {
         self.matches.fetch_add(1, Ordering::Relaxed);
         let mut out = Matches::empty();
-        let root = self.root.read();
-        collect(&root, subject.split(|&b| b == SEP), &mut out);
+        collect(root, subject.split(|&b| b == SEP), &mut out);
         out
+    }
+
+    /// The shared cache entry for the literal `subject`, made from a walk of the trie when the
+    /// subject is not cached yet.
+    pub fn lookup(&self, subject: &[u8]) -> Arc<cache::CacheSlot<S>> {
+        if let Some(slot) = self.cache.get(subject) {
+            return slot;
+        }
+        // The read lock is held until the result is cached, so that an insert or remove (which
+        // patches the cache under the write lock) cannot fall between the walk and the caching.
+        let root = self.root.read();
+        self.cache.get_or_insert(subject, || self.walk(&root, subject))
     }
 
     /// Every subscription stored, for monitoring; the order is unspecified.

@@ -82,16 +82,43 @@ fn queue_groups_merge_by_name() {
 }
 
 #[test]
-fn cache_follows_generation() {
+fn caches_are_patched_not_emptied() {
     let sl = Sublist::new();
-    let mut cache = MatchCache::default();
-    assert!(cache.get(&sl, b"a").is_empty());
+    let mut one = PublisherCache::default();
+    let mut two = PublisherCache::default();
+    assert!(one.get(&sl, b"a").is_empty());
+    assert!(two.get(&sl, b"b.c").is_empty());
+    assert_eq!(sl.stats().matches, 2);
     let s = sub(0, "a", None);
     sl.insert(Arc::clone(&s));
-    assert_eq!(cache.get(&sl, b"a").psubs.len(), 1);
-    assert_eq!(cache.len(), 1);
+    assert_eq!(one.get(&sl, b"a").psubs.len(), 1);
+    assert_eq!(two.get(&sl, b"a").psubs.len(), 1);
+    let w = sub(1, "b.*", Some("q"));
+    sl.insert(Arc::clone(&w));
+    assert_eq!(two.get(&sl, b"b.c").qsubs[0].members.len(), 1);
+    // Every answer came from the shared cache patched in place: "a" was walked once, "b.c" once.
+    assert_eq!(sl.stats().matches, 2);
+    assert!(Arc::ptr_eq(one.get(&sl, b"a"), two.get(&sl, b"a")), "publishers share one result");
     sl.remove(&s);
-    assert!(cache.get(&sl, b"a").is_empty());
+    sl.remove(&w);
+    assert!(one.get(&sl, b"a").is_empty());
+    assert!(two.get(&sl, b"b.c").is_empty());
+    assert_eq!(sl.stats().matches, 2);
+    assert_eq!(sl.stats().cached, 2);
+}
+
+#[test]
+fn shared_cache_is_bounded_and_evicted_slots_are_refreshed() {
+    let sl = Sublist::new();
+    let mut cache = PublisherCache::default();
+    assert!(cache.get(&sl, b"first").is_empty());
+    for i in 0..cache::MAX_SHARED * 2 {
+        let _ = sl.lookup(format!("s.{i}").as_bytes());
+    }
+    assert!(sl.stats().cached <= cache::MAX_SHARED);
+    // Whether or not "first" was evicted, a new subscription on it must be seen.
+    sl.insert(sub(0, "first", None));
+    assert_eq!(cache.get(&sl, b"first").psubs.len(), 1);
 }
 
 fn token() -> impl Strategy<Value = String> {
@@ -130,15 +157,18 @@ proptest! {
         subjects in proptest::collection::vec(literal(), 1..20),
     ) {
         let sl = Sublist::new();
-        let mut cache = MatchCache::default();
+        let mut cache = PublisherCache::default();
+        let mut other = PublisherCache::default();
         let subs: Vec<_> = filters.iter().enumerate().map(|(i, (f, q))| sub(i, f, *q)).collect();
-        for s in &subs {
+        // Warm both caches between inserts, then remove some and check the caches saw it all.
+        for (n, s) in subs.iter().enumerate() {
             prop_assert!(subject::is_valid_subscription(&s.subject));
             sl.insert(Arc::clone(s));
-        }
-        // Warm the cache, then remove some and check the cache saw it.
-        for subj in &subjects {
+            let subj = &subjects[n % subjects.len()];
             cache.get(&sl, subj.as_bytes());
+            if n % 3 == 0 {
+                other.get(&sl, subj.as_bytes());
+            }
         }
         let mut live = Vec::new();
         for (s, remove) in subs.iter().zip(&removals) {
@@ -165,7 +195,8 @@ proptest! {
             for (_, ids) in want_q.iter_mut() { ids.sort(); }
             want_q.sort();
             prop_assert_eq!(ids(&sl.matches(subj.as_bytes())), (want_p.clone(), want_q.clone()));
-            prop_assert_eq!(ids(cache.get(&sl, subj.as_bytes())), (want_p, want_q));
+            prop_assert_eq!(ids(cache.get(&sl, subj.as_bytes())), (want_p.clone(), want_q.clone()));
+            prop_assert_eq!(ids(other.get(&sl, subj.as_bytes())), (want_p, want_q));
         }
     }
 }

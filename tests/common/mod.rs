@@ -304,6 +304,23 @@ impl RawClient {
         }
     }
 
+    /// Takes whatever has already arrived, without waiting for more, and says whether `needle`
+    /// is among the bytes not yet consumed.
+    pub async fn has_buffered(&mut self, needle: &[u8]) -> bool {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match self.stream.try_read(&mut chunk) {
+                Ok(0) => {
+                    self.closed = true;
+                    break;
+                }
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(_) => break,
+            }
+        }
+        self.buf.windows(needle.len()).any(|w| w == needle)
+    }
+
     /// Reads one line, up to and including `\n`.
     pub async fn read_line(&mut self) -> Vec<u8> {
         self.read_through(b"\n").await

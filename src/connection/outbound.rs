@@ -28,6 +28,9 @@ const MAX_CHUNK: usize = 64 * 1024;
 const POOL_MAX: usize = 4;
 /// Chunks handed to one vectored write.
 const MAX_IOV: usize = 64;
+/// A flush smaller than this that leaves nothing queued means the connection is quiet: its
+/// pooled chunks are freed rather than kept.
+const SMALL_FLUSH: usize = 2 * MIN_CHUNK;
 
 /// The result of queueing bytes for a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,7 +141,13 @@ impl Outbound {
     /// Queues one message for subscription `sid`, as HMSG when `headers` allows.
     #[inline]
     pub fn push_msg(&self, m: &Message<'_>, sid: &[u8], headers: bool) -> Push {
-        let need = m.encoded_len_hint(sid);
+        self.push_message(m.encoded_len_hint(sid), m.payload.len(), |chunk| encode::msg(chunk, m, sid, headers))
+    }
+
+    /// Queues one message that `write` encodes in at most `need` bytes, counting it as a
+    /// delivery of `payload_len` payload bytes; refused past max_pending.
+    #[inline]
+    pub fn push_message(&self, need: usize, payload_len: usize, write: impl FnOnce(&mut BytesMut)) -> Push {
         if self.pending() + need > self.max_pending() {
             return if self.inner.lock().state == State::Open { Push::SlowConsumer } else { Push::Closed };
         }
@@ -148,12 +157,12 @@ impl Outbound {
         }
         let chunk = inner.tail(need);
         let before = chunk.len();
-        encode::msg(chunk, m, sid, headers);
+        write(chunk);
         let added = chunk.len() - before;
         inner.queued += added;
         // Only writers holding the lock change these, so a load and a store are enough.
         self.out_msgs.store(self.out_msgs.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        self.out_bytes.store(self.out_bytes.load(Ordering::Relaxed) + m.payload.len() as u64, Ordering::Relaxed);
+        self.out_bytes.store(self.out_bytes.load(Ordering::Relaxed) + payload_len as u64, Ordering::Relaxed);
         self.pending.fetch_add(added, Ordering::Relaxed);
         Push::Queued
     }
@@ -186,6 +195,8 @@ impl Outbound {
     }
 
     /// Stops taking messages; the writer flushes what is queued first when `flush` is true.
+    /// Without a flush, the queued bytes are freed at once: a cut slow consumer may stay
+    /// referenced for a while (by publishers' cached matches), but its backlog does not.
     pub(crate) fn close(&self, flush: bool) {
         {
             let mut inner = self.inner.lock();
@@ -193,9 +204,32 @@ impl Outbound {
                 (State::Open, true) => State::Draining,
                 _ => State::Dropped,
             };
+            if inner.state == State::Dropped {
+                let queued = std::mem::take(&mut inner.queued);
+                inner.chunks = VecDeque::new();
+                inner.pool = Vec::new();
+                self.pending.fetch_sub(queued, Ordering::Relaxed);
+            }
         }
         self.wake.notify_one();
         self.drained.notify_waiters();
+    }
+
+    /// Frees every buffer once the writer is done with the connection.
+    fn release(&self) {
+        let mut inner = self.inner.lock();
+        let queued = std::mem::take(&mut inner.queued);
+        inner.chunks = VecDeque::new();
+        inner.pool = Vec::new();
+        drop(inner);
+        self.pending.fetch_sub(queued, Ordering::Relaxed);
+    }
+
+    /// Bytes of buffer memory the queue holds now (queued chunks and the pool), for tests
+    /// and monitoring.
+    pub fn buffered_capacity(&self) -> usize {
+        let inner = self.inner.lock();
+        inner.chunks.iter().chain(inner.pool.iter()).map(BytesMut::capacity).sum()
     }
 
     /// Waits until pending bytes are at most `level`, or `timeout` passes. Returns whether the
@@ -231,9 +265,15 @@ impl Outbound {
         }
     }
 
-    /// Takes back written chunks for reuse and lowers the pending count.
+    /// Takes back written chunks for reuse and lowers the pending count. Chunks are kept only
+    /// while traffic is heavy enough to need them: after a small flush that left nothing
+    /// queued, they are freed, so an idle connection holds no outbound buffer.
     fn recycle(&self, written: usize, done: &mut Vec<BytesMut>) {
         let mut inner = self.inner.lock();
+        if written < SMALL_FLUSH && inner.queued == 0 {
+            inner.pool = Vec::new();
+            done.clear();
+        }
         for mut chunk in done.drain(..) {
             if inner.pool.len() < POOL_MAX && chunk.capacity() <= MAX_CHUNK {
                 chunk.clear();
@@ -348,6 +388,7 @@ where
             break WriterEnd::WriteError;
         }
     };
+    out.release();
     if end == WriterEnd::Done {
         let _ = tokio::time::timeout(write_deadline, sink.shutdown()).await;
     }
@@ -381,7 +422,33 @@ mod tests {
         assert_eq!(write_loop(&out, &mut sink, Duration::from_secs(5)).await, WriterEnd::Done);
         assert_eq!(sink, want);
         assert_eq!(out.pending(), 0);
-        assert!(!out.inner.lock().pool.is_empty(), "chunks come back for reuse");
+        assert_eq!(out.buffered_capacity(), 0, "a closed queue holds no buffers");
+    }
+
+    #[tokio::test]
+    async fn busy_queues_reuse_chunks_and_quiet_ones_free_them() {
+        let out = Outbound::new(64 * 1024 * 1024);
+        let payload = vec![b'x'; 1000];
+        for _ in 0..200 {
+            let _ = out.push_msg(&msg(&payload), b"1", false);
+        }
+        out.flush_to(tokio::io::sink()).await;
+        assert!(!out.inner.lock().pool.is_empty(), "chunks of a big flush come back for reuse");
+        let _ = out.push_bytes(b"PONG\r\n");
+        out.flush_to(tokio::io::sink()).await;
+        assert_eq!(out.buffered_capacity(), 0, "a small flush that empties the queue frees the pool");
+    }
+
+    #[test]
+    fn a_cut_slow_consumer_frees_its_backlog_at_once() {
+        let out = Outbound::new(64 * 1024 * 1024);
+        for _ in 0..1000 {
+            let _ = out.push_msg(&msg(&[0; 1000]), b"1", false);
+        }
+        assert!(out.buffered_capacity() >= 1_000_000);
+        out.close(false);
+        assert_eq!(out.buffered_capacity(), 0);
+        assert_eq!(out.pending(), 0);
     }
 
     #[test]

@@ -1,0 +1,79 @@
+//! What a subscription delivers to, by kind.
+
+use std::sync::Arc;
+
+use super::InternalSink;
+use crate::connection::Connection;
+
+/// The consumer behind a subscription.
+///
+/// Each kind has its own encoding and its own policy, applied by the publisher:
+/// - a client gets `MSG`/`HMSG` with its sid; a publishing client is stalled briefly while a
+///   client it feeds is backed up, and a client past max_pending is cut as a slow consumer;
+/// - a route gets `RMSG` (one per message, naming the queue groups it should serve) and a leaf
+///   node `LMSG`; they are cut at max_pending like clients, but a message arriving from a route
+///   or leaf never stalls that link's read loop, since that would stall every client behind it;
+/// - an internal consumer is called with the borrowed message and decides for itself.
+#[derive(Clone)]
+pub enum Target {
+    /// An application's connection.
+    Client(Arc<Connection>),
+    /// A route to another server of the cluster.
+    Route(Arc<Connection>),
+    /// A leaf node connection.
+    Leaf(Arc<Connection>),
+    /// A consumer inside the server.
+    Internal(Arc<dyn InternalSink>),
+}
+
+/// The kind of a [`Target`], for interest bookkeeping and monitoring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TargetKind {
+    /// A client connection.
+    Client,
+    /// A route.
+    Route,
+    /// A leaf node.
+    Leaf,
+    /// A consumer inside the server.
+    Internal,
+}
+
+impl Target {
+    /// Its kind.
+    #[inline]
+    pub fn kind(&self) -> TargetKind {
+        match self {
+            Target::Client(_) => TargetKind::Client,
+            Target::Route(_) => TargetKind::Route,
+            Target::Leaf(_) => TargetKind::Leaf,
+            Target::Internal(_) => TargetKind::Internal,
+        }
+    }
+
+    /// The socket connection behind it, for every kind but internal consumers.
+    #[inline]
+    pub fn connection(&self) -> Option<&Arc<Connection>> {
+        match self {
+            Target::Client(c) | Target::Route(c) | Target::Leaf(c) => Some(c),
+            Target::Internal(_) => None,
+        }
+    }
+
+    /// True once its connection has started closing (never for internal consumers).
+    #[inline]
+    pub fn is_closing(&self) -> bool {
+        self.connection().is_some_and(|c| c.is_closing())
+    }
+
+    /// Whether it delivers to `conn`.
+    #[inline]
+    pub fn is_connection(&self, conn: &Connection) -> bool {
+        self.connection().is_some_and(|c| std::ptr::eq(Arc::as_ptr(c), conn))
+    }
+
+    /// The connection id, or 0 for internal consumers.
+    pub fn cid(&self) -> u64 {
+        self.connection().map_or(0, |c| c.cid)
+    }
+}

@@ -1,0 +1,62 @@
+//! Every listener the server has, bound and started from one place: the client port and HTTP
+//! monitoring now; routes, leaf nodes, WebSocket and MQTT join here.
+
+mod client;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+use crate::options::Options;
+use crate::state::ServerState;
+
+/// The bound listeners, not yet accepting.
+pub struct Listeners {
+    client: TcpListener,
+    /// HTTP monitoring, when it is on.
+    monitor: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds every listener `opts` asks for. Port 0 picks a free port.
+    pub async fn bind(opts: &Options) -> io::Result<Listeners> {
+        let client = TcpListener::bind((opts.host.as_str(), opts.port)).await?;
+        let monitor = match opts.http_port {
+            Some(port) => {
+                let host = opts.http_host.clone().unwrap_or_else(|| opts.host.clone());
+                Some(TcpListener::bind((host.as_str(), port)).await?)
+            }
+            None => None,
+        };
+        Ok(Listeners { client, monitor })
+    }
+
+    /// Where clients connect.
+    pub fn client_addr(&self) -> io::Result<SocketAddr> {
+        self.client.local_addr()
+    }
+
+    /// Where monitoring listens, when it is on.
+    pub fn monitor_addr(&self) -> Option<SocketAddr> {
+        self.monitor.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Starts monitoring, then accepts clients (each on a task of `tracker`) until shutdown or
+    /// lame duck mode.
+    pub async fn run(self, state: Arc<ServerState>, tracker: TaskTracker) {
+        let Listeners { client, monitor } = self;
+        if let Some(monitor) = monitor {
+            tokio::spawn(crate::monitor::serve(state.view(), monitor));
+        }
+        info!(
+            "Listening for client connections on {}",
+            client.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string())
+        );
+        info!("Server is ready");
+        client::accept_loop(state, client, tracker).await;
+    }
+}

@@ -1,0 +1,325 @@
+//! Publish → match → deliver: the message path for every kind of publisher.
+//!
+//! A [`Publisher`] belongs to one publishing task (a client's read loop, later a route's or a
+//! leaf's, or the server itself through an [`InternalPublisher`]). For each message it finds
+//! the matching subscriptions through its cache of the account's shared match results, hands
+//! the message to each target (one member per queue group), and remembers which connections it
+//! wrote to. After a whole read is processed, [`Publisher::flush`] wakes each of them once; for a
+//! publishing client, [`Publisher::flush_and_stall`] also holds the client back briefly while a
+//! consumer it feeds is backing up. A route or leaf read loop is never stalled: that would
+//! stall every client behind the link.
+//!
+//! Routes and leaf nodes get one copy of a message per connection, however many of their
+//! subscriptions it matched, naming the queue groups it was picked for on their side.
+
+mod internal;
+
+pub use internal::InternalPublisher;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustc_hash::FxHashMap;
+
+use crate::account::{Account, Removal};
+use crate::connection::{CloseReason, Connection, Push};
+use crate::delivery::{Admit, Message, Subscription, Target};
+use crate::proto::encode::{self, Hop};
+use crate::state::ServerState;
+use crate::sublist::PublisherCache;
+
+/// The longest one stall on one consumer may last.
+const STALL_STEP: Duration = Duration::from_millis(5);
+/// The longest a publisher is stalled after one read, in all.
+const STALL_BUDGET: Duration = Duration::from_millis(10);
+
+/// Who is publishing, which decides the loop rules and whether the publisher may be stalled.
+#[derive(Clone, Copy)]
+pub enum Origin<'a> {
+    /// A client connection; `echo` off means it does not get its own messages.
+    Client {
+        /// The publishing connection.
+        conn: &'a Connection,
+        /// Whether its own subscriptions get what it publishes.
+        echo: bool,
+    },
+    /// A route: what arrives from the cluster is not sent back into it.
+    Route(&'a Connection),
+    /// A leaf connection: what arrives from it is not sent back to it.
+    Leaf(&'a Connection),
+    /// The server itself (API replies, advisories, system answers).
+    Internal,
+}
+
+/// A route or leaf connection a message is going to, with the queue groups picked there.
+struct HopTarget {
+    conn: Arc<Connection>,
+    leaf: bool,
+    queues: Vec<Arc<[u8]>>,
+}
+
+/// One publisher's routing state.
+pub struct Publisher {
+    cache: PublisherCache<Subscription>,
+    /// Connections written to since the last flush, by connection id.
+    touched: FxHashMap<u64, Arc<Connection>>,
+    /// Route and leaf connections the current message goes to (reused between messages).
+    hops: Vec<HopTarget>,
+    /// State of a xorshift generator for picking queue members.
+    rng: u64,
+    /// Messages delivered since the last flush, for the server's counters.
+    out_msgs: u64,
+    /// Payload bytes delivered since the last flush.
+    out_bytes: u64,
+    /// The largest fan-out this publisher has reported to the server's counters.
+    max_fanout: u64,
+}
+
+impl Publisher {
+    /// A publisher seeded for queue picks.
+    pub fn new(seed: u64) -> Self {
+        Publisher {
+            cache: PublisherCache::default(),
+            touched: FxHashMap::default(),
+            hops: Vec::new(),
+            rng: seed | 1,
+            out_msgs: 0,
+            out_bytes: 0,
+            max_fanout: 0,
+        }
+    }
+
+    #[inline]
+    fn next_random(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+
+    /// Delivers `msg` to every matching subscription of `account` and one member of each queue
+    /// group. Returns whether anyone got it.
+    pub fn publish(&mut self, server: &ServerState, account: &Account, origin: Origin<'_>, msg: &Message<'_>) -> bool {
+        let matches = self.cache.get(&account.sublist, msg.subject);
+        if matches.is_empty() {
+            return false;
+        }
+        let matches = Arc::clone(matches);
+        let mut delivered = false;
+        let fanout = matches.psubs.len() + matches.qsubs.len();
+        if fanout as u64 > self.max_fanout {
+            self.max_fanout = fanout as u64;
+            server.stats.max_fanout.fetch_max(self.max_fanout, Ordering::Relaxed);
+        }
+        for sub in &matches.psubs {
+            delivered |= self.deliver(server, account, origin, sub, msg, None);
+        }
+        for group in &matches.qsubs {
+            let n = group.members.len();
+            let start = (self.next_random() % n as u64) as usize;
+            for i in 0..n {
+                let sub = &group.members[(start + i) % n];
+                if self.deliver(server, account, origin, sub, msg, Some(&group.name)) {
+                    delivered = true;
+                    break;
+                }
+            }
+        }
+        if !self.hops.is_empty() {
+            self.send_hops(server, account, msg);
+        }
+        delivered
+    }
+
+    #[inline]
+    fn deliver(
+        &mut self,
+        server: &ServerState,
+        account: &Account,
+        origin: Origin<'_>,
+        sub: &Arc<Subscription>,
+        msg: &Message<'_>,
+        queue: Option<&[u8]>,
+    ) -> bool {
+        if sub.is_removed() || sub.target.is_closing() || sub.denies(msg.subject) {
+            return false;
+        }
+        match &sub.target {
+            Target::Client(conn) => {
+                if let Origin::Client { conn: publisher, echo: false } = origin {
+                    if std::ptr::eq(Arc::as_ptr(conn), publisher) {
+                        return false;
+                    }
+                }
+                if !self.admit(account, sub) {
+                    return false;
+                }
+                match conn.outbound.push_msg(msg, &sub.sid, conn.headers()) {
+                    Push::Queued => {
+                        if let Some(reply) = msg.reply {
+                            conn.note_request(reply);
+                        }
+                        self.out_msgs += 1;
+                        self.out_bytes += msg.payload.len() as u64;
+                        self.touch(conn);
+                        true
+                    }
+                    Push::Closed => false,
+                    Push::SlowConsumer => {
+                        server.slow_consumer(conn, CloseReason::SlowConsumerPendingBytes);
+                        false
+                    }
+                }
+            }
+            Target::Route(conn) => {
+                // One hop only: what came from the cluster stays on this server.
+                if matches!(origin, Origin::Route(_)) {
+                    return false;
+                }
+                self.add_hop(conn, false, queue);
+                true
+            }
+            Target::Leaf(conn) => {
+                if let Origin::Leaf(from) = origin {
+                    if std::ptr::eq(Arc::as_ptr(conn), from) {
+                        return false;
+                    }
+                }
+                self.add_hop(conn, true, queue);
+                true
+            }
+            Target::Internal(sink) => {
+                if !self.admit(account, sub) {
+                    return false;
+                }
+                sink.deliver(sub, msg)
+            }
+        }
+    }
+
+    /// Counts a delivery against the subscription's limit; the last one removes it.
+    #[inline]
+    fn admit(&self, account: &Account, sub: &Arc<Subscription>) -> bool {
+        match sub.admit() {
+            Admit::Deliver => true,
+            Admit::DeliverLast => {
+                account.remove_subscription(sub, Removal::Elsewhere);
+                true
+            }
+            Admit::Skip => false,
+        }
+    }
+
+    fn add_hop(&mut self, conn: &Arc<Connection>, leaf: bool, queue: Option<&[u8]>) {
+        let hop = match self.hops.iter_mut().find(|h| Arc::ptr_eq(&h.conn, conn)) {
+            Some(hop) => hop,
+            None => {
+                self.hops.push(HopTarget { conn: Arc::clone(conn), leaf, queues: Vec::new() });
+                let last = self.hops.len() - 1;
+                &mut self.hops[last]
+            }
+        };
+        if let Some(q) = queue {
+            if !hop.queues.iter().any(|have| &**have == q) {
+                hop.queues.push(q.into());
+            }
+        }
+    }
+
+    /// Sends the current message once to each route and leaf connection it matched.
+    fn send_hops(&mut self, server: &ServerState, account: &Account, msg: &Message<'_>) {
+        let mut hops = std::mem::take(&mut self.hops);
+        for hop in hops.drain(..) {
+            let queues = &hop.queues[..];
+            let kind = if hop.leaf { Hop::Leaf } else { Hop::Route { account: account.name.as_bytes() } };
+            let need = encode::routed_len_hint(kind, msg, queues);
+            let headers = hop.conn.headers();
+            match hop
+                .conn
+                .outbound
+                .push_message(need, msg.payload.len(), |b| encode::routed(b, kind, msg, queues, headers))
+            {
+                Push::Queued => {
+                    self.out_msgs += 1;
+                    self.out_bytes += msg.payload.len() as u64;
+                    self.touch(&hop.conn);
+                }
+                Push::Closed => {}
+                Push::SlowConsumer => server.slow_consumer(&hop.conn, CloseReason::SlowConsumerPendingBytes),
+            }
+        }
+        self.hops = hops;
+    }
+
+    /// Messages handed to connections since the last flush.
+    #[inline]
+    pub fn deliveries(&self) -> u64 {
+        self.out_msgs
+    }
+
+    /// Forgets cached matches (when the publisher moves to another account).
+    pub fn reset_cache(&mut self) {
+        self.cache.clear();
+    }
+
+    /// Records that `conn` has new bytes to flush.
+    #[inline]
+    pub fn touch(&mut self, conn: &Arc<Connection>) {
+        self.touched.entry(conn.cid).or_insert_with(|| Arc::clone(conn));
+    }
+
+    /// Adds the counters gathered since the last call to the server's.
+    fn report(&mut self, server: &ServerState) {
+        let (lookups, hits) = self.cache.take_counts();
+        if lookups > 0 {
+            server.stats.lookups.fetch_add(lookups, Ordering::Relaxed);
+            server.stats.cache_hits.fetch_add(hits, Ordering::Relaxed);
+        }
+        server.stats.add_out(self.out_msgs, self.out_bytes);
+        self.out_msgs = 0;
+        self.out_bytes = 0;
+    }
+
+    /// Wakes every connection written to since the last call and adds the delivery counters to
+    /// the server's. Never waits: for publishers that must not be stalled.
+    pub fn flush(&mut self, server: &ServerState) {
+        self.report(server);
+        for (_, conn) in self.touched.drain() {
+            conn.outbound.wake();
+        }
+    }
+
+    /// Like [`Publisher::flush`], then stalls the caller (bounded) while any client it wrote to
+    /// is over `high_water` pending bytes, so that the consumer can drain before it is cut off.
+    pub async fn flush_and_stall(&mut self, server: &ServerState, high_water: usize) {
+        self.report(server);
+        if self.touched.is_empty() {
+            return;
+        }
+        let mut stalled = false;
+        for conn in self.touched.values() {
+            conn.outbound.wake();
+            stalled |= conn.outbound.pending() > high_water;
+        }
+        if stalled {
+            let deadline = tokio::time::Instant::now() + STALL_BUDGET;
+            for conn in self.touched.values() {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                if conn.outbound.pending() > high_water {
+                    server.stats.stalls.fetch_add(1, Ordering::Relaxed);
+                    conn.outbound.wait_below(high_water, left.min(STALL_STEP)).await;
+                }
+            }
+        }
+        self.touched.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests;
