@@ -302,6 +302,22 @@ async fn handle_signals(handle: courier::ServerHandle, cli: Cli, log: LogHandle)
     handle.shutdown();
 }
 
+/// Raises the soft limit on open files to the hard limit, as nats-server does at start (Go's
+/// runtime does it for it): every connection is a file, and the usual soft limit of 1024 would
+/// cap a fleet of devices long before memory does.
+fn raise_open_file_limit() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+    unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            let raised = libc::rlimit { rlim_cur: rl.rlim_max, rlim_max: rl.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+                warn!("could not raise the open file limit from {}", rl.rlim_cur);
+            }
+        }
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     if cli.version {
         println!(
@@ -332,6 +348,7 @@ fn run(cli: Cli) -> Result<()> {
     for warning in &warnings {
         warn!("{warning}");
     }
+    raise_open_file_limit();
     let pid_file = opts.pid_file.clone();
     if let Some(pid_file) = &pid_file {
         std::fs::write(pid_file, std::process::id().to_string())

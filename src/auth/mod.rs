@@ -213,15 +213,16 @@ mod tests {
         assert!(auth.needs_nonce());
         let nonce = b"nonce-123";
         let sig = "bm90IGEgc2lnbmF0dXJl".to_string();
-        let mut c = ConnectOptions { nkey: Some(user.public_key()), sig: Some(sig), ..Default::default() };
+        let mut c =
+            ConnectOptions { nkey: Some(user.public_key().into()), sig: Some(sig.into()), ..Default::default() };
         assert!(auth.check(&c, nonce).is_err());
         use base64::Engine as _;
-        c.sig = Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(user.sign(nonce).unwrap()));
+        c.sig = Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(user.sign(nonce).unwrap()).into());
         assert_eq!(auth.check(&c, nonce).unwrap().user, Some(user.public_key()));
         assert!(auth.check(&c, b"another nonce").is_err());
         let stranger = nkeys::KeyPair::new_user();
-        c.nkey = Some(stranger.public_key());
-        c.sig = Some(base64::engine::general_purpose::STANDARD.encode(stranger.sign(nonce).unwrap()));
+        c.nkey = Some(stranger.public_key().into());
+        c.sig = Some(base64::engine::general_purpose::STANDARD.encode(stranger.sign(nonce).unwrap()).into());
         assert!(auth.check(&c, nonce).is_err());
     }
 

@@ -40,7 +40,7 @@ impl Conn {
             return Err(CloseReason::ProtocolViolation);
         }
         #[cfg(test)]
-        if self.opts.name == super::tests::PANIC_NAME {
+        if &*self.opts.name == super::tests::PANIC_NAME {
             panic!("connection task panics on purpose");
         }
         if self.limits.authorization.is_expensive(&self.opts) {
@@ -75,9 +75,9 @@ impl Conn {
         self.set_permissions(who.permissions);
         {
             let mut meta = self.shared.meta.lock();
-            meta.name = self.opts.name.clone();
-            meta.lang = self.opts.lang.clone();
-            meta.version = self.opts.version.clone();
+            meta.name = self.opts.name.to_string();
+            meta.lang = self.opts.lang.to_string();
+            meta.version = self.opts.version.to_string();
             meta.user = who.user.clone();
             if let Some(account) = &who.account {
                 meta.account = account.clone();

@@ -74,6 +74,8 @@ pub async fn run<R, W>(
     if !info.is_empty() {
         let _ = shared.outbound.push_bytes(&info);
     }
+    // Not kept for the connection's lifetime.
+    drop(info);
     let writer_task = {
         let shared = Arc::clone(&shared);
         let state = Arc::clone(&state);

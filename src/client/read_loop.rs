@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::Conn;
+use crate::connection::outbound::QUIET_AFTER;
 use crate::connection::{unix_nanos, CloseReason};
 use crate::proto::errors;
 
@@ -29,7 +30,8 @@ pub(super) const DELIVERIES_PER_TURN: u64 = 2048;
 /// What woke the read loop.
 enum Event {
     Read(std::io::Result<usize>),
-    Ping,
+    /// The keepalive timer (or an authentication deadline that no longer applies).
+    Timer,
     AuthTimeout,
     Attention,
 }
@@ -80,12 +82,14 @@ impl Conn {
     pub(super) async fn read_loop<R: ClientRead>(&mut self, mut reader: R) -> CloseReason {
         let mut buf = BytesMut::new();
         let mut read_size = MIN_READ;
-        let ping = tokio::time::sleep(self.limits.ping_interval.min(FIRST_PING));
-        tokio::pin!(ping);
+        // One timer serves the keepalive and the authentication timeout: it is set to whichever
+        // comes first.
+        let start = Instant::now();
+        let mut next_ping = start + self.limits.ping_interval.min(FIRST_PING);
+        let auth_deadline = start + self.limits.authorization.timeout.unwrap_or(self.limits.auth_timeout);
+        let timer = tokio::time::sleep_until(self.next_timer(next_ping, auth_deadline));
+        tokio::pin!(timer);
         let mut first_ping = true;
-        let auth_timeout = self.limits.authorization.timeout.unwrap_or(self.limits.auth_timeout);
-        let auth_timer = tokio::time::sleep(auth_timeout);
-        tokio::pin!(auth_timer);
         // One registration for the whole loop, not one per read.
         let shared = Arc::clone(&self.shared);
         let attention = shared.attention_signal().notified();
@@ -95,8 +99,13 @@ impl Conn {
             let event = tokio::select! {
                 biased;
                 _ = &mut attention => Event::Attention,
-                _ = &mut ping => Event::Ping,
-                _ = &mut auth_timer, if !self.connected && self.limits.authorization.required() => Event::AuthTimeout,
+                _ = &mut timer => {
+                    if self.awaiting_auth() && Instant::now() >= auth_deadline {
+                        Event::AuthTimeout
+                    } else {
+                        Event::Timer
+                    }
+                }
                 r = read_into(&mut reader, &mut buf, want) => Event::Read(r),
             };
             let n = match event {
@@ -107,7 +116,7 @@ impl Conn {
                     attention.set(shared.attention_signal().notified());
                     self.forget_ended();
                     if self.state.reloads() != self.seen_reloads {
-                        let result = self.refresh().await;
+                        let result = Box::pin(self.refresh()).await;
                         self.flush().await;
                         if let Err(reason) = result {
                             return reason;
@@ -115,10 +124,14 @@ impl Conn {
                     }
                     continue;
                 }
-                Event::Ping => {
-                    let result = self.on_ping_timer(first_ping);
-                    first_ping = false;
-                    ping.as_mut().reset(Instant::now() + self.limits.ping_interval);
+                Event::Timer => {
+                    let mut result = Ok(());
+                    if Instant::now() >= next_ping {
+                        result = self.on_ping_timer(first_ping);
+                        first_ping = false;
+                        next_ping = Instant::now() + self.limits.ping_interval;
+                    }
+                    timer.as_mut().reset(self.next_timer(next_ping, auth_deadline));
                     self.flush().await;
                     match result {
                         Ok(()) => continue,
@@ -135,10 +148,12 @@ impl Conn {
                 Event::Read(Err(_)) => return CloseReason::ReadError,
                 Event::Read(Ok(n)) => n,
             };
-            self.shared.stats.last_activity.store(unix_nanos(std::time::SystemTime::now()), Ordering::Relaxed);
+            let now = unix_nanos(std::time::SystemTime::now());
+            let before = self.shared.stats.last_activity.swap(now, Ordering::Relaxed);
+            let quiet = now.saturating_sub(before) >= QUIET_AFTER.as_nanos() as u64;
             let mut result = Ok(());
             if self.state.reloads() != self.seen_reloads {
-                result = self.refresh().await;
+                result = Box::pin(self.refresh()).await;
             }
             if result.is_ok() {
                 result = self.process_all(&mut buf).await;
@@ -154,8 +169,8 @@ impl Conn {
             } else if n < read_size / 2 {
                 read_size = (read_size / 2).max(MIN_READ);
             }
-            if buf.is_empty() && (n < MIN_READ || buf.capacity() > read_size * 2) {
-                // Quiet: hold no buffer while waiting for the next bytes.
+            if buf.is_empty() && ((quiet && n < MIN_READ) || buf.capacity() > read_size * 2) {
+                // A short read after a long silence: hold no buffer while waiting for the next.
                 buf = BytesMut::new();
             }
         }
@@ -181,7 +196,8 @@ impl Conn {
                 }
                 Ok(Progress::Authenticate) => {
                     self.flush().await;
-                    let result = self.authenticate().await;
+                    // Boxed, like the reload below: rare, and large.
+                    let result = Box::pin(self.authenticate()).await;
                     if result.is_err() {
                         self.flush().await;
                     }
@@ -244,6 +260,15 @@ impl Conn {
     pub(super) async fn flush(&mut self) {
         let high_water = self.limits.max_pending / 4 * 3;
         self.publisher.flush_and_stall(&self.state, high_water).await;
+    }
+
+    /// When the read loop's timer should fire next.
+    fn next_timer(&self, next_ping: Instant, auth_deadline: Instant) -> Instant {
+        if self.awaiting_auth() {
+            next_ping.min(auth_deadline)
+        } else {
+            next_ping
+        }
     }
 
     fn awaiting_auth(&self) -> bool {

@@ -9,6 +9,7 @@
 //! consumer and is cut off.
 
 use std::collections::VecDeque;
+use std::future::Future as _;
 use std::io::IoSlice;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -28,9 +29,11 @@ const MAX_CHUNK: usize = 64 * 1024;
 const POOL_MAX: usize = 4;
 /// Chunks handed to one vectored write.
 const MAX_IOV: usize = 64;
-/// A flush smaller than this that leaves nothing queued means the connection is quiet: its
-/// pooled chunks are freed rather than kept.
+/// A flush smaller than this that leaves nothing queued, after [`QUIET_AFTER`] without one,
+/// means the connection is quiet: its pooled chunks are freed rather than kept.
 const SMALL_FLUSH: usize = 2 * MIN_CHUNK;
+/// How long without a flush makes a connection quiet.
+pub const QUIET_AFTER: Duration = Duration::from_millis(500);
 
 /// The result of queueing bytes for a client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +65,8 @@ struct Inner {
     /// Emptied chunks waiting to be reused.
     pool: Vec<BytesMut>,
     state: State,
+    /// When the last flush finished, to tell a quiet connection from a busy one.
+    last_flush: Option<std::time::Instant>,
 }
 
 impl Inner {
@@ -106,7 +111,13 @@ impl Outbound {
     /// An empty queue that refuses to grow past `max_pending` bytes.
     pub fn new(max_pending: usize) -> Self {
         Outbound {
-            inner: Mutex::new(Inner { chunks: VecDeque::new(), queued: 0, pool: Vec::new(), state: State::Open }),
+            inner: Mutex::new(Inner {
+                chunks: VecDeque::new(),
+                queued: 0,
+                pool: Vec::new(),
+                state: State::Open,
+                last_flush: None,
+            }),
             out_msgs: AtomicU64::new(0),
             out_bytes: AtomicU64::new(0),
             pending: AtomicUsize::new(0),
@@ -265,13 +276,26 @@ impl Outbound {
         }
     }
 
+    /// True when nothing is queued and no chunk is pooled: the connection has gone quiet.
+    fn is_quiet(&self) -> bool {
+        let inner = self.inner.lock();
+        inner.queued == 0 && inner.pool.is_empty()
+    }
+
     /// Takes back written chunks for reuse and lowers the pending count. Chunks are kept only
-    /// while traffic is heavy enough to need them: after a small flush that left nothing
-    /// queued, they are freed, so an idle connection holds no outbound buffer.
+    /// while the connection is busy: a small flush that leaves nothing queued and comes long
+    /// after the one before (a keepalive on an idle connection) frees them, so an idle
+    /// connection holds no outbound buffer, while a busy one allocates nothing per flush.
     fn recycle(&self, written: usize, done: &mut Vec<BytesMut>) {
+        let now = std::time::Instant::now();
         let mut inner = self.inner.lock();
-        if written < SMALL_FLUSH && inner.queued == 0 {
+        let quiet = inner.last_flush.is_none_or(|at| now.duration_since(at) >= QUIET_AFTER);
+        inner.last_flush = Some(now);
+        if quiet && written < SMALL_FLUSH && inner.queued == 0 {
             inner.pool = Vec::new();
+            if inner.chunks.capacity() > 0 {
+                inner.chunks = VecDeque::new();
+            }
             done.clear();
         }
         for mut chunk in done.drain(..) {
@@ -317,8 +341,25 @@ pub enum WriterEnd {
     Deadline,
 }
 
+/// One vectored write of the first chunks of `batch` (the front one from `offset`). The
+/// slices are made on the stack for each poll, so a waiting writer does not keep them.
+fn poll_write_chunks<W: AsyncWrite + Unpin>(
+    sink: &mut W,
+    batch: &VecDeque<BytesMut>,
+    offset: usize,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<std::io::Result<usize>> {
+    let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
+    let mut count = 0;
+    for (i, chunk) in batch.iter().take(MAX_IOV).enumerate() {
+        slices[i] = IoSlice::new(if i == 0 { &chunk[offset..] } else { &chunk[..] });
+        count += 1;
+    }
+    std::pin::Pin::new(sink).poll_write_vectored(cx, &slices[..count])
+}
+
 /// Writes every chunk of `batch` to `sink` with vectored writes, by `deadline`. The written
-/// chunks are moved to `done`.
+/// chunks are moved to `done`. A write that completes at once (the usual case) arms no timer.
 async fn write_batch<W>(
     sink: &mut W,
     batch: &mut VecDeque<BytesMut>,
@@ -331,18 +372,20 @@ where
     // Bytes of the front chunk already written.
     let mut offset = 0;
     while !batch.is_empty() {
-        let n = {
-            let mut slices: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
-            let mut count = 0;
-            for (i, chunk) in batch.iter().take(MAX_IOV).enumerate() {
-                slices[i] = IoSlice::new(if i == 0 { &chunk[offset..] } else { &chunk[..] });
-                count += 1;
+        let result = {
+            let queued: &VecDeque<BytesMut> = batch;
+            let mut write = std::pin::pin!(std::future::poll_fn(|cx| poll_write_chunks(sink, queued, offset, cx)));
+            match std::future::poll_fn(|cx| std::task::Poll::Ready(write.as_mut().poll(cx))).await {
+                std::task::Poll::Ready(result) => result,
+                std::task::Poll::Pending => match tokio::time::timeout_at(deadline, write).await {
+                    Ok(result) => result,
+                    Err(_) => return Err(WriterEnd::Deadline),
+                },
             }
-            match tokio::time::timeout_at(deadline, sink.write_vectored(&slices[..count])).await {
-                Ok(Ok(0)) | Ok(Err(_)) => return Err(WriterEnd::WriteError),
-                Ok(Ok(n)) => n,
-                Err(_) => return Err(WriterEnd::Deadline),
-            }
+        };
+        let n = match result {
+            Ok(0) | Err(_) => return Err(WriterEnd::WriteError),
+            Ok(n) => n,
         };
         let mut left = n;
         while let Some(front) = batch.front() {
@@ -372,6 +415,11 @@ where
         let bytes = match out.take(&mut batch) {
             Take::Stop => break WriterEnd::Done,
             Take::Empty => {
+                if batch.capacity() > 0 && out.is_quiet() {
+                    // Hold no buffers while waiting on a quiet connection.
+                    batch = VecDeque::new();
+                    done = Vec::new();
+                }
                 out.wake.notified().await;
                 continue;
             }
@@ -436,7 +484,12 @@ mod tests {
         assert!(!out.inner.lock().pool.is_empty(), "chunks of a big flush come back for reuse");
         let _ = out.push_bytes(b"PONG\r\n");
         out.flush_to(tokio::io::sink()).await;
-        assert_eq!(out.buffered_capacity(), 0, "a small flush that empties the queue frees the pool");
+        assert!(out.buffered_capacity() > 0, "a small flush right after another keeps the pool");
+        // As if the connection had been quiet since.
+        out.inner.lock().last_flush = Some(std::time::Instant::now() - QUIET_AFTER);
+        let _ = out.push_bytes(b"PING\r\n");
+        out.flush_to(tokio::io::sink()).await;
+        assert_eq!(out.buffered_capacity(), 0, "a small flush after a quiet spell frees the pool");
     }
 
     #[test]

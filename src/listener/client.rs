@@ -84,7 +84,9 @@ async fn serve(state: Arc<ServerState>, stream: TcpStream, peer: SocketAddr) {
         let (_, writer) = stream.into_split();
         refuse(&live, cid, peer, writer).await;
     } else if let Some(acceptor) = live.tls.clone() {
-        serve_tls(state, &live, acceptor, stream, cid, peer).await;
+        // Boxed: a TLS handshake's state is large, and plain connections should not carry
+        // room for it.
+        Box::pin(serve_tls(state, &live, acceptor, stream, cid, peer)).await;
     } else {
         debug!(cid, %peer, "Client connection created");
         let greeting = greeting(&live, cid, peer);

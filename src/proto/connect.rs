@@ -6,7 +6,8 @@
 
 use serde::Deserialize;
 
-/// What a client asked for in CONNECT, as it stands after every CONNECT so far.
+/// What a client asked for in CONNECT, as it stands after every CONNECT so far. Strings are
+/// boxed (no spare capacity): a connection keeps this for its lifetime.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectOptions {
     /// Acknowledge every operation with `+OK`.
@@ -22,23 +23,23 @@ pub struct ConnectOptions {
     /// Protocol version: 0 (original) or 1 (dynamic reconfiguration aware).
     pub protocol: i64,
     /// Client-chosen connection name, for logs and monitoring.
-    pub name: String,
+    pub name: Box<str>,
     /// Client library language, for monitoring.
-    pub lang: String,
+    pub lang: Box<str>,
     /// Client library version, for monitoring.
-    pub version: String,
+    pub version: Box<str>,
     /// User name, for authentication.
-    pub user: Option<String>,
+    pub user: Option<Box<str>>,
     /// Password, for authentication.
-    pub pass: Option<String>,
+    pub pass: Option<Box<str>>,
     /// Token, for authentication.
-    pub auth_token: Option<String>,
+    pub auth_token: Option<Box<str>>,
     /// Public nkey, for nkey authentication.
-    pub nkey: Option<String>,
+    pub nkey: Option<Box<str>>,
     /// Signature of the server's nonce, for nkey and JWT authentication.
-    pub sig: Option<String>,
+    pub sig: Option<Box<str>>,
     /// User JWT, for JWT authentication.
-    pub jwt: Option<String>,
+    pub jwt: Option<Box<str>>,
 }
 
 impl Default for ConnectOptions {
@@ -50,9 +51,9 @@ impl Default for ConnectOptions {
             headers: false,
             no_responders: false,
             protocol: 0,
-            name: String::new(),
-            lang: String::new(),
-            version: String::new(),
+            name: Box::default(),
+            lang: Box::default(),
+            version: Box::default(),
             user: None,
             pass: None,
             auth_token: None,
@@ -72,15 +73,15 @@ struct ConnectFields {
     headers: Option<bool>,
     no_responders: Option<bool>,
     protocol: Option<i64>,
-    name: Option<String>,
-    lang: Option<String>,
-    version: Option<String>,
-    user: Option<String>,
-    pass: Option<String>,
-    auth_token: Option<String>,
-    nkey: Option<String>,
-    sig: Option<String>,
-    jwt: Option<String>,
+    name: Option<Box<str>>,
+    lang: Option<Box<str>>,
+    version: Option<Box<str>>,
+    user: Option<Box<str>>,
+    pass: Option<Box<str>>,
+    auth_token: Option<Box<str>>,
+    nkey: Option<Box<str>>,
+    sig: Option<Box<str>>,
+    jwt: Option<Box<str>>,
 }
 
 /// Why a CONNECT was refused.
@@ -159,14 +160,14 @@ mod tests {
         assert!(o.verbose && o.pedantic && !o.echo);
         o.apply(br#"{"verbose":false,"headers":true,"no_responders":true,"name":"n"}"#).unwrap();
         assert!(!o.verbose && o.headers && o.no_responders && !o.echo);
-        assert_eq!(o.name, "n");
+        assert_eq!(&*o.name, "n");
     }
 
     #[test]
     fn invalid_utf8_in_strings_is_replaced() {
         let mut o = ConnectOptions::default();
         o.apply(b"{\"name\":\"a\xffb\",\"verbose\":false}").unwrap();
-        assert_eq!(o.name, "a\u{fffd}b");
+        assert_eq!(&*o.name, "a\u{fffd}b");
     }
 
     #[test]

@@ -134,7 +134,7 @@ impl Publisher {
         delivered
     }
 
-    #[inline]
+    #[inline(always)]
     fn deliver(
         &mut self,
         server: &ServerState,
@@ -144,11 +144,14 @@ impl Publisher {
         msg: &Message<'_>,
         queue: Option<&[u8]>,
     ) -> bool {
-        if sub.is_removed() || sub.target.is_closing() || sub.denies(msg.subject) {
+        if sub.is_removed() || sub.denies(msg.subject) {
             return false;
         }
         match &sub.target {
             Target::Client(conn) => {
+                if conn.is_closing() {
+                    return false;
+                }
                 if let Origin::Client { conn: publisher, echo: false } = origin {
                     if std::ptr::eq(Arc::as_ptr(conn), publisher) {
                         return false;
@@ -176,13 +179,16 @@ impl Publisher {
             }
             Target::Route(conn) => {
                 // One hop only: what came from the cluster stays on this server.
-                if matches!(origin, Origin::Route(_)) {
+                if conn.is_closing() || matches!(origin, Origin::Route(_)) {
                     return false;
                 }
                 self.add_hop(conn, false, queue);
                 true
             }
             Target::Leaf(conn) => {
+                if conn.is_closing() {
+                    return false;
+                }
                 if let Origin::Leaf(from) = origin {
                     if std::ptr::eq(Arc::as_ptr(conn), from) {
                         return false;
@@ -201,7 +207,7 @@ impl Publisher {
     }
 
     /// Counts a delivery against the subscription's limit; the last one removes it.
-    #[inline]
+    #[inline(always)]
     fn admit(&self, account: &Account, sub: &Arc<Subscription>) -> bool {
         match sub.admit() {
             Admit::Deliver => true,
@@ -292,6 +298,21 @@ impl Publisher {
         }
     }
 
+    /// Waits (bounded) for the connections written to that are over `high_water` to drain.
+    async fn stall(&self, server: &ServerState, high_water: usize) {
+        let deadline = tokio::time::Instant::now() + STALL_BUDGET;
+        for conn in self.touched.values() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if conn.outbound.pending() > high_water {
+                server.stats.stalls.fetch_add(1, Ordering::Relaxed);
+                conn.outbound.wait_below(high_water, left.min(STALL_STEP)).await;
+            }
+        }
+    }
+
     /// Like [`Publisher::flush`], then stalls the caller (bounded) while any client it wrote to
     /// is over `high_water` pending bytes, so that the consumer can drain before it is cut off.
     pub async fn flush_and_stall(&mut self, server: &ServerState, high_water: usize) {
@@ -305,17 +326,8 @@ impl Publisher {
             stalled |= conn.outbound.pending() > high_water;
         }
         if stalled {
-            let deadline = tokio::time::Instant::now() + STALL_BUDGET;
-            for conn in self.touched.values() {
-                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                if conn.outbound.pending() > high_water {
-                    server.stats.stalls.fetch_add(1, Ordering::Relaxed);
-                    conn.outbound.wait_below(high_water, left.min(STALL_STEP)).await;
-                }
-            }
+            // Boxed: rare, and a publisher that never stalls should not carry room for it.
+            Box::pin(self.stall(server, high_water)).await;
         }
         self.touched.clear();
     }

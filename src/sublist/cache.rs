@@ -1,37 +1,55 @@
 //! The two levels of match caching.
 //!
-//! [`SharedCache`] belongs to a trie: subject → [`CacheSlot`], one per subject published
-//! recently, shared by every publisher of the account. An insert or remove patches, in place,
-//! the slots whose subject the subscription matches (a literal subscription touches at most one
-//! slot, found by hashing; a wildcard one checks each cached subject), so one SUB or UNSUB costs
-//! the entries it changes and no publisher loses the rest. The cache is bounded: past
-//! [`MAX_SHARED`] subjects a random eighth of them is evicted.
+//! [`SharedCache`] belongs to a trie: one [`CacheSlot`] per subject published recently, shared
+//! by every publisher of the account. An insert or remove patches, in place, the slots whose
+//! subject the subscription matches (a literal subscription touches at most one slot, found by
+//! hashing; a wildcard one checks each cached subject), so one SUB or UNSUB costs the entries it
+//! changes and no publisher loses the rest. A subject is cached the second time it misses
+//! (a small table of recent misses, by hash, remembers the first), so the reply subjects of
+//! requests, each published to once, are answered by a walk of the trie and never fill it. The
+//! cache is bounded: past [`MAX_SHARED`] subjects a random eighth of them is evicted.
 //!
-//! [`PublisherCache`] belongs to one publisher: subject → the slot and the result it last read
-//! from it. A lookup hashes the subject in a map nobody else touches and compares the slot's
-//! version with one atomic load; only when the slot was patched (or evicted) does it take the
-//! slot's lock to read the new result. Many publishers of one subject share the slot and the
-//! result instead of holding copies.
+//! [`PublisherCache`] belongs to one publisher: a small direct-mapped table of the slots it
+//! published to and the result it last read from each. A lookup hashes the subject, compares
+//! it with the slot's own copy and the slot's version with one atomic load; only when the slot
+//! was patched (or evicted) does it take the slot's lock to read the new result. It allocates
+//! nothing per subject, starts empty and grows (up to [`MAX_PRIVATE`] entries) only while
+//! subjects collide in it. Many publishers of one subject share the slot and the result
+//! instead of holding copies.
 
+use std::borrow::Borrow;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use dashmap::DashMap;
+use dashmap::DashSet;
 use parking_lot::Mutex;
-use rustc_hash::{FxBuildHasher, FxHashMap};
+use rustc_hash::FxBuildHasher;
 
 use super::{Matches, Sublist, Subscribable};
 use crate::subject;
 
 /// Most subjects the shared cache of one trie holds.
-pub const MAX_SHARED: usize = 8192;
-/// Most subjects one publisher's cache holds; past it the publisher's cache starts over.
+pub const MAX_SHARED: usize = 16 * 1024;
+/// Most entries one publisher's table holds.
 pub const MAX_PRIVATE: usize = 1024;
 /// The version of a slot that was evicted from the shared cache and is no longer patched.
 const EVICTED: u64 = u64::MAX;
+/// Hashes of recent misses remembered, to cache a subject on its second miss.
+const RECENT_MISSES: usize = 4096;
+
+/// What a lookup found.
+pub enum Lookup<S> {
+    /// The subject's shared slot.
+    Cached(Arc<CacheSlot<S>>),
+    /// A result for this once only: the subject is not cached (yet).
+    Uncached(Matches<S>),
+}
 
 /// The cached result for one subject, patched in place as subscriptions come and go.
 pub struct CacheSlot<S> {
+    /// The subject it answers for.
+    subject: Box<[u8]>,
     /// Bumped (under `result`'s lock) every time the result changes; [`EVICTED`] once the slot
     /// left the shared cache.
     version: AtomicU64,
@@ -39,8 +57,13 @@ pub struct CacheSlot<S> {
 }
 
 impl<S> CacheSlot<S> {
-    fn new(result: Matches<S>) -> Self {
-        CacheSlot { version: AtomicU64::new(0), result: Mutex::new(Arc::new(result)) }
+    fn new(subject: &[u8], result: Matches<S>) -> Self {
+        CacheSlot { subject: subject.into(), version: AtomicU64::new(0), result: Mutex::new(Arc::new(result)) }
+    }
+
+    /// The subject it answers for.
+    pub fn subject(&self) -> &[u8] {
+        &self.subject
     }
 
     /// The version now; a reader holding an older one must read the result again.
@@ -74,16 +97,45 @@ impl<S> CacheSlot<S> {
     }
 }
 
+/// A slot in the shared set, found by its subject.
+struct Entry<S>(Arc<CacheSlot<S>>);
+
+impl<S> Borrow<[u8]> for Entry<S> {
+    fn borrow(&self) -> &[u8] {
+        &self.0.subject
+    }
+}
+
+impl<S> Hash for Entry<S> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.subject.hash(state)
+    }
+}
+
+impl<S> PartialEq for Entry<S> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.subject == other.0.subject
+    }
+}
+
+impl<S> Eq for Entry<S> {}
+
 /// A trie's results by subject, shared by all its publishers.
 pub(super) struct SharedCache<S> {
-    slots: DashMap<Box<[u8]>, Arc<CacheSlot<S>>, FxBuildHasher>,
+    slots: DashSet<Entry<S>, FxBuildHasher>,
+    /// Hashes of subjects that missed recently, made at the first miss.
+    recent: std::sync::OnceLock<Box<[AtomicU64]>>,
     /// State of a xorshift generator for picking what to evict.
     rng: AtomicU64,
 }
 
 impl<S> Default for SharedCache<S> {
     fn default() -> Self {
-        SharedCache { slots: DashMap::with_hasher(FxBuildHasher), rng: AtomicU64::new(0x9E37_79B9_7F4A_7C15) }
+        SharedCache {
+            slots: DashSet::with_hasher(FxBuildHasher),
+            recent: std::sync::OnceLock::new(),
+            rng: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
+        }
     }
 }
 
@@ -94,7 +146,15 @@ impl<S: Subscribable> SharedCache<S> {
     }
 
     pub(super) fn get(&self, subject: &[u8]) -> Option<Arc<CacheSlot<S>>> {
-        self.slots.get(subject).map(|slot| Arc::clone(&slot))
+        self.slots.get(subject).map(|e| Arc::clone(&e.0))
+    }
+
+    /// Whether a subject that missed should be cached: only when it missed recently already.
+    pub(super) fn admit(&self, subject: &[u8]) -> bool {
+        let recent = self.recent.get_or_init(|| (0..RECENT_MISSES).map(|_| AtomicU64::new(0)).collect());
+        let hash = FxBuildHasher.hash_one(subject) | 1;
+        let i = (hash >> 32) as usize % RECENT_MISSES;
+        recent[i].swap(hash, Ordering::Relaxed) == hash
     }
 
     /// The slot for `subject`, made from `walk` when there is none. The caller holds the
@@ -103,23 +163,29 @@ impl<S: Subscribable> SharedCache<S> {
         if let Some(slot) = self.get(subject) {
             return slot;
         }
-        let slot = Arc::new(CacheSlot::new(walk()));
         if self.slots.len() >= MAX_SHARED {
             self.evict_some();
         }
-        Arc::clone(self.slots.entry(subject.into()).or_insert(slot).value())
+        let slot = Arc::new(CacheSlot::new(subject, walk()));
+        if !self.slots.insert(Entry(Arc::clone(&slot))) {
+            // Another publisher cached it meanwhile; both results come from the same trie.
+            if let Some(theirs) = self.get(subject) {
+                return theirs;
+            }
+        }
+        slot
     }
 
     /// Drops about an eighth of the cached subjects, picked at random.
     fn evict_some(&self) {
         let mut x = self.rng.load(Ordering::Relaxed) | 1;
-        self.slots.retain(|_, slot| {
+        self.slots.retain(|entry| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             let keep = !x.is_multiple_of(8);
             if !keep {
-                slot.evict();
+                entry.0.evict();
             }
             keep
         });
@@ -138,14 +204,14 @@ impl<S: Subscribable> SharedCache<S> {
 
     fn patch_matching(&self, filter: &[u8], change: impl Fn(&Matches<S>) -> Option<Matches<S>>) {
         if subject::is_literal(filter) {
-            if let Some(slot) = self.slots.get(filter) {
-                slot.patch(&change);
+            if let Some(entry) = self.slots.get(filter) {
+                entry.0.patch(&change);
             }
             return;
         }
         for entry in self.slots.iter() {
-            if subject::matches(filter, entry.key()) {
-                entry.value().patch(&change);
+            if subject::matches(filter, &entry.0.subject) {
+                entry.0.patch(&change);
             }
         }
     }
@@ -153,6 +219,8 @@ impl<S: Subscribable> SharedCache<S> {
 
 /// One publisher's view of a cached subject: the slot and what it last read from it.
 struct Seen<S> {
+    /// The subject's hash, to tell entries apart without comparing subjects.
+    hash: u64,
     slot: Arc<CacheSlot<S>>,
     version: u64,
     result: Arc<Matches<S>>,
@@ -160,9 +228,10 @@ struct Seen<S> {
 
 /// One publisher's cache of the shared slots it publishes to.
 pub struct PublisherCache<S> {
-    /// Subject → index into `seen`.
-    index: FxHashMap<Box<[u8]>, usize>,
-    seen: Vec<Seen<S>>,
+    /// Direct-mapped by hash: a power of two entries, or none yet.
+    table: Vec<Option<Seen<S>>>,
+    /// The last result that was not cached, lent out until the next lookup.
+    transient: Option<Arc<Matches<S>>>,
     /// Lookups and hits since [`PublisherCache::take_counts`] was last called.
     lookups: u64,
     hits: u64,
@@ -170,9 +239,12 @@ pub struct PublisherCache<S> {
 
 impl<S> Default for PublisherCache<S> {
     fn default() -> Self {
-        PublisherCache { index: FxHashMap::default(), seen: Vec::new(), lookups: 0, hits: 0 }
+        PublisherCache { table: Vec::new(), transient: None, lookups: 0, hits: 0 }
     }
 }
+
+/// The table size a publisher's cache starts with.
+const FIRST_TABLE: usize = 4;
 
 impl<S: Subscribable> PublisherCache<S> {
     /// The subscriptions matching the literal `subject`. Borrowed, so that a subject nobody
@@ -180,37 +252,55 @@ impl<S: Subscribable> PublisherCache<S> {
     #[inline]
     pub fn get(&mut self, sublist: &Sublist<S>, subject: &[u8]) -> &Arc<Matches<S>> {
         self.lookups += 1;
-        if let Some(&i) = self.index.get(subject) {
-            let seen = &mut self.seen[i];
-            let version = seen.slot.version();
-            if version != seen.version {
-                if version == EVICTED {
-                    seen.slot = sublist.lookup(subject);
+        let hash = FxBuildHasher.hash_one(subject);
+        let i = (hash as usize) & self.table.len().wrapping_sub(1);
+        if let Some(Some(seen)) = self.table.get_mut(i) {
+            if seen.hash == hash && &*seen.slot.subject == subject {
+                let version = seen.slot.version();
+                if version != EVICTED {
+                    if version != seen.version {
+                        (seen.version, seen.result) = seen.slot.read();
+                    }
+                    self.hits += 1;
+                    return &seen_at(&self.table, i).result;
                 }
-                (seen.version, seen.result) = seen.slot.read();
             }
-            self.hits += 1;
-            return &self.seen[i].result;
         }
-        self.miss(sublist, subject)
+        self.miss(sublist, subject, hash)
     }
 
     #[cold]
-    fn miss(&mut self, sublist: &Sublist<S>, subject: &[u8]) -> &Arc<Matches<S>> {
-        if self.seen.len() >= MAX_PRIVATE {
-            self.clear();
-        }
-        let slot = sublist.lookup(subject);
+    fn miss(&mut self, sublist: &Sublist<S>, subject: &[u8], hash: u64) -> &Arc<Matches<S>> {
+        let slot = match sublist.lookup(subject) {
+            Lookup::Cached(slot) => slot,
+            Lookup::Uncached(result) => return self.transient.insert(Arc::new(result)),
+        };
         let (version, result) = slot.read();
-        self.index.insert(subject.into(), self.seen.len());
-        self.seen.push(Seen { slot, version, result });
-        &self.seen[self.seen.len() - 1].result
+        if self.table.is_empty() {
+            self.table.resize_with(FIRST_TABLE, || None);
+        } else if self.table.len() < MAX_PRIVATE && self.table[(hash as usize) & (self.table.len() - 1)].is_some() {
+            self.grow();
+        }
+        let i = (hash as usize) & (self.table.len() - 1);
+        self.table[i] = Some(Seen { hash, slot, version, result });
+        &seen_at(&self.table, i).result
+    }
+
+    /// Doubles the table, keeping what it holds.
+    fn grow(&mut self) {
+        let size = self.table.len() * 2;
+        let old = std::mem::take(&mut self.table);
+        self.table.resize_with(size, || None);
+        for seen in old.into_iter().flatten() {
+            let i = (seen.hash as usize) & (size - 1);
+            self.table[i] = Some(seen);
+        }
     }
 
     /// Forgets everything (when the publisher moves to another account's trie).
     pub fn clear(&mut self) {
-        self.index.clear();
-        self.seen.clear();
+        self.table = Vec::new();
+        self.transient = None;
     }
 
     /// Lookups and cache hits since the last call, for monitoring.
@@ -223,11 +313,20 @@ impl<S: Subscribable> PublisherCache<S> {
 
     /// Subjects held now.
     pub fn len(&self) -> usize {
-        self.seen.len()
+        self.table.iter().filter(|s| s.is_some()).count()
     }
 
     /// True when nothing is cached.
     pub fn is_empty(&self) -> bool {
-        self.seen.is_empty()
+        self.len() == 0
+    }
+}
+
+/// The entry at `i`, which the caller has just filled or checked.
+#[inline]
+fn seen_at<S>(table: &[Option<Seen<S>>], i: usize) -> &Seen<S> {
+    match &table[i] {
+        Some(seen) => seen,
+        None => unreachable!("publisher cache entry was just filled"),
     }
 }

@@ -263,15 +263,20 @@ impl<S: Subscribable> Sublist<S> {
     }
 
     /// The shared cache entry for the literal `subject`, made from a walk of the trie when the
-    /// subject is not cached yet.
-    pub fn lookup(&self, subject: &[u8]) -> Arc<cache::CacheSlot<S>> {
+    /// subject is not cached yet; or, for a subject not seen recently (most reply subjects are
+    /// published to once), the walk's result alone, so that one-off subjects do not crowd the
+    /// cache out.
+    pub fn lookup(&self, subject: &[u8]) -> cache::Lookup<S> {
         if let Some(slot) = self.cache.get(subject) {
-            return slot;
+            return cache::Lookup::Cached(slot);
         }
         // The read lock is held until the result is cached, so that an insert or remove (which
         // patches the cache under the write lock) cannot fall between the walk and the caching.
         let root = self.root.read();
-        self.cache.get_or_insert(subject, || self.walk(&root, subject))
+        if !self.cache.admit(subject) {
+            return cache::Lookup::Uncached(self.walk(&root, subject));
+        }
+        cache::Lookup::Cached(self.cache.get_or_insert(subject, || self.walk(&root, subject)))
     }
 
     /// Every subscription stored, for monitoring; the order is unspecified.
