@@ -74,6 +74,9 @@ pub struct Options {
     pub lame_duck_duration: Duration,
     /// How long lame duck mode waits before it starts closing clients.
     pub lame_duck_grace_period: Duration,
+    /// Threads that run connections (the command line's `--threads`, or `GOMAXPROCS` as for
+    /// nats-server); 0 means one per CPU available. Fixed at start.
+    pub worker_threads: usize,
 }
 
 impl Options {
@@ -153,6 +156,7 @@ impl Default for Options {
             http_host: None,
             lame_duck_duration: Duration::from_secs(120),
             lame_duck_grace_period: Duration::from_secs(10),
+            worker_threads: 0,
         }
     }
 }

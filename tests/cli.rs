@@ -287,3 +287,31 @@ fn reopen_signal_starts_a_new_log_file_after_rotation() {
     send(&mut c, b"CONNECT {\"verbose\":false}\r\nPING\r\n");
     assert_eq!(read_line(&mut c), "PONG\r\n", "still serving");
 }
+
+/// Runtime threads named as tokio names its workers.
+fn worker_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("tokio-r"))
+        .count()
+}
+
+#[test]
+fn worker_threads_follow_threads_flag_and_gomaxprocs() {
+    for (args, env, want) in [(&["--threads", "3"][..], None, 3), (&[][..], Some("1"), 0), (&[][..], Some("2"), 2)] {
+        let d = dir();
+        let log = path(&d, "s.log");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["-a", "127.0.0.1", "-p", "-1", "-l", log.to_str().unwrap()]).args(args);
+        if let Some(v) = env {
+            cmd.env("GOMAXPROCS", v);
+        }
+        let p = Proc { child: cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap() };
+        let addr = client_addr_from_log(&log);
+        let (_, mut c) = connect(&addr);
+        send(&mut c, b"CONNECT {\"verbose\":false}\r\nPING\r\n");
+        assert_eq!(read_line(&mut c), "PONG\r\n");
+        assert_eq!(worker_threads(p.child.id()), want, "{args:?} GOMAXPROCS={env:?}");
+    }
+}

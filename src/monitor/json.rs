@@ -157,7 +157,7 @@ pub(crate) fn varz(state: &StateView, sampler: &CpuSampler) -> Varz {
         uptime: uptime(now.duration_since(state.start()).unwrap_or_default()),
         mem: process.rss,
         cores,
-        gomaxprocs: cores,
+        gomaxprocs: if opts.worker_threads > 0 { opts.worker_threads } else { cores },
         cpu: sampler.percent(process.cpu),
         connections: stats.connections.load(Ordering::Relaxed),
         total_connections: load(&stats.total_connections),

@@ -34,6 +34,8 @@ struct Figures {
     server_cpu_s_per_m: Option<f64>,
     /// Bench CPU seconds per million counted units.
     client_cpu_s_per_m: Option<f64>,
+    /// SUB/UNSUB pairs per second (churn).
+    churn_per_sec: Option<f64>,
 }
 
 impl Figures {
@@ -45,17 +47,19 @@ impl Figures {
             p99_us: r.latency.as_ref().map(|l| l.p99_us),
             server_cpu_s_per_m: r.server_cpu_per_million(),
             client_cpu_s_per_m: per_m(r.client_cpu_s),
+            churn_per_sec: r.churn_per_sec,
         }
     }
 
     /// (name, value) pairs in display order.
-    fn named(&self) -> [(&'static str, Option<f64>); 5] {
+    fn named(&self) -> [(&'static str, Option<f64>); 6] {
         [
             ("msgs/s", Some(self.msgs_per_sec)),
             ("p50 µs", self.p50_us),
             ("p99 µs", self.p99_us),
             ("server CPU s per M msgs", self.server_cpu_s_per_m),
             ("client CPU s per M msgs", self.client_cpu_s_per_m),
+            ("SUB/UNSUB pairs/s", self.churn_per_sec),
         ]
     }
 }
@@ -293,14 +297,20 @@ pub fn run(args: &CompareArgs) -> Result<ExitCode> {
             }
             let figures = Figures::of(&report);
             if !quiet {
-                let f = figures.named().iter().map(|(n, v)| format!("{n} {}", fmt(*v))).collect::<Vec<_>>().join(", ");
+                let f = figures
+                    .named()
+                    .iter()
+                    .filter(|(_, v)| v.is_some())
+                    .map(|(n, v)| format!("{n} {}", fmt(*v)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
                 eprintln!("run {i}/{} {side}: {f}", args.runs);
             }
             runs.push(Run { run: i, side, port, figures, report });
         }
     }
 
-    let summary: Vec<Summary> = (0..5)
+    let summary: Vec<Summary> = (0..6)
         .map(|k| {
             let vals = |side: &str| -> Vec<f64> {
                 runs.iter().filter(|r| r.side == side).filter_map(|r| r.figures.named()[k].1).collect()
@@ -367,7 +377,10 @@ fn human(c: &Comparison) -> String {
         }
     }
     s.push('\n');
-    let names: Vec<&str> = c.runs.first().map(|r| r.figures.named().iter().map(|x| x.0).collect()).unwrap_or_default();
+    // Figures no run measured (churn rates outside the churn scenario) get no column.
+    let shown: Vec<usize> = (0..6).filter(|&k| c.runs.iter().any(|r| r.figures.named()[k].1.is_some())).collect();
+    let names: Vec<&str> =
+        c.runs.first().map(|r| shown.iter().map(|&k| r.figures.named()[k].0).collect()).unwrap_or_default();
     let mut headers = vec!["run", "server"];
     headers.extend(names.iter().copied());
     headers.push("checks");
@@ -376,7 +389,7 @@ fn human(c: &Comparison) -> String {
         .iter()
         .map(|r| {
             let mut row = vec![r.run.to_string(), r.side.to_string()];
-            row.extend(r.figures.named().iter().map(|(_, v)| fmt(*v)));
+            row.extend(shown.iter().map(|&k| fmt(r.figures.named()[k].1)));
             row.push(if r.report.checks.ok() { "ok".into() } else { "FAILED".into() });
             row
         })

@@ -793,3 +793,110 @@ async fn paced_requests(t: &ReqTask, rate: f64, wr: &SharedWriter, sent: &Atomic
     }
     Ok(lag)
 }
+
+/// What a churning client does: subscribe and unsubscribe continuously among a scenario's
+/// subjects while the publishers run.
+pub struct ChurnTask {
+    /// The subjects to subscribe to (literal ones, or `bench.<a>.*` now and then).
+    pub space: Arc<SubjectSpace>,
+    /// Seed for the subject choice.
+    pub seed: u64,
+    /// Every this many pairs, the subscription is a wildcard `bench.<a>.*` (0: never).
+    pub wildcard_every: u64,
+    /// SUB/UNSUB pairs per second this client aims for; `None` for as fast as the server
+    /// confirms them.
+    pub rate: Option<f64>,
+    /// Set once the publishers are done.
+    pub done: watch::Receiver<bool>,
+    /// Give up at this time.
+    pub hard: Instant,
+}
+
+/// What a churning client saw.
+pub struct ChurnOutcome {
+    /// SUB/UNSUB pairs the server confirmed (each batch is followed by PING/PONG).
+    pub pairs: u64,
+    /// Messages its short-lived subscriptions received.
+    pub msgs: u64,
+    /// When it stopped.
+    pub stopped: Instant,
+    /// -ERR lines and failures.
+    pub checks: Checks,
+}
+
+/// SUB/UNSUB pairs sent per write, before waiting for the server's PONG.
+const CHURN_BATCH: u64 = 64;
+
+/// Subscribes and unsubscribes in batches of [`CHURN_BATCH`] pairs, each confirmed by a
+/// PING/PONG, until the publishers are done; messages that arrive meanwhile are read and
+/// dropped.
+pub async fn run_churner(mut conn: Conn, mut t: ChurnTask) -> Result<ChurnOutcome> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(t.seed);
+    let mut out = ChurnOutcome { pairs: 0, msgs: 0, stopped: Instant::now(), checks: Checks::default() };
+    let mut batch = Vec::with_capacity(4096);
+    let n = t.space.names.len() as u32;
+    let mut sid = 1u64;
+    let start = Instant::now();
+    let mut batches = 0u64;
+    while !*t.done.borrow() && Instant::now() < t.hard {
+        if let Some(rate) = t.rate {
+            let due = start + Duration::from_secs_f64(batches as f64 * CHURN_BATCH as f64 / rate);
+            tokio::select! {
+                _ = tokio::time::sleep_until(due.into()) => {}
+                _ = t.done.changed() => continue,
+            }
+        }
+        batches += 1;
+        batch.clear();
+        for _ in 0..CHURN_BATCH {
+            let i = rng.gen_range(0..n);
+            batch.extend_from_slice(b"SUB ");
+            if t.wildcard_every > 0 && sid.is_multiple_of(t.wildcard_every) {
+                batch.extend_from_slice(format!("bench.{}.*", i / t.space.width).as_bytes());
+            } else {
+                batch.extend_from_slice(&t.space.names[i as usize]);
+            }
+            batch.extend_from_slice(format!(" {sid}\r\nUNSUB {sid}\r\n").as_bytes());
+            sid += 1;
+        }
+        batch.extend_from_slice(b"PING\r\n");
+        conn.wr.write_all(&batch).await?;
+        // Wait for the PONG, dropping what the short-lived subscriptions got.
+        let got_pong = loop {
+            let mut pong = false;
+            let mut pings = 0;
+            let mut msgs = 0;
+            let mut err = None;
+            let used = parse(&conn.rbuf, |f| match f {
+                Frame::Pong => pong = true,
+                Frame::Ping => pings += 1,
+                Frame::Msg { .. } => msgs += 1,
+                Frame::Err(e) => err = Some(String::from_utf8_lossy(e).into_owned()),
+                _ => {}
+            })?;
+            conn.rbuf.advance(used);
+            out.msgs += msgs;
+            for _ in 0..pings {
+                conn.wr.write_all(b"PONG\r\n").await?;
+            }
+            if let Some(e) = err {
+                out.checks.error(format!("churner: -ERR {e}"));
+            }
+            if pong {
+                break true;
+            }
+            tokio::select! {
+                r = conn.fill() => { r?; }
+                _ = tokio::time::sleep_until(t.hard.into()) => break false,
+                _ = t.done.changed() => {}
+            }
+        };
+        if !got_pong {
+            break;
+        }
+        out.pairs += CHURN_BATCH;
+    }
+    out.stopped = Instant::now();
+    Ok(out)
+}

@@ -7,8 +7,8 @@
 //! incrementally from one read buffer without allocating per message. By default everything runs
 //! on a single-threaded runtime, so the bench fits on one core.
 //!
-//! Scenarios (subcommands): `pub`, `pubsub` (alias `sub`), `fanout`, `queue`, `request`,
-//! `wildcard`, `conns`, and `compare`, which runs a scenario against two server commands in turn
+//! Scenarios (subcommands): `pub`, `pubsub` (alias `sub`), `fanout`, `fanin`, `queue`,
+//! `request`, `wildcard`, `churn`, `conns`, and `compare`, which runs a scenario against two server commands in turn
 //! and reports medians, the ratio B/A and the run-to-run noise.
 //!
 //! Every run is bounded by a message count and a duration, and only loopback servers
@@ -186,6 +186,42 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         pubs: usize,
     },
+    /// P publishers (8 by default) on one subject and one subscriber, which must get P*N.
+    Fanin {
+        /// Shared flags.
+        #[command(flatten)]
+        common: Common,
+        /// Publishers.
+        #[arg(long, default_value_t = 8)]
+        pubs: usize,
+    },
+    /// The wildcard scenario while other clients subscribe and unsubscribe continuously (SUB
+    /// and UNSUB of the published subjects, in batches of 64 pairs, each confirmed by PING):
+    /// reports message throughput and SUB/UNSUB pairs per second.
+    Churn {
+        /// Shared flags.
+        #[command(flatten)]
+        common: Common,
+        /// Distinct subjects.
+        #[arg(long, default_value_t = 10_000)]
+        subjects: usize,
+        /// Filtered subscribers, as in wildcard, plus one `bench.>`.
+        #[arg(long, default_value_t = 4)]
+        subs: usize,
+        /// Publishers.
+        #[arg(long, default_value_t = 1)]
+        pubs: usize,
+        /// Clients that subscribe and unsubscribe.
+        #[arg(long, default_value_t = 1)]
+        churners: usize,
+        /// Every Nth churned subscription is a wildcard `bench.<a>.*` (0: literal only).
+        #[arg(long, default_value_t = 0)]
+        wildcard_every: u64,
+        /// SUB/UNSUB pairs per second in total, so that every server does the same subscription
+        /// work (0: as fast as the server confirms them, which trades churn for throughput).
+        #[arg(long, default_value_t = 1000.0)]
+        churn_rate: f64,
+    },
     /// Open N idle connections (CONNECT + PING/PONG each) and report the server's memory
     /// before and after (needs --server-pid).
     Conns {
@@ -307,6 +343,8 @@ fn build_spec(cmd: &Command) -> Result<(Spec, Common)> {
         Command::Request { common, .. } => (Kind::Request, common),
         Command::Wildcard { common, .. } => (Kind::Wildcard, common),
         Command::Conns { common, .. } => (Kind::Conns, common),
+        Command::Fanin { common, .. } => (Kind::Fanin, common),
+        Command::Churn { common, .. } => (Kind::Churn, common),
         Command::Compare(_) => bail!("compare cannot be nested"),
     };
     let addr = loopback_addr(&common.server)?;
@@ -351,6 +389,9 @@ fn build_spec(cmd: &Command) -> Result<(Spec, Common)> {
         conns: 0,
         hold: Duration::ZERO,
         progress: !common.quiet && !common.json && !common.csv,
+        churners: 0,
+        wildcard_every: 0,
+        churn_rate: None,
     };
     match cmd {
         Command::Pub { pubs, .. } => spec.pubs = *pubs,
@@ -365,6 +406,15 @@ fn build_spec(cmd: &Command) -> Result<(Spec, Common)> {
             (spec.subjects, spec.subs, spec.pubs) = (*subjects, *subs, *pubs)
         }
         Command::Conns { conns, hold, .. } => (spec.conns, spec.hold) = (*conns, *hold),
+        Command::Fanin { pubs, .. } => spec.pubs = *pubs,
+        Command::Churn { subjects, subs, pubs, churners, wildcard_every, churn_rate, .. } => {
+            if !(churn_rate.is_finite() && *churn_rate >= 0.0) || *churners == 0 {
+                bail!("--churn-rate must be 0 or more and --churners at least 1");
+            }
+            (spec.subjects, spec.subs, spec.pubs, spec.churners, spec.wildcard_every) =
+                (*subjects, *subs, *pubs, *churners, *wildcard_every);
+            spec.churn_rate = (*churn_rate > 0.0).then_some(*churn_rate);
+        }
         Command::Compare(_) => unreachable!(),
     }
     if spec.subs > 10_000 || spec.pubs > 10_000 || spec.requesters > 10_000 || spec.responders > 10_000 {

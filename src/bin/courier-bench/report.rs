@@ -80,6 +80,8 @@ pub struct Report {
     pub spread: Option<Spread>,
     /// Server memory (conns scenario).
     pub memory: Option<Memory>,
+    /// SUB/UNSUB pairs per second the churning clients got through (churn scenario).
+    pub churn_per_sec: Option<f64>,
     /// Throughput over time.
     pub timeline: Vec<Sample>,
     /// Free-form notes (what was not measured and why).
@@ -140,6 +142,9 @@ pub fn human(r: &Report) -> String {
             "published {} received {} in {:.3} s ({} B payloads){stopped}",
             r.published, r.received, r.elapsed_s, r.size
         );
+    }
+    if let Some(c) = r.churn_per_sec {
+        let _ = writeln!(s, "churn: {c:.0} SUB/UNSUB pairs/s");
     }
     if let Some(sp) = &r.spread {
         let _ = writeln!(

@@ -13,8 +13,8 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
 use crate::load::{
-    run_publisher, run_requester, run_responder, run_subscriber, Expect, Filter, PubTask, ReqTask, SubTask,
-    SubjectSpace,
+    run_churner, run_publisher, run_requester, run_responder, run_subscriber, ChurnTask, Expect, Filter, PubTask,
+    ReqTask, SubTask, SubjectSpace,
 };
 use crate::progress::Sampler;
 use crate::proto::{pub_prefix, Conn};
@@ -41,6 +41,10 @@ pub enum Kind {
     Wildcard,
     /// Idle connections and server memory.
     Conns,
+    /// Many publishers, one subscriber.
+    Fanin,
+    /// Publishers on many subjects while other clients subscribe and unsubscribe continuously.
+    Churn,
 }
 
 impl Kind {
@@ -54,6 +58,8 @@ impl Kind {
             Kind::Request => "request",
             Kind::Wildcard => "wildcard",
             Kind::Conns => "conns",
+            Kind::Fanin => "fanin",
+            Kind::Churn => "churn",
         }
     }
 }
@@ -103,6 +109,12 @@ pub struct Spec {
     pub hold: Duration,
     /// Show a progress bar (when stderr is a terminal).
     pub progress: bool,
+    /// Clients that subscribe and unsubscribe continuously (churn).
+    pub churners: usize,
+    /// Every this many churned subscriptions, a wildcard one (0: literal only).
+    pub wildcard_every: u64,
+    /// SUB/UNSUB pairs per second in total; `None` for as fast as the server confirms them.
+    pub churn_rate: Option<f64>,
 }
 
 /// CPU readings at the start of the measurement.
@@ -139,7 +151,9 @@ impl Meter {
 /// Runs a scenario.
 pub async fn run(spec: &Spec) -> Result<Report> {
     match spec.kind {
-        Kind::Pub | Kind::Pubsub | Kind::Fanout | Kind::Queue | Kind::Wildcard => run_pubsub(spec).await,
+        Kind::Pub | Kind::Pubsub | Kind::Fanout | Kind::Queue | Kind::Wildcard | Kind::Fanin | Kind::Churn => {
+            run_pubsub(spec).await
+        }
         Kind::Request => run_request(spec).await,
         Kind::Conns => run_conns(spec).await,
     }
@@ -200,7 +214,8 @@ async fn run_pubsub(spec: &Spec) -> Result<Report> {
         Kind::Pub => (spec.pubs, 0),
         Kind::Pubsub => (spec.pubs, spec.subs),
         Kind::Fanout | Kind::Queue => (1, spec.subs),
-        Kind::Wildcard => (spec.pubs, spec.subs + 1),
+        Kind::Wildcard | Kind::Churn => (spec.pubs, spec.subs + 1),
+        Kind::Fanin => (spec.pubs, 1),
         Kind::Request | Kind::Conns => unreachable!(),
     };
     if pubs == 0 || pubs > usize::from(u16::MAX) {
@@ -209,8 +224,9 @@ async fn run_pubsub(spec: &Spec) -> Result<Report> {
     if kind != Kind::Pub && subs == 0 {
         bail!("--subs must be at least 1");
     }
-    if kind == Kind::Wildcard && spec.size < 16 {
-        bail!("wildcard needs --size 16 or more (payloads carry the sequence number used for routing checks)");
+    let many_subjects = matches!(kind, Kind::Wildcard | Kind::Churn);
+    if many_subjects && spec.size < 16 {
+        bail!("wildcard and churn need --size 16 or more (payloads carry the sequence number used for routing checks)");
     }
     let mut notes = Vec::new();
     size_notes(spec.size, &mut notes);
@@ -220,7 +236,7 @@ async fn run_pubsub(spec: &Spec) -> Result<Report> {
         notes.push("closed loop: latency includes queueing behind the publishers' backlog (use --rate for latency at a given load)".into());
     }
 
-    let space = if kind == Kind::Wildcard { Some(Arc::new(subject_space(spec, pubs)?)) } else { None };
+    let space = if many_subjects { Some(Arc::new(subject_space(spec, pubs)?)) } else { None };
     let prefixes: Arc<Vec<Vec<u8>>> = Arc::new(match &space {
         Some(s) => s.names.iter().map(|n| pub_prefix(std::str::from_utf8(n).expect("ascii"), spec.size)).collect(),
         None => vec![pub_prefix(&spec.subject, spec.size)],
@@ -251,6 +267,12 @@ async fn run_pubsub(spec: &Spec) -> Result<Report> {
     let mut pub_conns = Vec::with_capacity(pubs);
     for _ in 0..pubs {
         pub_conns.push(Conn::connect(spec.addr, spec.size).await?);
+    }
+    let mut churn_conns = Vec::new();
+    if kind == Kind::Churn {
+        for _ in 0..spec.churners {
+            churn_conns.push(Conn::connect(spec.addr, spec.size).await?);
+        }
     }
 
     let sent: Arc<Vec<Arc<AtomicU64>>> = Arc::new((0..pubs).map(|_| Arc::new(AtomicU64::new(0))).collect());
@@ -289,6 +311,19 @@ async fn run_pubsub(spec: &Spec) -> Result<Report> {
         };
         sub_tasks.push(tokio::spawn(run_subscriber(conn, t)));
     }
+    let mut churn_tasks = Vec::new();
+    for (i, conn) in churn_conns.into_iter().enumerate() {
+        let Some(space) = &space else { break };
+        let t = ChurnTask {
+            space: space.clone(),
+            seed: spec.seed.wrapping_add(1000 + i as u64),
+            wildcard_every: spec.wildcard_every,
+            rate: spec.churn_rate.map(|r| r / spec.churners as f64),
+            done: done_rx.clone(),
+            hard,
+        };
+        churn_tasks.push(tokio::spawn(run_churner(conn, t)));
+    }
     let per_pub_rate = spec.rate.map(|r| r / pubs as f64);
     let mut pub_tasks = Vec::with_capacity(pubs);
     for (id, conn) in pub_conns.into_iter().enumerate() {
@@ -325,6 +360,34 @@ async fn run_pubsub(spec: &Spec) -> Result<Report> {
         }
     }
     let _ = done_tx.send(true);
+    let mut churned = 0u64;
+    let mut churn_end = start;
+    for task in churn_tasks {
+        match task.await {
+            Ok(Ok(o)) => {
+                churned += o.pairs;
+                churn_end = churn_end.max(o.stopped);
+                checks.add(&o.checks);
+            }
+            Ok(Err(e)) => checks.error(format!("churner: {e:#}")),
+            Err(e) => checks.error(format!("churner task: {e}")),
+        }
+    }
+    let churn_per_sec = (kind == Kind::Churn).then(|| {
+        let secs = churn_end.saturating_duration_since(start).as_secs_f64();
+        if secs > 0.0 {
+            churned as f64 / secs
+        } else {
+            0.0
+        }
+    });
+    if kind == Kind::Churn {
+        notes.push(format!(
+            "churn: {churned} SUB/UNSUB pairs by {} client(s), {:.0} pairs/s",
+            spec.churners,
+            churn_per_sec.unwrap_or(0.0)
+        ));
+    }
     let mut outcomes = Vec::with_capacity(subs);
     for task in sub_tasks {
         match task.await {
@@ -415,6 +478,7 @@ async fn run_pubsub(spec: &Spec) -> Result<Report> {
         stopped_by_duration: published < pubs as u64 * spec.msgs,
         spread: (kind == Kind::Queue).then(|| Spread::new(members)),
         memory: None,
+        churn_per_sec,
         timeline,
         notes,
         histogram: (!hist.is_empty()).then_some(hist),
@@ -555,6 +619,7 @@ async fn run_request(spec: &Spec) -> Result<Report> {
         stopped_by_duration: published < k as u64 * spec.msgs,
         spread: (r > 1).then(|| Spread::new(members)),
         memory: None,
+        churn_per_sec: None,
         timeline,
         notes,
         histogram: (!hist.is_empty()).then_some(hist),
@@ -666,6 +731,7 @@ async fn run_conns(spec: &Spec) -> Result<Report> {
         stopped_by_duration: stopped,
         spread: None,
         memory,
+        churn_per_sec: None,
         timeline,
         notes,
         histogram: None,
