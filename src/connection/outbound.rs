@@ -162,36 +162,41 @@ impl Outbound {
         if self.pending() + need > self.max_pending() {
             return if self.inner.lock().state == State::Open { Push::SlowConsumer } else { Push::Closed };
         }
-        let mut inner = self.inner.lock();
-        if inner.state != State::Open {
+        if !self.append(need, write) {
             return Push::Closed;
         }
-        let chunk = inner.tail(need);
-        let before = chunk.len();
-        write(chunk);
-        let added = chunk.len() - before;
-        inner.queued += added;
         // Only writers holding the lock change these, so a load and a store are enough.
         self.out_msgs.store(self.out_msgs.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         self.out_bytes.store(self.out_bytes.load(Ordering::Relaxed) + payload_len as u64, Ordering::Relaxed);
-        self.pending.fetch_add(added, Ordering::Relaxed);
         Push::Queued
     }
 
     /// Queues protocol bytes (PONG, +OK, -ERR, INFO, PING) that `write` appends; `need` is an
     /// upper bound on how many.
     pub fn push_with(&self, need: usize, write: impl FnOnce(&mut BytesMut)) -> Push {
+        if self.append(need, write) {
+            Push::Queued
+        } else {
+            Push::Closed
+        }
+    }
+
+    /// Appends what `write` encodes (at most `need` bytes) to the queue; false when the
+    /// connection is closing.
+    #[inline]
+    fn append(&self, need: usize, write: impl FnOnce(&mut BytesMut)) -> bool {
         let mut inner = self.inner.lock();
         if inner.state != State::Open {
-            return Push::Closed;
+            return false;
         }
         let chunk = inner.tail(need);
         let before = chunk.len();
         write(chunk);
         let added = chunk.len() - before;
         inner.queued += added;
+        drop(inner);
         self.pending.fetch_add(added, Ordering::Relaxed);
-        Push::Queued
+        true
     }
 
     /// Queues raw protocol bytes.

@@ -57,9 +57,16 @@ pub fn msg(out: &mut BytesMut, m: &Message<'_>, sid: &[u8], with_headers: bool) 
         out.put_slice(reply);
         out.put_u8(b' ');
     }
+    sizes_and_body(out, hdr.then_some(m.header_len), body);
+}
+
+/// Ends a message line: the header size when there are headers, the total size, CRLF, the
+/// payload and CRLF.
+#[inline]
+fn sizes_and_body(out: &mut BytesMut, header_len: Option<usize>, body: &[u8]) {
     let mut num = itoa::Buffer::new();
-    if hdr {
-        out.put_slice(num.format(m.header_len).as_bytes());
+    if let Some(h) = header_len {
+        out.put_slice(num.format(h).as_bytes());
         out.put_u8(b' ');
     }
     out.put_slice(num.format(body.len()).as_bytes());
@@ -128,15 +135,7 @@ pub fn routed<Q: AsRef<[u8]>>(out: &mut BytesMut, hop: Hop<'_>, m: &Message<'_>,
             out.put_u8(b' ');
         }
     }
-    let mut num = itoa::Buffer::new();
-    if hdr {
-        out.put_slice(num.format(m.header_len).as_bytes());
-        out.put_u8(b' ');
-    }
-    out.put_slice(num.format(body.len()).as_bytes());
-    out.put_slice(b"\r\n");
-    out.put_slice(body);
-    out.put_slice(b"\r\n");
+    sizes_and_body(out, hdr.then_some(m.header_len), body);
 }
 
 #[cfg(test)]

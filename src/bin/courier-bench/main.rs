@@ -176,15 +176,9 @@ pub enum Command {
         /// Shared flags.
         #[command(flatten)]
         common: Common,
-        /// Distinct subjects.
-        #[arg(long, default_value_t = 10_000)]
-        subjects: usize,
-        /// Filtered subscribers (alternating `bench.*.<b>` and `bench.<a>.*`), plus one `bench.>`.
-        #[arg(long, default_value_t = 4)]
-        subs: usize,
-        /// Publishers.
-        #[arg(long, default_value_t = 1)]
-        pubs: usize,
+        /// The subjects and who publishes and subscribes to them.
+        #[command(flatten)]
+        space: SpaceArgs,
     },
     /// P publishers (8 by default) on one subject and one subscriber, which must get P*N.
     Fanin {
@@ -202,15 +196,9 @@ pub enum Command {
         /// Shared flags.
         #[command(flatten)]
         common: Common,
-        /// Distinct subjects.
-        #[arg(long, default_value_t = 10_000)]
-        subjects: usize,
-        /// Filtered subscribers, as in wildcard, plus one `bench.>`.
-        #[arg(long, default_value_t = 4)]
-        subs: usize,
-        /// Publishers.
-        #[arg(long, default_value_t = 1)]
-        pubs: usize,
+        /// The subjects and who publishes and subscribes to them.
+        #[command(flatten)]
+        space: SpaceArgs,
         /// Clients that subscribe and unsubscribe.
         #[arg(long, default_value_t = 1)]
         churners: usize,
@@ -240,6 +228,20 @@ pub enum Command {
     /// Example: courier-bench compare --a "nats-server -a 127.0.0.1 -p {port}"
     /// --b "target/release/courier -a 127.0.0.1 -p {port}" --runs 5 -- pubsub --size 16
     Compare(CompareArgs),
+}
+
+/// The subject space of `wildcard` and `churn`.
+#[derive(Debug, Clone, Args)]
+pub struct SpaceArgs {
+    /// Distinct subjects.
+    #[arg(long, default_value_t = 10_000)]
+    pub subjects: usize,
+    /// Filtered subscribers (alternating `bench.*.<b>` and `bench.<a>.*`), plus one `bench.>`.
+    #[arg(long, default_value_t = 4)]
+    pub subs: usize,
+    /// Publishers.
+    #[arg(long, default_value_t = 1)]
+    pub pubs: usize,
 }
 
 /// Flags of `compare`.
@@ -402,17 +404,17 @@ fn build_spec(cmd: &Command) -> Result<(Spec, Common)> {
             (spec.requesters, spec.responders, spec.inflight, spec.group) =
                 (*requesters, *responders, *inflight, group.clone())
         }
-        Command::Wildcard { subjects, subs, pubs, .. } => {
-            (spec.subjects, spec.subs, spec.pubs) = (*subjects, *subs, *pubs)
+        Command::Wildcard { space, .. } => {
+            (spec.subjects, spec.subs, spec.pubs) = (space.subjects, space.subs, space.pubs)
         }
         Command::Conns { conns, hold, .. } => (spec.conns, spec.hold) = (*conns, *hold),
         Command::Fanin { pubs, .. } => spec.pubs = *pubs,
-        Command::Churn { subjects, subs, pubs, churners, wildcard_every, churn_rate, .. } => {
+        Command::Churn { space, churners, wildcard_every, churn_rate, .. } => {
             if !(churn_rate.is_finite() && *churn_rate >= 0.0) || *churners == 0 {
                 bail!("--churn-rate must be 0 or more and --churners at least 1");
             }
             (spec.subjects, spec.subs, spec.pubs, spec.churners, spec.wildcard_every) =
-                (*subjects, *subs, *pubs, *churners, *wildcard_every);
+                (space.subjects, space.subs, space.pubs, *churners, *wildcard_every);
             spec.churn_rate = (*churn_rate > 0.0).then_some(*churn_rate);
         }
         Command::Compare(_) => unreachable!(),
