@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::auth::permissions::{ResponsePermission, Rule, SubjectRules};
 use crate::auth::{Authorization, NkeyUser, Permissions, User};
 use crate::conf::{self, ConfError, Item, Map, Pos, Value};
-use crate::options::Options;
+use crate::options::{JetStreamOptions, Options, SyncInterval};
 use crate::tls::{HandshakeFirst, TlsOptions};
 
 /// Why a config file could not be used.
@@ -45,6 +45,7 @@ pub fn apply(map: &Map, opts: &mut Options) -> Result<Vec<String>, ConfigError> 
     let mut warnings = Vec::new();
     let mut operators: Vec<(String, &Item)> = Vec::new();
     let mut preload: Option<&Item> = None;
+    let mut store_dir: Option<(&Item, std::path::PathBuf)> = None;
     for (key, item) in map.iter() {
         if map.is_referenced(key) {
             continue;
@@ -111,7 +112,9 @@ pub fn apply(map: &Map, opts: &mut Options) -> Result<Vec<String>, ConfigError> 
             "accounts" | "trusted_keys" | "no_auth_user" => {
                 return Err(invalid(item, format!("{key}: not supported yet")))
             }
-            "cluster" | "leafnodes" | "leaf" | "gateway" | "websocket" | "ws" | "mqtt" | "jetstream" | "store_dir" => {
+            "jetstream" => opts.jetstream = jetstream(item, opts.jetstream.take(), &mut warnings)?,
+            "store_dir" | "storedir" => store_dir = Some((item, item.expect_str()?.into())),
+            "cluster" | "leafnodes" | "leaf" | "gateway" | "websocket" | "ws" | "mqtt" => {
                 warnings.push(format!("{}: {key} is not served by this server; ignored", item.pos))
             }
             _ => return Err(invalid(item, format!("unknown field \"{key}\""))),
@@ -133,6 +136,12 @@ pub fn apply(map: &Map, opts: &mut Options) -> Result<Vec<String>, ConfigError> 
     } else if let Some(preload) = preload {
         return Err(invalid(preload, "resolver_preload needs an operator"));
     }
+    if let (Some((item, dir)), Some(js)) = (store_dir, opts.jetstream.as_mut()) {
+        if js.store_dir.is_some() {
+            return Err(invalid(item, "Duplicate 'store_dir' configuration"));
+        }
+        js.store_dir = Some(dir);
+    }
     opts.apply_baseline();
     if opts.max_payload > opts.max_pending {
         return Err(ConfigError::Invalid {
@@ -144,6 +153,61 @@ pub fn apply(map: &Map, opts: &mut Options) -> Result<Vec<String>, ConfigError> 
         });
     }
     Ok(warnings)
+}
+
+/// `jetstream: true|false|enabled|disabled` or a `jetstream {}` block, as nats-server reads it.
+fn jetstream(
+    item: &Item,
+    current: Option<JetStreamOptions>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<JetStreamOptions>, ConfigError> {
+    let mut js = current.unwrap_or_default();
+    match &item.value {
+        Value::Bool(on) => Ok(on.then_some(js)),
+        Value::String(s) => match s.to_ascii_lowercase().as_str() {
+            "enabled" | "enable" => Ok(Some(js)),
+            "disabled" | "disable" => Ok(None),
+            _ => Err(invalid(item, format!("Expected 'enabled' or 'disabled' for string value, got '{s}'"))),
+        },
+        Value::Map(map) => {
+            let mut enable = true;
+            for (key, v) in map.iter() {
+                if map.is_referenced(key) {
+                    continue;
+                }
+                match key.to_ascii_lowercase().as_str() {
+                    "store" | "store_dir" | "storedir" => js.store_dir = Some(v.expect_str()?.into()),
+                    "max_memory_store" | "max_mem_store" | "max_mem" => js.max_memory = Some(conf::size_of(v)?),
+                    "max_file_store" | "max_file" => js.max_store = Some(conf::size_of(v)?),
+                    "sync_interval" | "sync" => {
+                        js.sync_interval = match &v.value {
+                            Value::String(s) if s.eq_ignore_ascii_case("always") => SyncInterval::Always,
+                            _ => SyncInterval::Every(conf::duration_of(v)?),
+                        }
+                    }
+                    "strict" => js.strict = v.expect_bool()?,
+                    "enable" | "enabled" => enable = v.expect_bool()?,
+                    "key" | "ek" | "encryption_key" | "cipher" => {
+                        return Err(invalid(v, format!("jetstream {key}: encryption at rest is not supported yet")))
+                    }
+                    "domain" | "limits" => return Err(invalid(v, format!("jetstream {key}: not supported yet"))),
+                    "unique_tag"
+                    | "extension_hint"
+                    | "max_outstanding_catchup"
+                    | "max_buffered_msgs"
+                    | "max_buffered_size"
+                    | "request_queue_limit" => {
+                        warnings.push(format!("{}: jetstream {key} has no effect on a single server; ignored", v.pos))
+                    }
+                    _ => return Err(invalid(v, format!("unknown field \"{key}\" in jetstream"))),
+                }
+            }
+            Ok(enable.then_some(js))
+        }
+        other => {
+            Err(invalid(item, format!("Expected map, bool or string to define JetStream, got {}", other.type_name())))
+        }
+    }
 }
 
 fn port_of(item: &Item) -> Result<u16, ConfigError> {
@@ -446,8 +510,20 @@ mod tests {
         assert!(load("operator: eyJnotajwt").is_err());
         assert!(load("resolver_preload { A: x }").is_err());
         assert!(load("authorization { users = [ {nkey: UNOTAKEY} ] }").is_err());
-        let (_, w) = load("jetstream { max_mem_store: 1MB }").unwrap();
-        assert_eq!(w.len(), 1);
+        let (o, w) =
+            load("jetstream { max_mem_store: 1MB, store_dir: \"/var/lib/courier\", sync_interval: always }").unwrap();
+        assert!(w.is_empty());
+        let js = o.jetstream.unwrap();
+        assert_eq!(
+            (js.max_memory, js.store_dir.as_deref()),
+            (Some(1024 * 1024), Some(std::path::Path::new("/var/lib/courier")))
+        );
+        assert_eq!(js.sync_interval, SyncInterval::Always);
+        let (o, _) = load("jetstream: enabled\nstore_dir: /tmp/s").unwrap();
+        assert_eq!(o.jetstream.unwrap().store_dir.as_deref(), Some(std::path::Path::new("/tmp/s")));
+        assert!(load("jetstream: false").unwrap().0.jetstream.is_none());
+        assert!(load("jetstream { key: secret }").is_err(), "encryption is refused, not ignored");
+        assert!(load("jetstream { bogus: 1 }").is_err());
         assert!(load("max_payload: 2MB\nmax_pending: 1MB").is_err());
         let (o, _) = load("PORT = 4999\nport: $PORT").unwrap();
         assert_eq!(o.port, 4999);

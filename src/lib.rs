@@ -12,6 +12,7 @@
 //! - [`proto`]: the client protocol: the parser (no I/O), the encoders (including the route
 //!   and leaf forms of a message), the `-ERR` texts, CONNECT and INFO.
 //! - [`subject`]: subject validation and matching rules.
+//! - [`format`]: time and duration text as nats-server writes it in JSON.
 //! - [`sublist`]: the subject trie that finds the subscriptions a subject matches, its shared
 //!   match cache (patched on every insert and remove) and each publisher's view of it.
 //! - [`connection`]: what any socket connection shares with other tasks: its outbound queue and
@@ -39,6 +40,8 @@ pub mod conf;
 pub mod config;
 pub mod connection;
 pub mod delivery;
+pub mod format;
+pub mod jetstream;
 pub mod listener;
 pub mod logging;
 pub mod monitor;

@@ -11,9 +11,8 @@ use tracing::{error, info, warn};
 
 /// Courier: a NATS-protocol message broker.
 ///
-/// Flags follow nats-server's. Clustering, leaf nodes and JetStream are not served yet:
-/// --routes, --cluster, --cluster_name and -js are refused; --store_dir is accepted and ignored
-/// (it only matters with JetStream).
+/// Flags follow nats-server's. Clustering and leaf nodes are not served yet: --routes,
+/// --cluster and --cluster_name are refused.
 #[derive(Debug, Parser)]
 #[command(name = "courier", version, disable_version_flag = true)]
 struct Cli {
@@ -54,10 +53,10 @@ struct Cli {
     /// as SIGNAL=PID (also -sl).
     #[arg(long = "signal")]
     signal: Option<String>,
-    /// Storage directory for JetStream (accepted and ignored).
+    /// Storage directory for JetStream (also -sd).
     #[arg(long = "store_dir", visible_alias = "sd")]
     store_dir: Option<PathBuf>,
-    /// Enable JetStream (not supported).
+    /// Enable JetStream (also -js).
     #[arg(long = "jetstream")]
     jetstream: bool,
     /// Cluster URL (not supported).
@@ -192,8 +191,8 @@ fn send_signal(spec: &str) -> Result<()> {
 /// Builds the options: defaults, then the config file, then the flags. Returns warnings about
 /// ignored settings, to log once logging is up.
 fn options_from(cli: &Cli) -> Result<(Options, Vec<String>)> {
-    if cli.jetstream || cli.cluster.is_some() || cli.routes.is_some() || cli.cluster_name.is_some() {
-        bail!("clustering and JetStream are not supported by this server");
+    if cli.cluster.is_some() || cli.routes.is_some() || cli.cluster_name.is_some() {
+        bail!("clustering is not supported by this server");
     }
     let mut opts = Options::default();
     let warnings = match &cli.config {
@@ -252,6 +251,12 @@ fn options_from(cli: &Cli) -> Result<(Options, Vec<String>)> {
     }
     if let Some(port) = cli.http_port {
         opts.http_port = Some(port);
+    }
+    if cli.jetstream && opts.jetstream.is_none() {
+        opts.jetstream = Some(courier::options::JetStreamOptions::default());
+    }
+    if let (Some(dir), Some(js)) = (&cli.store_dir, opts.jetstream.as_mut()) {
+        js.store_dir = Some(dir.clone());
     }
     opts.worker_threads = match cli.threads {
         Some(0) => bail!("--threads must be at least 1"),

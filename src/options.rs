@@ -21,6 +21,45 @@ pub const DEFAULT_MAX_PENDING: usize = 64 * 1024 * 1024;
 /// Default limit on concurrent client connections.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64 * 1024;
 
+/// How often file stores are synced to disk, as nats-server's `jetstream { sync_interval }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncInterval {
+    /// fsync this often; what was acknowledged before is still in the operating system's
+    /// hands after a crash of the server process, but not after a power loss.
+    Every(Duration),
+    /// fsync before every acknowledgement (`sync_interval: always`).
+    Always,
+}
+
+/// JetStream's settings (`-js`, `--store_dir`, the `jetstream {}` block).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JetStreamOptions {
+    /// Where file streams live; `<store_dir>/jetstream/<account>/streams/<stream>`. `None`
+    /// means nats-server's default, `$TMPDIR/nats`.
+    pub store_dir: Option<PathBuf>,
+    /// Bytes memory streams may hold in all; `None` means 75% of the machine's memory.
+    pub max_memory: Option<u64>,
+    /// Bytes file streams may hold in all; `None` means 75% of the free disk.
+    pub max_store: Option<u64>,
+    /// How often file stores are synced.
+    pub sync_interval: SyncInterval,
+    /// nats-server's `strict` (refuse API requests with unknown fields); accepted, and the API
+    /// is as strict as nats-server 2.9.10 is.
+    pub strict: bool,
+}
+
+impl Default for JetStreamOptions {
+    fn default() -> Self {
+        JetStreamOptions {
+            store_dir: None,
+            max_memory: None,
+            max_store: None,
+            sync_interval: SyncInterval::Every(Duration::from_secs(120)),
+            strict: false,
+        }
+    }
+}
+
 /// The settings a server runs with.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -74,6 +113,8 @@ pub struct Options {
     pub lame_duck_duration: Duration,
     /// How long lame duck mode waits before it starts closing clients.
     pub lame_duck_grace_period: Duration,
+    /// JetStream, when enabled.
+    pub jetstream: Option<JetStreamOptions>,
     /// Threads that run connections (the command line's `--threads`, or `GOMAXPROCS` as for
     /// nats-server); 0 means one per CPU available. Fixed at start.
     pub worker_threads: usize,
@@ -157,6 +198,7 @@ impl Default for Options {
             lame_duck_duration: Duration::from_secs(120),
             lame_duck_grace_period: Duration::from_secs(10),
             worker_threads: 0,
+            jetstream: None,
         }
     }
 }

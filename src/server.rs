@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::connection::{CloseReason, Connection, Kind, Push};
+use crate::jetstream::JetStream;
 use crate::listener::Listeners;
 use crate::options::Options;
 use crate::state::{Live, ServerState};
@@ -35,6 +36,7 @@ pub enum ReloadError {
 /// A bound server, ready to [`run`](Server::run).
 pub struct Server {
     state: Arc<ServerState>,
+    jetstream: Option<Arc<JetStream>>,
     listeners: Listeners,
     addr: SocketAddr,
     tracker: TaskTracker,
@@ -44,6 +46,7 @@ pub struct Server {
 #[derive(Clone)]
 pub struct ServerHandle {
     state: Arc<ServerState>,
+    jetstream: Option<Arc<JetStream>>,
     addr: SocketAddr,
 }
 
@@ -105,6 +108,11 @@ impl ServerHandle {
     pub fn state(&self) -> &Arc<ServerState> {
         &self.state
     }
+
+    /// JetStream, when enabled.
+    pub fn jetstream(&self) -> Option<&Arc<JetStream>> {
+        self.jetstream.as_ref()
+    }
 }
 
 /// A server id in nats-server's form: `N` and 55 base32 characters.
@@ -127,7 +135,11 @@ impl Server {
         if let Some(monitor) = listeners.monitor_addr() {
             state.set_monitor_port(monitor.port());
         }
-        Ok(Server { state, listeners, addr, tracker: TaskTracker::new() })
+        let jetstream = match &state.opts().jetstream {
+            Some(js) => Some(JetStream::start(&state, js)?),
+            None => None,
+        };
+        Ok(Server { state, jetstream, listeners, addr, tracker: TaskTracker::new() })
     }
 
     /// The bound address.
@@ -137,13 +149,16 @@ impl Server {
 
     /// A handle for stopping the server and reading its counters.
     pub fn handle(&self) -> ServerHandle {
-        ServerHandle { state: Arc::clone(&self.state), addr: self.addr }
+        ServerHandle { state: Arc::clone(&self.state), jetstream: self.jetstream.clone(), addr: self.addr }
     }
 
     /// Accepts clients until shutdown, then waits (up to the shutdown grace period) for every
     /// connection to flush and close.
     pub async fn run(self) {
-        let Server { state, listeners, tracker, .. } = self;
+        let Server { state, listeners, tracker, jetstream, .. } = self;
+        if let Some(js) = &jetstream {
+            tokio::spawn(Arc::clone(js).housekeeping(state.shutdown.clone()));
+        }
         listeners.run(Arc::clone(&state), tracker.clone()).await;
         if state.lame_duck.is_cancelled() && !state.shutdown.is_cancelled() {
             lame_duck(&state).await;
@@ -161,6 +176,9 @@ impl Server {
                 "Shutdown grace period passed with {} connections open",
                 state.stats.connections.load(std::sync::atomic::Ordering::Relaxed)
             );
+        }
+        if let Some(js) = &jetstream {
+            js.shutdown();
         }
         info!("Server Exiting..");
     }

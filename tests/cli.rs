@@ -181,7 +181,7 @@ fn check_config_and_errors() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("courier"));
 
-    let out = run(&["--jetstream"]);
+    let out = run(&["-t", "--routes", "nats://127.0.0.1:6222"]);
     assert!(!out.status.success(), "unsupported features are refused, not ignored");
 }
 

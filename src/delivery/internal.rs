@@ -13,6 +13,12 @@ pub trait InternalSink: Send + Sync {
     /// not delivered, so a queue group tries its next member).
     fn deliver(&self, sub: &Subscription, msg: &Message<'_>) -> bool;
 
+    /// Called once after the publisher has handed over a batch of messages (a whole read of a
+    /// client, or one internal publish): a sink that buffers work (a store writing many
+    /// messages with one write) finishes it here. Called on the publisher's task; the default
+    /// does nothing.
+    fn flush(&self) {}
+
     /// A name for monitoring and logs.
     fn name(&self) -> &str;
 }

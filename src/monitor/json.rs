@@ -9,8 +9,8 @@ use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use serde::Serialize;
 
-use super::format::{go_duration, rfc3339, uptime};
 use crate::connection::{ConnMeta, Connection, Kind};
+use crate::format::{go_duration, rfc3339, uptime};
 use crate::state::{ClosedConn, StateView};
 use crate::sublist::Subscribable;
 

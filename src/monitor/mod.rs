@@ -6,7 +6,6 @@
 //! nats-server's field names, `/metrics` in the Prometheus text format, and `/` (a page that
 //! charts message rates and lists connections, refreshed live).
 
-mod format;
 mod json;
 mod metrics;
 
@@ -23,8 +22,8 @@ use tracing::{info, warn};
 
 use crate::state::StateView;
 
-pub(crate) use format::civil;
-pub use format::{go_duration, rfc3339, uptime};
+pub(crate) use crate::format::civil;
+pub use crate::format::{go_duration, rfc3339, uptime};
 
 /// The live page, self-contained: no scripts or styles from elsewhere.
 const PAGE: &str = include_str!("page.html");

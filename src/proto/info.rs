@@ -32,6 +32,9 @@ pub struct ServerInfo {
     pub tls_verify: bool,
     /// Largest payload accepted.
     pub max_payload: usize,
+    /// JetStream is enabled.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub jetstream: bool,
     /// This connection's id (left out of the INFO sent to every client at once).
     #[serde(skip_serializing_if = "is_zero")]
     pub client_id: u64,

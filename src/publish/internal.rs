@@ -24,10 +24,16 @@ impl InternalPublisher {
 
     /// Publishes `msg` in `account`; returns whether anyone got it.
     ///
-    /// Must not be called from inside an internal consumer's delivery of a message published
-    /// through this same publisher.
     pub fn publish(&self, account: &Account, msg: &Message<'_>) -> bool {
-        let mut publisher = self.publisher.lock();
+        // Re-entered from an internal consumer's flush (a store acknowledging what it wrote),
+        // or busy on another thread: a publisher of its own for this one message.
+        match self.publisher.try_lock() {
+            Some(mut publisher) => self.publish_with(&mut publisher, account, msg),
+            None => self.publish_with(&mut Publisher::new(rand::random()), account, msg),
+        }
+    }
+
+    fn publish_with(&self, publisher: &mut Publisher, account: &Account, msg: &Message<'_>) -> bool {
         let delivered = publisher.publish(&self.state, account, Origin::Internal, msg);
         publisher.flush(&self.state);
         delivered

@@ -24,7 +24,7 @@ use rustc_hash::FxHashMap;
 
 use crate::account::{Account, Removal};
 use crate::connection::{CloseReason, Connection, Push};
-use crate::delivery::{Admit, Message, Subscription, Target};
+use crate::delivery::{Admit, InternalSink, Message, Subscription, Target};
 use crate::proto::encode::{self, Hop};
 use crate::state::ServerState;
 use crate::sublist::PublisherCache;
@@ -66,6 +66,8 @@ pub struct Publisher {
     touched: FxHashMap<u64, Arc<Connection>>,
     /// Route and leaf connections the current message goes to (reused between messages).
     hops: Vec<HopTarget>,
+    /// Internal consumers handed messages since the last flush, to flush in turn.
+    sinks: Vec<Arc<dyn InternalSink>>,
     /// State of a xorshift generator for picking queue members.
     rng: u64,
     /// Messages delivered since the last flush, for the server's counters.
@@ -83,6 +85,7 @@ impl Publisher {
             cache: PublisherCache::default(),
             touched: FxHashMap::default(),
             hops: Vec::new(),
+            sinks: Vec::new(),
             rng: seed | 1,
             out_msgs: 0,
             out_bytes: 0,
@@ -201,7 +204,11 @@ impl Publisher {
                 if !self.admit(account, sub) {
                     return false;
                 }
-                sink.deliver(sub, msg)
+                let taken = sink.deliver(sub, msg);
+                if taken && !self.sinks.iter().any(|s| Arc::ptr_eq(s, sink)) {
+                    self.sinks.push(Arc::clone(sink));
+                }
+                taken
             }
         }
     }
@@ -277,8 +284,12 @@ impl Publisher {
         self.touched.entry(conn.cid).or_insert_with(|| Arc::clone(conn));
     }
 
-    /// Adds the counters gathered since the last call to the server's.
+    /// Adds the counters gathered since the last call to the server's, and lets the internal
+    /// consumers handed messages finish their batch.
     fn report(&mut self, server: &ServerState) {
+        for sink in std::mem::take(&mut self.sinks) {
+            sink.flush();
+        }
         let (lookups, hits) = self.cache.take_counts();
         if lookups > 0 {
             server.stats.lookups.fetch_add(lookups, Ordering::Relaxed);

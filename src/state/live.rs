@@ -47,6 +47,7 @@ impl Live {
             tls_required: opts.tls.is_some(),
             tls_verify: opts.tls.as_ref().is_some_and(|t| t.verify),
             max_payload: opts.max_payload,
+            jetstream: opts.jetstream.is_some(),
             client_id: 0,
             client_ip: String::new(),
             nonce: String::new(),

@@ -1,4 +1,4 @@
-//! Time and duration text as nats-server's monitoring JSON writes it.
+//! Time and duration text as nats-server writes it in JSON (monitoring, JetStream).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,6 +32,21 @@ pub fn rfc3339(t: SystemTime) -> String {
     }
     out.push('Z');
     out
+}
+
+/// A timestamp in nanoseconds since the Unix epoch as Go writes `time.Time` in JSON; 0 is Go's
+/// zero time, `0001-01-01T00:00:00Z`, as nats-server writes it for a stream that never had a
+/// message.
+pub fn rfc3339_nanos(nanos: i64) -> String {
+    if nanos <= 0 {
+        return "0001-01-01T00:00:00Z".to_string();
+    }
+    rfc3339(UNIX_EPOCH + Duration::from_nanos(nanos as u64))
+}
+
+/// Nanoseconds since the Unix epoch now.
+pub fn now_nanos() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
 }
 
 /// A duration as nats-server prints uptimes: `1d2h3m4s`, `5m0s`, `0s`.

@@ -1,0 +1,480 @@
+//! JetStream: streams that keep the messages published to their subjects, on the NATS
+//! JetStream API that the official clients speak.
+//!
+//! - [`store`]: where a stream's messages live (memory, or checksummed segment files), with the
+//!   limits both apply.
+//! - [`stream`]: one stream: it is an internal consumer of its account's subjects, checks each
+//!   publish as nats-server does, stores it and acknowledges it once written.
+//! - [`api`]: the `$JS.API` handlers and their JSON.
+//! - [`config`]: stream configuration defaults and validation.
+//! - [`meta`]: a file stream's configuration on disk.
+//! - [`headers`]: NATS header blocks as JetStream reads and writes them.
+//!
+//! On disk, as nats-server: `<store_dir>/jetstream/<account>/streams/<stream>/`.
+
+pub mod api;
+pub mod config;
+pub mod headers;
+pub mod meta;
+pub mod store;
+pub mod stream;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use parking_lot::{Mutex, RwLock};
+use rustc_hash::FxBuildHasher;
+use tracing::{error, info, warn};
+
+use self::api::errors::ApiError;
+use self::api::types::{Storage, StreamConfig};
+use self::store::{FileStore, MemoryStore, Store};
+use self::stream::Stream;
+use crate::account::Account;
+use crate::delivery::{InternalSink, Message, Subscription, Target};
+use crate::format::now_nanos;
+use crate::options::{JetStreamOptions, SyncInterval};
+use crate::publish::InternalPublisher;
+use crate::state::ServerState;
+
+/// How often expiry, dedupe pruning and compaction run.
+const TICK: Duration = Duration::from_millis(250);
+
+/// What every stream of the server shares.
+pub struct Shared {
+    /// Publishes acknowledgements, API answers and direct-get replies.
+    pub(crate) publisher: InternalPublisher,
+    /// `<store_dir>/jetstream`.
+    root: PathBuf,
+    /// Bytes memory streams may hold in all.
+    max_memory: i64,
+    /// Bytes file streams may hold in all.
+    max_store: i64,
+    /// Bytes memory and file streams hold now.
+    memory_used: AtomicI64,
+    store_used: AtomicI64,
+    /// Bytes reserved by streams' max_bytes.
+    memory_reserved: AtomicI64,
+    store_reserved: AtomicI64,
+    /// fsync before acknowledging.
+    sync_always: bool,
+    /// How often to fsync otherwise.
+    sync_interval: Duration,
+}
+
+impl Shared {
+    fn used(&self, storage: Storage) -> &AtomicI64 {
+        if storage == Storage::Memory {
+            &self.memory_used
+        } else {
+            &self.store_used
+        }
+    }
+
+    fn reserved(&self, storage: Storage) -> &AtomicI64 {
+        if storage == Storage::Memory {
+            &self.memory_reserved
+        } else {
+            &self.store_reserved
+        }
+    }
+
+    pub(crate) fn add_usage(&self, storage: Storage, delta: i64) {
+        self.used(storage).fetch_add(delta, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_reserved(&self, storage: Storage, delta: i64) {
+        self.reserved(storage).fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// Whether the server's storage of this kind is used up.
+    pub(crate) fn limits_exceeded(&self, storage: Storage) -> bool {
+        let max = if storage == Storage::Memory { self.max_memory } else { self.max_store };
+        max >= 0 && self.used(storage).load(Ordering::Relaxed) > max
+    }
+
+    /// Whether a stream reserving `bytes` more fits in the server's limits.
+    fn fits(&self, storage: Storage, bytes: i64) -> Result<(), ApiError> {
+        let (max, err) = if storage == Storage::Memory {
+            (self.max_memory, ApiError::memory_resources_exceeded())
+        } else {
+            (self.max_store, ApiError::storage_resources_exceeded())
+        };
+        if max >= 0 && self.reserved(storage).load(Ordering::Relaxed) + bytes > max {
+            return Err(err);
+        }
+        Ok(())
+    }
+}
+
+/// JetStream in one account: its streams and its API.
+pub struct JsAccount {
+    account: Arc<Account>,
+    shared: Arc<Shared>,
+    /// Where its streams' directories are.
+    dir: PathBuf,
+    streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    /// Serialises creates, updates and deletes.
+    admin: Mutex<()>,
+    api_total: AtomicU64,
+    api_errors: AtomicU64,
+}
+
+impl JsAccount {
+    /// The stream with this name.
+    pub fn stream(&self, name: &str) -> Option<Arc<Stream>> {
+        self.streams.read().get(name).cloned()
+    }
+
+    /// Every stream, by name.
+    pub fn streams(&self) -> Vec<Arc<Stream>> {
+        self.streams.read().values().cloned().collect()
+    }
+
+    /// How many streams there are.
+    pub fn stream_count(&self) -> usize {
+        self.streams.read().len()
+    }
+
+    /// Memory and file bytes its streams hold.
+    pub fn usage(&self) -> (u64, u64) {
+        let mut mem = 0;
+        let mut file = 0;
+        for s in self.streams() {
+            let (cfg, bytes) = (s.config(), s.info(false, None).map_or(0, |(i, _)| i.state.bytes));
+            if cfg.storage == Storage::Memory {
+                mem += bytes;
+            } else {
+                file += bytes;
+            }
+        }
+        (mem, file)
+    }
+
+    /// API calls and errors so far.
+    pub fn api_counts(&self) -> (u64, u64) {
+        (self.api_total.load(Ordering::Relaxed), self.api_errors.load(Ordering::Relaxed))
+    }
+
+    fn stream_dir(&self, name: &str) -> PathBuf {
+        self.dir.join("streams").join(name)
+    }
+
+    /// Opens the store a new or recovered stream needs.
+    fn open_store(&self, cfg: &StreamConfig) -> Result<Store, store::StoreError> {
+        let limits = config::limits(cfg);
+        match cfg.storage {
+            Storage::Memory => Ok(Store::Memory(MemoryStore::new(limits, cfg.first_seq))),
+            _ => {
+                let since = now_nanos() - cfg.duplicate_window;
+                let dir = self.stream_dir(&cfg.name).join("msgs");
+                Ok(Store::File(FileStore::open(&dir, limits, cfg.first_seq, self.shared.sync_always, since)?))
+            }
+        }
+    }
+
+    /// Creates a stream (or returns the existing one when its configuration is the same).
+    pub(crate) fn create_stream(&self, cfg: StreamConfig) -> Result<Arc<Stream>, ApiError> {
+        let cfg = config::check(&cfg)?;
+        if cfg.num_replicas > 1 {
+            return Err(ApiError::replicas_not_supported());
+        }
+        let _admin = self.admin.lock();
+        if let Some(existing) = self.stream(&cfg.name) {
+            return if existing.config() == cfg { Ok(existing) } else { Err(ApiError::stream_name_exists()) };
+        }
+        self.shared.fits(cfg.storage, stream::reservation(&cfg))?;
+        self.check_overlap(&cfg, None)?;
+        let store = self.open_store(&cfg).map_err(|e| {
+            error!("creating the store of stream {}: {e}", cfg.name);
+            ApiError::stream_create("error creating store for stream")
+        })?;
+        let created = now_nanos();
+        let dir = self.stream_dir(&cfg.name);
+        let s = Stream::new(Arc::clone(&self.shared), Arc::clone(&self.account), dir, cfg.clone(), created, store);
+        if let Err(e) = s.save_meta() {
+            error!("writing the configuration of stream {}: {e}", cfg.name);
+            let _ = s.delete();
+            return Err(ApiError::stream_create("error creating store for stream"));
+        }
+        self.shared.add_reserved(cfg.storage, stream::reservation(&cfg));
+        s.subscribe();
+        self.streams.write().insert(cfg.name.clone(), Arc::clone(&s));
+        Ok(s)
+    }
+
+    /// Updates a stream's configuration (already checked with defaults).
+    pub(crate) fn update_stream(&self, cfg: StreamConfig) -> Result<Arc<Stream>, ApiError> {
+        let _admin = self.admin.lock();
+        let Some(s) = self.stream(&cfg.name) else { return Err(ApiError::stream_not_found()) };
+        let old = s.config();
+        let cfg = config::check_update(&old, &cfg)?;
+        self.check_overlap(&cfg, Some(&cfg.name))?;
+        self.shared.fits(cfg.storage, stream::reservation(&cfg) - stream::reservation(&old))?;
+        s.update(cfg)?;
+        Ok(s)
+    }
+
+    /// Deletes a stream and its files.
+    pub(crate) fn delete_stream(&self, name: &str) -> Result<(), ApiError> {
+        let _admin = self.admin.lock();
+        let Some(s) = self.streams.write().remove(name) else { return Err(ApiError::stream_not_found()) };
+        s.delete().map_err(ApiError::stream_delete)
+    }
+
+    /// Refuses subjects that overlap another stream's.
+    fn check_overlap(&self, cfg: &StreamConfig, except: Option<&str>) -> Result<(), ApiError> {
+        for other in self.streams() {
+            if Some(other.name()) == except {
+                continue;
+            }
+            let theirs = other.config().subjects;
+            if cfg.subjects.iter().any(|a| theirs.iter().any(|b| config::subjects_collide(a, b))) {
+                return Err(ApiError::subject_overlap());
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the streams found on disk. A stream whose files are damaged keeps what is good; a
+    /// stream whose configuration cannot be read is left on disk, untouched, with an error.
+    fn recover(&self) {
+        let dir = self.dir.join("streams");
+        let Ok(entries) = std::fs::read_dir(&dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            let (cfg, created) = match meta::load(&path) {
+                Ok(m) => m,
+                Err(e) => {
+                    error!("stream in {} not loaded, its configuration is unreadable: {e}", path.display());
+                    continue;
+                }
+            };
+            let store = match self.open_store(&cfg) {
+                Ok(s) => s,
+                Err(e) => {
+                    error!("stream {} not loaded: {e}", cfg.name);
+                    continue;
+                }
+            };
+            let s = Stream::new(Arc::clone(&self.shared), Arc::clone(&self.account), path, cfg.clone(), created, store);
+            self.shared.add_reserved(cfg.storage, stream::reservation(&cfg));
+            s.subscribe();
+            let st = s.info(false, None).map(|(i, _)| i.state);
+            info!(
+                "  Restored {} messages for stream '{} > {}'",
+                st.as_ref().map_or(0, |s| s.messages),
+                self.account.name,
+                cfg.name
+            );
+            self.streams.write().insert(cfg.name.clone(), s);
+        }
+    }
+}
+
+impl InternalSink for JsAccount {
+    fn deliver(&self, _sub: &Subscription, msg: &Message<'_>) -> bool {
+        let Some(reply) = msg.reply.filter(|r| !r.is_empty()) else { return true };
+        let subject = String::from_utf8_lossy(msg.subject);
+        let body = &msg.payload[msg.header_len.min(msg.payload.len())..];
+        let Some(answer) = api::handle(self, &subject, body) else { return true };
+        if answer.counted {
+            self.api_total.fetch_add(1, Ordering::Relaxed);
+            if answer.error {
+                self.api_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let m = Message { subject: reply, reply: None, header_len: 0, payload: &answer.body };
+        self.shared.publisher.publish(&self.account, &m);
+        true
+    }
+
+    fn name(&self) -> &str {
+        "jetstream api"
+    }
+}
+
+/// JetStream for the whole server.
+pub struct JetStream {
+    shared: Arc<Shared>,
+    accounts: DashMap<String, Arc<JsAccount>, FxBuildHasher>,
+    /// The API subscriptions, one per account.
+    api_subs: Mutex<Vec<(Arc<Account>, Arc<Subscription>)>>,
+}
+
+/// 75% of the machine's memory, as nats-server's default for memory streams.
+fn default_max_memory() -> i64 {
+    // SAFETY: sysconf has no preconditions.
+    let (pages, page) = unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    if pages > 0 && page > 0 {
+        (pages * page) / 4 * 3
+    } else {
+        256 * 1024 * 1024
+    }
+}
+
+/// 75% of the free disk under `dir`, as nats-server's default for file streams.
+fn default_max_store(dir: &std::path::Path) -> i64 {
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else { return 1 << 40 };
+    // SAFETY: statvfs writes into the struct we pass and reads the NUL-terminated path.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(path.as_ptr(), &mut st) == 0 {
+            return (st.f_bavail as i64).saturating_mul(st.f_frsize as i64) / 4 * 3;
+        }
+    }
+    1 << 40
+}
+
+impl JetStream {
+    /// Enables JetStream: makes the store directory, recovers the global account's streams
+    /// and answers its API.
+    pub fn start(state: &Arc<ServerState>, opts: &JetStreamOptions) -> std::io::Result<Arc<JetStream>> {
+        let base = opts.store_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("nats"));
+        let root = base.join("jetstream");
+        std::fs::create_dir_all(&root)?;
+        let (sync_always, sync_interval) = match opts.sync_interval {
+            SyncInterval::Always => (true, Duration::from_secs(120)),
+            SyncInterval::Every(d) => (false, d.max(Duration::from_millis(10))),
+        };
+        let shared = Arc::new(Shared {
+            publisher: InternalPublisher::new(Arc::clone(state)),
+            max_memory: opts.max_memory.map_or_else(default_max_memory, |m| m as i64),
+            max_store: opts.max_store.map_or_else(|| default_max_store(&root), |m| m as i64),
+            root,
+            memory_used: AtomicI64::new(0),
+            store_used: AtomicI64::new(0),
+            memory_reserved: AtomicI64::new(0),
+            store_reserved: AtomicI64::new(0),
+            sync_always,
+            sync_interval,
+        });
+        info!("Starting JetStream");
+        info!("    Max Memory:      {}", bytes_text(shared.max_memory));
+        info!("    Max Storage:     {}", bytes_text(shared.max_store));
+        info!("    Store Directory: \"{}\"", shared.root.display());
+        let js = Arc::new(JetStream {
+            shared,
+            accounts: DashMap::with_hasher(FxBuildHasher),
+            api_subs: Mutex::new(Vec::new()),
+        });
+        js.enable(state.accounts.global());
+        Ok(js)
+    }
+
+    /// Enables JetStream in `account`: its streams from disk, and its API.
+    pub fn enable(&self, account: &Arc<Account>) -> Arc<JsAccount> {
+        if let Some(acc) = self.accounts.get(&account.name) {
+            return Arc::clone(&acc);
+        }
+        let acc = Arc::new(JsAccount {
+            account: Arc::clone(account),
+            shared: Arc::clone(&self.shared),
+            dir: self.shared.root.join(&account.name),
+            streams: RwLock::new(BTreeMap::new()),
+            admin: Mutex::new(()),
+            api_total: AtomicU64::new(0),
+            api_errors: AtomicU64::new(0),
+        });
+        acc.recover();
+        let sink: Arc<dyn InternalSink> = Arc::clone(&acc) as Arc<dyn InternalSink>;
+        let sub = Arc::new(Subscription::new(Target::Internal(sink), b"$JS.API.>", None, b""));
+        account.add_subscription(Arc::clone(&sub));
+        self.api_subs.lock().push((Arc::clone(account), sub));
+        self.accounts.insert(account.name.clone(), Arc::clone(&acc));
+        acc
+    }
+
+    /// JetStream in the account with this name, if enabled there.
+    pub fn account(&self, name: &str) -> Option<Arc<JsAccount>> {
+        self.accounts.get(name).map(|a| Arc::clone(&a))
+    }
+
+    /// Every account with JetStream.
+    pub fn accounts(&self) -> Vec<Arc<JsAccount>> {
+        self.accounts.iter().map(|a| Arc::clone(a.value())).collect()
+    }
+
+    /// The limits and usage for monitoring: (max memory, max store, memory used, store used).
+    pub fn totals(&self) -> (i64, i64, i64, i64) {
+        let s = &self.shared;
+        (s.max_memory, s.max_store, s.memory_used.load(Ordering::Relaxed), s.store_used.load(Ordering::Relaxed))
+    }
+
+    /// Where the streams are.
+    pub fn store_dir(&self) -> &std::path::Path {
+        &self.shared.root
+    }
+
+    fn all_streams(&self) -> Vec<Arc<Stream>> {
+        self.accounts.iter().flat_map(|a| a.streams()).collect()
+    }
+
+    /// Runs expiry, dedupe pruning, compaction and the periodic fsync until `shutdown`.
+    pub async fn housekeeping(self: Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_sync = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let now = now_nanos();
+            for s in self.all_streams() {
+                s.tick(now);
+            }
+            if last_sync.elapsed() >= self.shared.sync_interval {
+                last_sync = tokio::time::Instant::now();
+                self.sync_files().await;
+            }
+        }
+    }
+
+    /// fsyncs every file written since the last sync, off the runtime's threads.
+    async fn sync_files(&self) {
+        let files: Vec<Arc<std::fs::File>> = self.all_streams().iter().flat_map(|s| s.files_to_sync()).collect();
+        if files.is_empty() {
+            return;
+        }
+        let done = tokio::task::spawn_blocking(move || {
+            for f in files {
+                if let Err(e) = f.sync_data() {
+                    warn!("syncing a stream file failed: {e}");
+                }
+            }
+        });
+        let _ = done.await;
+    }
+
+    /// Writes and syncs everything, at shutdown.
+    pub fn shutdown(&self) {
+        for s in self.all_streams() {
+            s.flush_now();
+            for f in s.files_to_sync() {
+                let _ = f.sync_data();
+            }
+        }
+        for (account, sub) in self.api_subs.lock().drain(..) {
+            account.remove_subscription(&sub, crate::account::Removal::Owner);
+        }
+    }
+}
+
+fn bytes_text(n: i64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.2} {}", UNITS[u])
+}

@@ -1,0 +1,167 @@
+//! What was acknowledged survives: the server killed with SIGKILL while publishers publish with
+//! acknowledgements, and a store whose files were truncated and damaged, both restarted as
+//! processes on the same store directory.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, stream};
+
+const BIN: &str = env!("CARGO_BIN_EXE_courier");
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A server process, killed when dropped.
+struct Proc {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `courier -js` on `store`, on a free port, and waits for it to listen.
+fn start(store: &Path, log: &Path) -> Proc {
+    let _ = std::fs::remove_file(log);
+    let child = Command::new(BIN)
+        .args(["-js", "-sd", store.to_str().unwrap(), "-a", "127.0.0.1", "-p", "-1", "-l", log.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start courier");
+    // Killed by its drop if it does not come up.
+    let mut proc = Proc { child, url: String::new() };
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(text) = std::fs::read_to_string(log) {
+            if let Some(line) = text.lines().find(|l| l.contains("client connections on")) {
+                let addr = line.rsplit(' ').next().unwrap_or_default().to_string();
+                proc.url = format!("nats://{addr}");
+                return proc;
+            }
+        }
+        assert!(Instant::now() < deadline, "courier did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+async fn connect(url: &str) -> jetstream::Context {
+    let client = tokio::time::timeout(WAIT, async_nats::connect(url)).await.expect("connect in time").expect("connect");
+    jetstream::new(client)
+}
+
+/// Every message of the stream, by sequence, read back one by one.
+async fn read_all(js: &jetstream::Context, name: &str) -> HashMap<u64, Vec<u8>> {
+    let mut s = tokio::time::timeout(WAIT, js.get_stream(name)).await.expect("in time").expect("stream recovered");
+    let last = s.info().await.expect("info").state.last_sequence;
+    let mut out = HashMap::new();
+    for seq in 1..=last {
+        if let Ok(m) = tokio::time::timeout(WAIT, s.get_raw_message(seq)).await.expect("in time") {
+            out.insert(seq, m.payload.to_vec());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_messages_survive_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("courier.log");
+    let store = dir.path().join("store");
+    let mut server = start(&store, &log);
+    let js = connect(&server.url).await;
+    js.create_stream(stream::Config { name: "EVENTS".into(), subjects: vec!["events.>".into()], ..Default::default() })
+        .await
+        .expect("create");
+
+    // Four publishers, many acknowledgements in flight each, until the server is killed.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Vec<u8>)>();
+    let mut tasks = Vec::new();
+    for p in 0..4 {
+        let js = js.clone();
+        let tx = tx.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..1_000_000u64 {
+                let payload = format!("publisher {p} message {i} {}", "x".repeat((i % 50) as usize)).into_bytes();
+                let Ok(ack) = js.publish(format!("events.{p}"), payload.clone().into()).await else { return };
+                let Ok(Ok(ack)) = tokio::time::timeout(WAIT, ack).await else { return };
+                if tx.send((ack.sequence, payload)).is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    drop(tx);
+    let mut acked: HashMap<u64, Vec<u8>> = HashMap::new();
+    while acked.len() < 3000 {
+        let (seq, payload) =
+            tokio::time::timeout(WAIT, rx.recv()).await.expect("acks keep coming").expect("publishing");
+        assert!(acked.insert(seq, payload).is_none(), "two acks for sequence {seq}");
+    }
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().unwrap();
+    for t in tasks {
+        let _ = tokio::time::timeout(WAIT, t).await;
+    }
+    while let Ok(Some((seq, payload))) = tokio::time::timeout(Duration::from_millis(10), rx.recv()).await {
+        acked.insert(seq, payload);
+    }
+
+    let server = start(&store, &log);
+    let js = connect(&server.url).await;
+    let stored = read_all(&js, "EVENTS").await;
+    for (seq, payload) in &acked {
+        assert_eq!(stored.get(seq), Some(payload), "acknowledged sequence {seq} lost or changed");
+    }
+    let mut payloads: Vec<&Vec<u8>> = stored.values().collect();
+    let total = payloads.len();
+    payloads.sort();
+    payloads.dedup();
+    assert_eq!(payloads.len(), total, "a message is stored twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_files_cost_only_the_damaged_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("courier.log");
+    let store = dir.path().join("store");
+    let server = start(&store, &log);
+    let js = connect(&server.url).await;
+    js.create_stream(stream::Config { name: "D".into(), subjects: vec!["d".into()], ..Default::default() })
+        .await
+        .expect("create");
+    for i in 0..100u32 {
+        js.publish("d", format!("{i:040}").into()).await.unwrap().await.unwrap();
+    }
+    drop(server);
+
+    let stream_dir = store.join("jetstream").join("$G").join("streams").join("D");
+    let seg = stream_dir.join("msgs").join("00000001.seg");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let record = bytes.len() / 100;
+    bytes[10 * record + 40] ^= 0x5a; // the 11th message's payload
+    bytes.truncate(bytes.len() - record / 3); // a torn last write
+    std::fs::write(&seg, &bytes).unwrap();
+    std::fs::write(stream_dir.join("meta.json"), b"{\"config\": garbage").unwrap();
+
+    let server = start(&store, &log);
+    let js = connect(&server.url).await;
+    let stored = read_all(&js, "D").await;
+    assert_eq!(stored.len(), 98, "all but the damaged and the torn record");
+    assert!(!stored.contains_key(&11) && !stored.contains_key(&100));
+    for (seq, payload) in &stored {
+        assert_eq!(payload, format!("{:040}", seq - 1).as_bytes());
+    }
+    // And the stream takes new messages after the cut.
+    let ack = js.publish("d", "after".into()).await.unwrap().await.unwrap();
+    assert_eq!(ack.sequence, 100);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("damaged record"), "the damage is reported:\n{text}");
+    drop(server);
+}
