@@ -152,6 +152,11 @@ async fn direct_get_answers_with_headers() {
     assert_eq!((hdr.as_deref(), body.as_str()), (Some(&b"NATS/1.0 404 Message Not Found\r\n\r\n"[..]), ""));
     let (hdr, _) = request(&mut c, "$JS.API.DIRECT.GET.D", "").await;
     assert_eq!(hdr.as_deref(), Some(&b"NATS/1.0 408 Empty Request\r\n\r\n"[..]));
+    // A stream that does not exist (or does not allow direct get) has nobody to answer.
+    let mut n = s.raw_with(r#"{"verbose":false,"headers":true,"no_responders":true}"#).await;
+    n.send("SUB _R 1\r\nPUB $JS.API.DIRECT.GET.NOPE _R 9\r\n{\"seq\":1}\r\n").await;
+    let m = n.read_msgs(1).await.remove(0);
+    assert_eq!(m.headers.as_deref(), Some(&b"NATS/1.0 503\r\n\r\n"[..]));
 }
 
 #[tokio::test]

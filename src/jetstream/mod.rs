@@ -281,6 +281,11 @@ impl JsAccount {
 
 impl InternalSink for JsAccount {
     fn deliver(&self, _sub: &Subscription, msg: &Message<'_>) -> bool {
+        if msg.subject.starts_with(b"$JS.API.DIRECT.GET.") {
+            // Direct get is answered by the stream itself, when it allows it; otherwise nobody
+            // answers and the requester gets no responders, as from nats-server.
+            return false;
+        }
         let Some(reply) = msg.reply.filter(|r| !r.is_empty()) else { return true };
         let subject = String::from_utf8_lossy(msg.subject);
         let body = &msg.payload[msg.header_len.min(msg.payload.len())..];

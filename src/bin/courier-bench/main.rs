@@ -8,7 +8,7 @@
 //! on a single-threaded runtime, so the bench fits on one core.
 //!
 //! Scenarios (subcommands): `pub`, `pubsub` (alias `sub`), `fanout`, `fanin`, `queue`,
-//! `request`, `wildcard`, `churn`, `conns`, and `compare`, which runs a scenario against two server commands in turn
+//! `request`, `wildcard`, `churn`, `jspub`, `conns`, and `compare`, which runs a scenario against two server commands in turn
 //! and reports medians, the ratio B/A and the run-to-run noise.
 //!
 //! Every run is bounded by a message count and a duration, and only loopback servers
@@ -20,6 +20,7 @@
 //! and bytes 8..16 the publisher id and sequence number, when the payload is large enough.
 
 mod compare;
+mod jetstream;
 mod load;
 mod plot;
 mod progress;
@@ -210,6 +211,20 @@ pub enum Command {
         #[arg(long, default_value_t = 1000.0)]
         churn_rate: f64,
     },
+    /// Publish N messages into a fresh JetStream stream (subject --subject), K acknowledgements
+    /// in flight: 1 is a synchronous publish, more an asynchronous one. Needs a server with
+    /// JetStream on (-js).
+    Jspub {
+        /// Shared flags.
+        #[command(flatten)]
+        common: Common,
+        /// Publishes awaiting their acknowledgement at once.
+        #[arg(long, default_value_t = 1)]
+        inflight: u64,
+        /// Where the stream keeps messages.
+        #[arg(long, default_value = "file", value_parser = ["file", "memory"])]
+        storage: String,
+    },
     /// Open N idle connections (CONNECT + PING/PONG each) and report the server's memory
     /// before and after (needs --server-pid).
     Conns {
@@ -347,6 +362,7 @@ fn build_spec(cmd: &Command) -> Result<(Spec, Common)> {
         Command::Conns { common, .. } => (Kind::Conns, common),
         Command::Fanin { common, .. } => (Kind::Fanin, common),
         Command::Churn { common, .. } => (Kind::Churn, common),
+        Command::Jspub { common, .. } => (Kind::Jspub, common),
         Command::Compare(_) => bail!("compare cannot be nested"),
     };
     let addr = loopback_addr(&common.server)?;
@@ -364,7 +380,7 @@ fn build_spec(cmd: &Command) -> Result<(Spec, Common)> {
     if common.subject.is_empty() || common.subject.contains(char::is_whitespace) {
         bail!("--subject must be a non-empty subject without spaces");
     }
-    let default_msgs = if kind == Kind::Request { 100_000 } else { 1_000_000 };
+    let default_msgs = if matches!(kind, Kind::Request | Kind::Jspub) { 100_000 } else { 1_000_000 };
     let msgs = common.msgs.unwrap_or(default_msgs);
     if msgs == 0 || msgs >= 1 << 40 {
         bail!("--msgs must be between 1 and 2^40");
@@ -394,6 +410,7 @@ fn build_spec(cmd: &Command) -> Result<(Spec, Common)> {
         churners: 0,
         wildcard_every: 0,
         churn_rate: None,
+        storage: String::new(),
     };
     match cmd {
         Command::Pub { pubs, .. } => spec.pubs = *pubs,
@@ -417,6 +434,7 @@ fn build_spec(cmd: &Command) -> Result<(Spec, Common)> {
                 (space.subjects, space.subs, space.pubs, *churners, *wildcard_every);
             spec.churn_rate = (*churn_rate > 0.0).then_some(*churn_rate);
         }
+        Command::Jspub { inflight, storage, .. } => (spec.inflight, spec.storage) = (*inflight, storage.clone()),
         Command::Compare(_) => unreachable!(),
     }
     if spec.subs > 10_000 || spec.pubs > 10_000 || spec.requesters > 10_000 || spec.responders > 10_000 {

@@ -45,6 +45,8 @@ pub enum Kind {
     Fanin,
     /// Publishers on many subjects while other clients subscribe and unsubscribe continuously.
     Churn,
+    /// Publishing into a JetStream stream with acknowledgements.
+    Jspub,
 }
 
 impl Kind {
@@ -60,6 +62,7 @@ impl Kind {
             Kind::Conns => "conns",
             Kind::Fanin => "fanin",
             Kind::Churn => "churn",
+            Kind::Jspub => "jspub",
         }
     }
 }
@@ -115,6 +118,8 @@ pub struct Spec {
     pub wildcard_every: u64,
     /// SUB/UNSUB pairs per second in total; `None` for as fast as the server confirms them.
     pub churn_rate: Option<f64>,
+    /// JetStream storage for jspub: "file" or "memory".
+    pub storage: String,
 }
 
 /// CPU readings at the start of the measurement.
@@ -155,6 +160,7 @@ pub async fn run(spec: &Spec) -> Result<Report> {
             run_pubsub(spec).await
         }
         Kind::Request => run_request(spec).await,
+        Kind::Jspub => crate::jetstream::run_jspub(spec).await,
         Kind::Conns => run_conns(spec).await,
     }
 }
@@ -216,7 +222,7 @@ async fn run_pubsub(spec: &Spec) -> Result<Report> {
         Kind::Fanout | Kind::Queue => (1, spec.subs),
         Kind::Wildcard | Kind::Churn => (spec.pubs, spec.subs + 1),
         Kind::Fanin => (spec.pubs, 1),
-        Kind::Request | Kind::Conns => unreachable!(),
+        Kind::Request | Kind::Conns | Kind::Jspub => unreachable!(),
     };
     if pubs == 0 || pubs > usize::from(u16::MAX) {
         bail!("--pubs must be between 1 and 65535");
