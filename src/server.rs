@@ -159,7 +159,7 @@ impl Server {
         if let Some(js) = &jetstream {
             tokio::spawn(Arc::clone(js).housekeeping(state.shutdown.clone()));
         }
-        listeners.run(Arc::clone(&state), tracker.clone()).await;
+        listeners.run(Arc::clone(&state), jetstream.clone(), tracker.clone()).await;
         if state.lame_duck.is_cancelled() && !state.shutdown.is_cancelled() {
             lame_duck(&state).await;
             state.shutdown.cancel();

@@ -310,3 +310,45 @@ async fn connz_subscription_count_follows_auto_unsubscribe() {
     c.ping_pong().await;
     assert_eq!(json(http, "/connz").await["connections"][0]["subscriptions"], 0);
 }
+
+/// `/jsz`, the JetStream section of `/varz` and the stream gauges, with a stream holding
+/// messages published through the official client.
+#[tokio::test]
+async fn jetstream_monitoring() {
+    let dir = tempfile::tempdir().unwrap();
+    let js_opts = courier::options::JetStreamOptions {
+        store_dir: Some(dir.path().to_path_buf()),
+        max_memory: Some(1 << 20),
+        max_store: Some(1 << 30),
+        ..Default::default()
+    };
+    let server =
+        TestServer::start(courier::Options { http_port: Some(0), jetstream: Some(js_opts), ..options() }).await;
+    let addr = server.handle.monitor_addr().unwrap();
+    let js = async_nats::jetstream::new(server.nats().await);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "ORDERS".into(),
+        subjects: vec!["orders.*".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    for i in 0..3 {
+        js.publish(format!("orders.{i}"), "x".into()).await.unwrap().await.unwrap();
+    }
+    let jsz = json(addr, "/jsz").await;
+    assert_eq!(jsz["config"]["max_memory"], 1 << 20);
+    assert_eq!(jsz["config"]["store_dir"], dir.path().join("jetstream").display().to_string());
+    assert_eq!((jsz["streams"].as_u64(), jsz["messages"].as_u64()), (Some(1), Some(3)));
+    assert_eq!(jsz["bytes"].as_u64(), Some(3 * (22 + 8 + 1 + 8)), "file store accounting");
+    assert!(jsz.get("account_details").is_none());
+    let detail = json(addr, "/jsz?accounts=true&streams=true&config=true").await;
+    let stream = &detail["account_details"][0]["stream_detail"][0];
+    assert_eq!((stream["name"].as_str(), stream["state"]["last_seq"].as_u64()), (Some("ORDERS"), Some(3)));
+    assert_eq!(stream["config"]["subjects"][0], "orders.*");
+    let varz = json(addr, "/varz").await;
+    assert_eq!(varz["jetstream"]["stats"]["storage"].as_u64(), jsz["bytes"].as_u64());
+    let (_, _, metrics) = get(addr, "/metrics").await;
+    assert!(metrics.contains("courier_stream_messages{account=\"$G\",stream=\"ORDERS\"} 3"), "{metrics}");
+    assert!(metrics.contains("courier_stream_last_seq{account=\"$G\",stream=\"ORDERS\"} 3"));
+}

@@ -125,6 +125,11 @@ pub struct JsAccount {
 }
 
 impl JsAccount {
+    /// The account's name.
+    pub fn name(&self) -> &str {
+        &self.account.name
+    }
+
     /// The stream with this name.
     pub fn stream(&self, name: &str) -> Option<Arc<Stream>> {
         self.streams.read().get(name).cloned()

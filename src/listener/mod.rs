@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
+use crate::jetstream::JetStream;
 use crate::options::Options;
 use crate::state::ServerState;
 
@@ -45,12 +46,12 @@ impl Listeners {
         self.monitor.as_ref().and_then(|l| l.local_addr().ok())
     }
 
-    /// Starts monitoring, then accepts clients (each on a task of `tracker`) until shutdown or
+    /// Starts monitoring (with JetStream's figures when it is on), then accepts clients (each on a task of `tracker`) until shutdown or
     /// lame duck mode.
-    pub async fn run(self, state: Arc<ServerState>, tracker: TaskTracker) {
+    pub async fn run(self, state: Arc<ServerState>, jetstream: Option<Arc<JetStream>>, tracker: TaskTracker) {
         let Listeners { client, monitor } = self;
         if let Some(monitor) = monitor {
-            tokio::spawn(crate::monitor::serve(state.view(), monitor));
+            tokio::spawn(crate::monitor::serve(state.view(), jetstream, monitor));
         }
         info!(
             "Listening for client connections on {}",

@@ -88,7 +88,7 @@ pub(crate) struct Varz {
     leaf: Empty,
     mqtt: Empty,
     websocket: Empty,
-    jetstream: Empty,
+    jetstream: super::jsz::JsVarz,
     tls_timeout: f64,
     write_deadline: u128,
     start: String,
@@ -117,7 +117,7 @@ pub(crate) struct Varz {
 #[derive(Serialize)]
 struct Empty {}
 
-pub(crate) fn varz(state: &StateView, sampler: &CpuSampler) -> Varz {
+pub(crate) fn varz(state: &StateView, sampler: &CpuSampler, js: Option<&crate::jetstream::JetStream>) -> Varz {
     let opts = state.opts();
     let info = state.info();
     let stats = state.stats();
@@ -149,7 +149,7 @@ pub(crate) fn varz(state: &StateView, sampler: &CpuSampler) -> Varz {
         leaf: Empty {},
         mqtt: Empty {},
         websocket: Empty {},
-        jetstream: Empty {},
+        jetstream: super::jsz::varz(js),
         tls_timeout: opts.tls.as_ref().map_or(2.0, |t| t.timeout.as_secs_f64()),
         write_deadline: opts.write_deadline.as_nanos(),
         start: rfc3339(state.start()),

@@ -14,7 +14,7 @@ fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: impl std:
 }
 
 /// Renders every metric.
-pub(crate) fn render(state: &StateView) -> String {
+pub(crate) fn render(state: &StateView, js: Option<&crate::jetstream::JetStream>) -> String {
     let s = state.stats();
     let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
     let mut out = String::with_capacity(4096);
@@ -107,5 +107,27 @@ pub(crate) fn render(state: &StateView) -> String {
     metric(&mut out, "courier_process_resident_memory_bytes", "gauge", "Resident memory of the process.", process.rss);
     let uptime = std::time::SystemTime::now().duration_since(state.start()).unwrap_or_default();
     metric(&mut out, "courier_uptime_seconds", "gauge", "Seconds since the server started.", uptime.as_secs_f64());
+    stream_metrics(&mut out, js);
     out
+}
+
+/// Per-stream gauges, labelled by account and stream.
+fn stream_metrics(out: &mut String, js: Option<&crate::jetstream::JetStream>) {
+    let streams = super::jsz::stream_figures(js);
+    if streams.is_empty() {
+        return;
+    }
+    type Figure = fn(&super::jsz::StreamFigures) -> u64;
+    let gauges: [(&str, &str, Figure); 4] = [
+        ("courier_stream_messages", "Messages a stream holds.", |s| s.messages),
+        ("courier_stream_bytes", "Bytes a stream holds, as nats-server accounts them.", |s| s.bytes),
+        ("courier_stream_first_seq", "A stream's first sequence.", |s| s.first_seq),
+        ("courier_stream_last_seq", "A stream's last sequence.", |s| s.last_seq),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for s in &streams {
+            let _ = writeln!(out, "{name}{{account=\"{}\",stream=\"{}\"}} {}", s.account, s.stream, value(s));
+        }
+    }
 }

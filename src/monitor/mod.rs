@@ -7,6 +7,7 @@
 //! charts message rates and lists connections, refreshed live).
 
 mod json;
+mod jsz;
 mod metrics;
 
 use std::collections::HashMap;
@@ -20,6 +21,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+use crate::jetstream::JetStream;
 use crate::state::StateView;
 
 pub(crate) use crate::format::civil;
@@ -29,7 +31,7 @@ pub use crate::format::{go_duration, rfc3339, uptime};
 const PAGE: &str = include_str!("page.html");
 
 /// Serves monitoring on `listener` until the server shuts down.
-pub async fn serve(state: StateView, listener: TcpListener) {
+pub async fn serve(state: StateView, jetstream: Option<Arc<JetStream>>, listener: TcpListener) {
     if let Ok(addr) = listener.local_addr() {
         info!("Starting http monitor on http://{addr}");
     }
@@ -45,8 +47,9 @@ pub async fn serve(state: StateView, listener: TcpListener) {
         .route("/routez", get(routez))
         .route("/leafz", get(leafz))
         .route("/accountz", get(accountz))
+        .route("/jsz", get(jsz))
         .route("/metrics", get(metrics))
-        .with_state(Monitor { state, sampler });
+        .with_state(Monitor { state, jetstream, sampler });
     let result = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.shutdown().await }).await;
     if let Err(e) = result {
         warn!("http monitor stopped: {e}");
@@ -57,6 +60,7 @@ pub async fn serve(state: StateView, listener: TcpListener) {
 #[derive(Clone)]
 struct Monitor {
     state: StateView,
+    jetstream: Option<Arc<JetStream>>,
     sampler: Arc<json::CpuSampler>,
 }
 
@@ -87,7 +91,7 @@ async fn page() -> Html<&'static str> {
 }
 
 async fn varz(State(m): State<Monitor>) -> Response {
-    json_response(&json::varz(&m.state, &m.sampler))
+    json_response(&json::varz(&m.state, &m.sampler, m.jetstream.as_deref()))
 }
 
 async fn connz(State(m): State<Monitor>, Query(params): Params) -> Response {
@@ -121,5 +125,9 @@ async fn accountz(State(m): State<Monitor>) -> Response {
 }
 
 async fn metrics(State(m): State<Monitor>) -> Response {
-    with_headers(metrics::render(&m.state), "text/plain; version=0.0.4")
+    with_headers(metrics::render(&m.state, m.jetstream.as_deref()), "text/plain; version=0.0.4")
+}
+
+async fn jsz(State(m): State<Monitor>, Query(params): Params) -> Response {
+    json_response(&jsz::jsz(&m.state, m.jetstream.as_deref(), &jsz::JszQuery::parse(&params)))
 }
