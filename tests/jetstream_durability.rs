@@ -165,3 +165,91 @@ async fn damaged_files_cost_only_the_damaged_records() {
     assert!(text.contains("damaged record"), "the damage is reported:\n{text}");
     drop(server);
 }
+
+/// Waits until the stream's index snapshot has been written (the store went quiet).
+fn wait_for_snapshot(path: &Path) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if path.exists() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no index snapshot at {}", path.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_from_the_index_snapshot_keeps_what_came_after_it_and_a_damaged_one_is_not_trusted() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("courier.log");
+    let store = dir.path().join("store");
+    let snap = store.join("jetstream").join("$G").join("streams").join("S").join("msgs").join("index.snap");
+    let mut server = start(&store, &log);
+    let js = connect(&server.url).await;
+    js.create_stream(stream::Config {
+        name: "S".into(),
+        subjects: vec!["s.*".into()],
+        max_messages_per_subject: 50,
+        ..Default::default()
+    })
+    .await
+    .expect("create");
+    let payload = |i: u32| format!("message {i} {}", "y".repeat((i % 37) as usize)).into_bytes();
+    // What the stream must hold: the newest 50 of each subject, less the deleted.
+    let mut expected: HashMap<u64, Vec<u8>> = HashMap::new();
+    let mut publish = async |i: u32| {
+        let ack = js.publish(format!("s.{}", i % 7), payload(i).into()).await.unwrap().await.unwrap();
+        expected.insert(ack.sequence, payload(i));
+        if ack.sequence > 350 {
+            expected.remove(&(ack.sequence - 350));
+        }
+    };
+    for i in 0..400u32 {
+        publish(i).await;
+    }
+    wait_for_snapshot(&snap);
+    // Written after the snapshot, and killed before the next one is due: more messages, and
+    // deletes.
+    for i in 400..600u32 {
+        publish(i).await;
+    }
+    let s = js.get_stream("S").await.unwrap();
+    for seq in [300u64, 590] {
+        s.delete_message(seq).await.expect("delete");
+        expected.remove(&seq);
+    }
+    assert_eq!(expected.len(), 7 * 50 - 2);
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().unwrap();
+
+    let check = |stored: &HashMap<u64, Vec<u8>>| {
+        let mut extra: Vec<&u64> = stored.keys().filter(|k| !expected.contains_key(k)).collect();
+        extra.sort();
+        assert!(extra.is_empty(), "sequences back from the dead: {extra:?}");
+        assert_eq!(stored.len(), expected.len());
+        for (seq, p) in &expected {
+            assert_eq!(stored.get(seq), Some(p), "sequence {seq} lost or changed");
+        }
+    };
+    let mut server = start(&store, &log);
+    let js = connect(&server.url).await;
+    check(&read_all(&js, "S").await);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("index.snap"), "the snapshot was used without complaint:\n{text}");
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().unwrap();
+
+    // A damaged snapshot is not trusted: every segment is read instead.
+    let mut bytes = std::fs::read(&snap).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x21;
+    std::fs::write(&snap, &bytes).unwrap();
+    let server = start(&store, &log);
+    let js = connect(&server.url).await;
+    check(&read_all(&js, "S").await);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("reading every segment instead"), "the damage is reported:\n{text}");
+    let ack = js.publish("s.0", "after".into()).await.unwrap().await.unwrap();
+    assert_eq!(ack.sequence, 601);
+    drop(server);
+}

@@ -169,15 +169,15 @@ impl JsAccount {
         self.dir.join("streams").join(name)
     }
 
-    /// Opens the store a new or recovered stream needs.
-    fn open_store(&self, cfg: &StreamConfig) -> Result<Store, store::StoreError> {
+    /// Opens the store a new or recovered stream (created at `created`) needs.
+    fn open_store(&self, cfg: &StreamConfig, created: i64) -> Result<Store, store::StoreError> {
         let limits = config::limits(cfg);
         match cfg.storage {
             Storage::Memory => Ok(Store::Memory(MemoryStore::new(limits, cfg.first_seq))),
             _ => {
                 let since = now_nanos() - cfg.duplicate_window;
                 let dir = self.stream_dir(&cfg.name).join("msgs");
-                Ok(Store::File(FileStore::open(&dir, limits, cfg.first_seq, self.shared.sync_always, since)?))
+                Ok(Store::File(FileStore::open(&dir, limits, cfg.first_seq, self.shared.sync_always, since, created)?))
             }
         }
     }
@@ -194,11 +194,11 @@ impl JsAccount {
         }
         self.shared.fits(cfg.storage, stream::reservation(&cfg))?;
         self.check_overlap(&cfg, None)?;
-        let store = self.open_store(&cfg).map_err(|e| {
+        let created = now_nanos();
+        let store = self.open_store(&cfg, created).map_err(|e| {
             error!("creating the store of stream {}: {e}", cfg.name);
             ApiError::stream_create("error creating store for stream")
         })?;
-        let created = now_nanos();
         let dir = self.stream_dir(&cfg.name);
         let s = Stream::new(Arc::clone(&self.shared), Arc::clone(&self.account), dir, cfg.clone(), created, store);
         if let Err(e) = s.save_meta() {
@@ -262,7 +262,7 @@ impl JsAccount {
                     continue;
                 }
             };
-            let store = match self.open_store(&cfg) {
+            let store = match self.open_store(&cfg, created) {
                 Ok(s) => s,
                 Err(e) => {
                     error!("stream {} not loaded: {e}", cfg.name);
@@ -438,8 +438,17 @@ impl JetStream {
                 _ = tick.tick() => {}
             }
             let now = now_nanos();
-            for s in self.all_streams() {
-                s.tick(now);
+            let jobs: Vec<_> = self.all_streams().iter().filter_map(|s| s.tick(now)).collect();
+            if !jobs.is_empty() {
+                // Written one tick at a time: nothing else rewrites a store's files meanwhile.
+                let done = tokio::task::spawn_blocking(move || {
+                    for job in jobs {
+                        if let Err(e) = job.write() {
+                            warn!("writing an index snapshot failed: {e}");
+                        }
+                    }
+                });
+                let _ = done.await;
             }
             if last_sync.elapsed() >= self.shared.sync_interval {
                 last_sync = tokio::time::Instant::now();
@@ -470,6 +479,11 @@ impl JetStream {
             s.flush_now();
             for f in s.files_to_sync() {
                 let _ = f.sync_data();
+            }
+            if let Some(job) = s.snapshot(true) {
+                if let Err(e) = job.write() {
+                    warn!("stream {}: writing its index snapshot failed: {e}", s.name());
+                }
             }
         }
         for (account, sub) in self.api_subs.lock().drain(..) {

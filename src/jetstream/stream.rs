@@ -16,6 +16,7 @@ use tracing::warn;
 use super::api::errors::ApiError;
 use super::api::types::{Storage, StreamConfig, StreamInfo, StreamState};
 use super::headers;
+use super::store::file::SnapshotJob;
 use super::store::{Store, StoreError, StoreState};
 use super::Shared;
 use crate::account::{Account, Removal};
@@ -52,6 +53,11 @@ impl Dedupe {
         if let Some((_, id)) = self.order.pop_front() {
             self.ids.remove(&id);
         }
+    }
+
+    /// Every id with its sequence and time, oldest first.
+    fn entries(&self) -> Vec<(u64, i64, &str)> {
+        self.order.iter().filter_map(|(ts, id)| Some((*self.ids.get(id.as_str())?, *ts, id.as_str()))).collect()
     }
 
     /// Forgets ids stored before `before`.
@@ -419,8 +425,9 @@ impl Stream {
         self.save_meta().map_err(ApiError::stream_update)
     }
 
-    /// Housekeeping: expires old messages and dedupe ids, rewrites a mostly-removed segment.
-    pub(crate) fn tick(&self, now: i64) {
+    /// Housekeeping: expires old messages and dedupe ids, rewrites a mostly-removed segment;
+    /// returns an index snapshot to write when one is due.
+    pub(crate) fn tick(&self, now: i64) -> Option<SnapshotJob> {
         let mut inner = self.inner.lock();
         let window = inner.config.duplicate_window;
         inner.dedupe.expire(now - window);
@@ -434,6 +441,25 @@ impl Stream {
             }
         }
         self.report_usage(&mut inner);
+        self.snapshot_locked(&mut inner, false)
+    }
+
+    /// An index snapshot of the store, when one is due (`force`: whenever anything changed).
+    pub(crate) fn snapshot(&self, force: bool) -> Option<SnapshotJob> {
+        self.snapshot_locked(&mut self.inner.lock(), force)
+    }
+
+    fn snapshot_locked(&self, inner: &mut Inner, force: bool) -> Option<SnapshotJob> {
+        let Inner { store, dedupe, .. } = inner;
+        let store = store.as_mut()?;
+        let ids = dedupe.entries();
+        match store.snapshot(force, &ids) {
+            Ok(job) => job,
+            Err(e) => {
+                warn!("stream {}: writing to its store failed: {e}", self.name);
+                None
+            }
+        }
     }
 
     /// Files written since the last sync.

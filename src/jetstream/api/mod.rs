@@ -272,7 +272,10 @@ fn purge(acc: &JsAccount, name: &str, body: &[u8]) -> Answer {
         if cfg.deny_purge {
             return Err(ApiError::purge_failed("stream purge not permitted"));
         }
-        store.purge(filter, req.seq, req.keep).map_err(ApiError::stream_general)
+        // Written before it is answered, as a stored message is.
+        let purged = store.purge(filter, req.seq, req.keep).map_err(ApiError::stream_general)?;
+        store.flush().map_err(ApiError::stream_general)?;
+        Ok(purged)
     });
     match result {
         Some(Ok(purged)) => answer(T_PURGE, None, PurgeBody { success: true, purged }),
@@ -401,7 +404,8 @@ fn msg_delete(acc: &JsAccount, name: &str, body: &[u8]) -> Answer {
             }
         }
         match store.remove(req.seq, !req.no_erase) {
-            Ok(true) => Ok(()),
+            // Written before it is answered, as a stored message is.
+            Ok(true) => store.flush().map_err(ApiError::msg_delete_failed),
             Ok(false) => Err(ApiError::sequence_not_found(req.seq)),
             Err(e) => Err(ApiError::msg_delete_failed(e)),
         }

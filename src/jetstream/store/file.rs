@@ -12,7 +12,9 @@
 //! segment before any of them is acknowledged ([`FileStore::flush`]); they are synced to disk
 //! every `sync_interval`, or before every acknowledgement with `sync_interval: always`.
 //!
-//! Opening a store reads every segment. A record cut short at the end of the newest segment (a
+//! The index is saved now and then in an index snapshot ([`super::snapshot`]); opening a store
+//! loads it and reads only the records and deletes written after it, or every segment when
+//! there is no snapshot that fits the files. A record cut short at the end of the newest segment (a
 //! write interrupted by a crash) is cut off there; a damaged record anywhere is skipped, up to
 //! the next good one, with a warning: damage costs the damaged records and nothing else, and
 //! never keeps the store from opening.
@@ -22,29 +24,33 @@ use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tracing::warn;
 
-use super::index::{Entry, Index};
+use super::index::{Entry, Index, SubjectId, HOLE};
 use super::record::{self, DecodeError, Kind};
+use super::snapshot::{self, SegmentMark};
 use super::{ops, Backend, Limits, StoreError, StoreState, StoredMsg};
 
 /// A segment is closed once it passes this size.
+#[cfg(not(test))]
 pub const SEGMENT_MAX: u64 = 8 * 1024 * 1024;
+/// A segment is closed once it passes this size (small in unit tests, to have many).
+#[cfg(test)]
+pub const SEGMENT_MAX: u64 = 512;
 /// Bytes read at once when loading a record whose length is not known yet.
 const READ_AHEAD: usize = 4096;
 /// A closed segment is rewritten when less than half of it is live and it is at least this big.
+#[cfg(not(test))]
 const COMPACT_MIN: u64 = 256 * 1024;
+#[cfg(test)]
+const COMPACT_MIN: u64 = 256;
 /// One entry of a delete file: kind (1), sequence (8), CRC-32 (4).
 const DEL_ENTRY: usize = 13;
 
-/// Where a message's record is.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct FileLoc {
-    seg: u32,
-    off: u32,
-}
+pub use super::snapshot::FileLoc;
 
 /// One segment file.
 struct Segment {
@@ -55,6 +61,8 @@ struct Segment {
     len: u64,
     /// Bytes written to the file.
     written: u64,
+    /// Bytes written to its delete file.
+    del_len: u64,
     /// Live messages in it.
     live: u64,
     /// Bytes of its live message records.
@@ -84,6 +92,59 @@ pub struct FileStore {
     sync_always: bool,
     /// Msg ids found while opening, for the stream's dedupe window.
     recovered_ids: RecoveredIds,
+    /// When the stream was created: a snapshot from an earlier stream of the same name is not
+    /// this one's.
+    created: i64,
+    /// When to write the next index snapshot.
+    snapshot: SnapshotClock,
+    /// Opening loaded an index snapshot.
+    from_snapshot: bool,
+}
+
+/// What decides when an index snapshot is due: often enough that a restart reads little, never
+/// so often that writing snapshots costs more than writing the messages.
+#[derive(Debug)]
+struct SnapshotClock {
+    /// When the last one was written (the store opening counts as one).
+    at: Instant,
+    /// Its size.
+    len: u64,
+    /// Something changed since.
+    changed: bool,
+    /// Record bytes written since.
+    appended: u64,
+    /// `appended` at the previous check, to tell a quiet store from a busy one.
+    appended_at_check: u64,
+}
+
+/// A snapshot is not written more often than this.
+const SNAPSHOT_MIN_INTERVAL: Duration = Duration::from_millis(200);
+/// Nor, while messages keep coming, before this much time or as many bytes as it holds.
+const SNAPSHOT_BUSY_INTERVAL: Duration = Duration::from_secs(1);
+/// A store that keeps changing gets a snapshot at least this often.
+const SNAPSHOT_MAX_INTERVAL: Duration = Duration::from_secs(30);
+
+/// What a segment holds past an index snapshot's marks: records from byte `from`, deletes from
+/// byte `del_from` of its delete file.
+struct Tail {
+    seg: u32,
+    from: u64,
+    del_from: u64,
+}
+
+/// An index snapshot ready to be written, off the stream's lock.
+pub struct SnapshotJob {
+    path: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl SnapshotJob {
+    /// Writes the snapshot: to a temporary file, renamed over the old one.
+    pub fn write(self) -> std::io::Result<()> {
+        let tmp = self.path.with_extension("snap.tmp");
+        std::fs::write(&tmp, &self.bytes)?;
+        std::fs::rename(&tmp, &self.path)
+    }
 }
 
 fn seg_path(dir: &Path, id: u32) -> PathBuf {
@@ -99,17 +160,58 @@ fn open_rw(path: &Path) -> std::io::Result<File> {
 }
 
 impl FileStore {
-    /// Opens (or creates) the store in `dir`, recovering what its files hold. Message ids of
-    /// messages stored at or after `ids_since` are kept for the dedupe window.
+    /// Opens (or creates) the store in `dir`, recovering what its files hold: from the index
+    /// snapshot and the records written after it when the snapshot fits the files, else from
+    /// every segment. Message ids of messages stored at or after `ids_since` are kept for the
+    /// dedupe window. `created` is the stream's creation time.
     pub fn open(
         dir: &Path,
         limits: Limits,
         first_seq: u64,
         sync_always: bool,
         ids_since: i64,
+        created: i64,
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)?;
-        let mut store = FileStore {
+        let mut ids: Vec<u32> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name();
+                let name = name.to_str()?;
+                name.strip_suffix(".seg")?.parse::<u32>().ok()
+            })
+            .collect();
+        ids.sort_unstable();
+        let mut store = match Self::from_snapshot(dir, limits, sync_always, ids_since, created, &ids)? {
+            Some(store) => store,
+            None => {
+                let mut store = Self::empty(dir, limits, first_seq, sync_always, created);
+                let last = ids.last().copied();
+                for &id in &ids {
+                    store.recover_segment(id, Some(id) == last, ids_since, 0)?;
+                    store.recover_deletes(id, 0)?;
+                }
+                store
+            }
+        };
+        match ids.last() {
+            Some(&id) => store.active = id,
+            None => {
+                let file = open_rw(&seg_path(dir, 1))?;
+                store.segments.insert(1, Segment::new(file, 0));
+            }
+        }
+        // A store read in full gets a snapshot soon, so the next opening is quick.
+        store.snapshot.changed |= !store.from_snapshot;
+        store.drop_dead_segments()?;
+        // Limits may have shrunk while the server was down.
+        ops::enforce_totals(&mut store)?;
+        store.flush()?;
+        Ok(store)
+    }
+
+    fn empty(dir: &Path, limits: Limits, first_seq: u64, sync_always: bool, created: i64) -> Self {
+        FileStore {
             dir: dir.to_path_buf(),
             index: Index::new(first_seq),
             limits,
@@ -120,81 +222,184 @@ impl FileStore {
             front_moved: false,
             sync_always,
             recovered_ids: Vec::new(),
-        };
-        let mut ids: Vec<u32> = std::fs::read_dir(dir)?
-            .filter_map(|e| e.ok())
-            .filter_map(|e| {
-                let name = e.file_name();
-                let name = name.to_str()?;
-                name.strip_suffix(".seg")?.parse::<u32>().ok()
-            })
-            .collect();
-        ids.sort_unstable();
-        let last = ids.last().copied();
-        for id in ids {
-            store.recover_segment(id, Some(id) == last, ids_since)?;
+            created,
+            snapshot: SnapshotClock { at: Instant::now(), len: 0, changed: false, appended: 0, appended_at_check: 0 },
+            from_snapshot: false,
         }
-        match last {
-            Some(id) => store.active = id,
-            None => {
-                let file = open_rw(&seg_path(dir, 1))?;
-                store.segments.insert(1, Segment::new(file, 0));
-            }
-        }
-        store.drop_dead_segments()?;
-        // Limits may have shrunk while the server was down.
-        ops::enforce_totals(&mut store)?;
-        store.flush()?;
-        Ok(store)
     }
 
-    /// Reads one segment into the index.
-    fn recover_segment(&mut self, id: u32, newest: bool, ids_since: i64) -> Result<(), StoreError> {
+    /// Opens from the index snapshot, replaying what was written after it; `None` when there
+    /// is no snapshot that fits the files (segment ids `ids`, in order).
+    fn from_snapshot(
+        dir: &Path,
+        limits: Limits,
+        sync_always: bool,
+        ids_since: i64,
+        created: i64,
+        ids: &[u32],
+    ) -> Result<Option<Self>, StoreError> {
+        let path = dir.join(snapshot::FILE_NAME);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let len = file.metadata()?.len();
+        let loaded = match snapshot::decode(&mut file, len) {
+            Ok(l) if l.created == created => l,
+            Ok(_) => {
+                warn!("{}: from another stream of the same name; ignored", path.display());
+                return Ok(None);
+            }
+            Err(e) => {
+                warn!("{}: {e}; reading every segment instead", path.display());
+                return Ok(None);
+            }
+        };
+        drop(file);
+        let Some(tails) = Self::check_marks(dir, &loaded.segments, ids)? else {
+            warn!("{}: does not fit the segment files; reading every segment instead", path.display());
+            return Ok(None);
+        };
+        let mut store = Self::empty(dir, limits, 1, sync_always, created);
+        store.index = loaded.index;
+        store.recovered_ids = loaded.ids.into_iter().filter(|(_, ts, _)| *ts >= ids_since).collect();
+        for m in &loaded.segments {
+            if !ids.contains(&m.id) {
+                continue;
+            }
+            let path = seg_path(dir, m.id);
+            let file = open_rw(&path)?;
+            let mut seg = Segment::new(file, m.len);
+            seg.live = m.live;
+            seg.live_bytes = m.live_bytes;
+            seg.del_len = m.del_len;
+            store.segments.insert(m.id, seg);
+        }
+        // Messages in segments removed after the snapshot (the oldest, emptied) are gone.
+        while let Some(first) = store.index.front() {
+            match store.index.get(first) {
+                Some(e) if store.segments.contains_key(&e.loc.seg) => break,
+                _ => {
+                    store.index.remove(first);
+                }
+            }
+        }
+        let last = ids.last().copied();
+        for Tail { seg: id, from, del_from } in tails {
+            store.recover_segment(id, Some(id) == last, ids_since, from)?;
+            store.recover_deletes(id, del_from)?;
+        }
+        // The newest message the snapshot knows must be where it says: if not, the files are
+        // not what the snapshot saw (a crash of the machine can lose unsynced writes).
+        if let Some((seq, e)) = store.index.last_live().map(|(q, e)| (q, e.clone())) {
+            if store.read(seq, &e).is_err() {
+                warn!("{}: does not match the segment files; reading every segment instead", path.display());
+                return Ok(None);
+            }
+        }
+        store.snapshot.len = bytes_len(&path);
+        store.from_snapshot = true;
+        Ok(Some(store))
+    }
+
+    /// Checks the snapshot's segment marks against the files; returns what to replay past
+    /// them, or `None` when they do not fit.
+    fn check_marks(dir: &Path, marks: &[SegmentMark], ids: &[u32]) -> Result<Option<Vec<Tail>>, StoreError> {
+        let newest_marked = marks.last().map_or(0, |m| m.id);
+        let oldest_present = ids.first().copied().unwrap_or(u32::MAX);
+        let mut tails = Vec::new();
+        for m in marks {
+            if !ids.contains(&m.id) {
+                // Only the oldest segments are ever removed.
+                if m.id >= oldest_present {
+                    return Ok(None);
+                }
+                continue;
+            }
+            let seg_len = bytes_len(&seg_path(dir, m.id));
+            let del_len = bytes_len(&del_path(dir, m.id));
+            if seg_len < m.len || del_len < m.del_len {
+                return Ok(None);
+            }
+            if seg_len > m.len || del_len > m.del_len {
+                tails.push(Tail { seg: m.id, from: m.len, del_from: m.del_len });
+            }
+        }
+        for &id in ids {
+            if id > newest_marked {
+                tails.push(Tail { seg: id, from: 0, del_from: 0 });
+            } else if !marks.iter().any(|m| m.id == id) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(tails))
+    }
+
+    /// Reads one segment into the index, from byte `from` on (what a snapshot did not cover).
+    fn recover_segment(&mut self, id: u32, newest: bool, ids_since: i64, from: u64) -> Result<(), StoreError> {
         let path = seg_path(&self.dir, id);
-        let bytes = std::fs::read(&path)?;
-        let file = open_rw(&path)?;
-        let mut seg = Segment::new(file, bytes.len() as u64);
+        let (file, bytes) = read_from(&path, from)?;
+        let base = from as usize;
+        let mut seg = match self.segments.remove(&id) {
+            Some(seg) => seg,
+            None => Segment::new(file, 0),
+        };
+        seg.len = (base + bytes.len()) as u64;
+        seg.written = seg.len;
+        let mut hint = HOLE;
         let mut at = 0usize;
         while at < bytes.len() {
             match record::decode(&bytes[at..]) {
                 Ok((r, n)) => {
-                    self.apply(id, at, n, &r, &mut seg, ids_since);
+                    self.apply(id, base + at, n, &r, &mut seg, ids_since, &mut hint);
                     at += n;
                 }
                 Err(e) => match record::resync(&bytes, at + 1) {
                     Some(next) => {
-                        warn!("{}: damaged record at byte {at} ({e}); skipped {} bytes", path.display(), next - at);
+                        let pos = base + at;
+                        warn!("{}: damaged record at byte {pos} ({e}); skipped {} bytes", path.display(), next - at);
                         at = next;
                     }
                     None if newest => {
-                        warn!("{}: {e} at byte {at}; the end of the file is cut off there", path.display());
-                        seg.file.set_len(at as u64)?;
-                        seg.len = at as u64;
-                        seg.written = at as u64;
+                        let pos = (base + at) as u64;
+                        warn!("{}: {e} at byte {pos}; the end of the file is cut off there", path.display());
+                        seg.file.set_len(pos)?;
+                        seg.len = pos;
+                        seg.written = pos;
                         break;
                     }
                     None => {
-                        warn!("{}: {e} at byte {at}; the rest of the segment is lost", path.display());
+                        warn!("{}: {e} at byte {}; the rest of the segment is lost", path.display(), base + at);
                         break;
                     }
                 },
             }
         }
         self.segments.insert(id, seg);
-        self.recover_deletes(id)?;
         Ok(())
     }
 
-    fn apply(&mut self, id: u32, at: usize, n: usize, r: &record::Record<'_>, seg: &mut Segment, ids_since: i64) {
+    #[allow(clippy::too_many_arguments)]
+    fn apply(
+        &mut self,
+        id: u32,
+        at: usize,
+        n: usize,
+        r: &record::Record<'_>,
+        seg: &mut Segment,
+        ids_since: i64,
+        hint: &mut SubjectId,
+    ) {
         match r.kind {
             Kind::Message => {
-                let Ok(subject) = std::str::from_utf8(r.subject) else { return };
                 if r.seq <= self.index.last_seq() {
                     return;
                 }
+                let Ok(subject) = std::str::from_utf8(r.subject) else { return };
                 let size = Self::size_of(subject, r.headers, r.data);
                 let loc = FileLoc { seg: id, off: at as u32 };
-                self.index.push(r.seq, subject, r.ts, size as u32, loc);
+                self.index.push_hinted(r.seq, subject, r.ts, size as u32, loc, hint);
                 seg.live += 1;
                 seg.live_bytes += n as u64;
                 if r.ts >= ids_since && !r.headers.is_empty() {
@@ -225,14 +430,18 @@ impl FileStore {
         }
     }
 
-    /// Applies a segment's delete file.
-    fn recover_deletes(&mut self, id: u32) -> Result<(), StoreError> {
+    /// Applies a segment's delete file, from byte `from` on.
+    fn recover_deletes(&mut self, id: u32, from: u64) -> Result<(), StoreError> {
         let path = del_path(&self.dir, id);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e.into()),
         };
+        if let Some(seg) = self.segments.get_mut(&id) {
+            seg.del_len = bytes.len() as u64;
+        }
+        let bytes = bytes.get(from as usize..).unwrap_or_default();
         let mut damaged = 0;
         for entry in bytes.chunks(DEL_ENTRY) {
             let Some(seq) = decode_del(entry) else {
@@ -321,6 +530,8 @@ impl FileStore {
             seg.file.write_all_at(&self.pending, seg.written)?;
             seg.written += self.pending.len() as u64;
             seg.dirty = true;
+            self.snapshot.changed = true;
+            self.snapshot.appended += self.pending.len() as u64;
             self.pending.clear();
             if self.pending.capacity() > 1 << 20 {
                 self.pending = Vec::new();
@@ -340,7 +551,9 @@ impl FileStore {
             };
             use std::io::Write as _;
             (&*del).write_all(&entries)?;
+            seg.del_len += entries.len() as u64;
             seg.dirty = true;
+            self.snapshot.changed = true;
         }
         if self.sync_always {
             for f in self.files_to_sync() {
@@ -414,6 +627,9 @@ impl FileStore {
             }
             at += n;
         }
+        // The snapshot knows the old offsets: it goes before they change.
+        remove_if_there(&self.dir.join(snapshot::FILE_NAME))?;
+        self.snapshot.changed = true;
         let tmp = self.dir.join(format!("{id:08}.seg.tmp"));
         std::fs::write(&tmp, &out)?;
         File::open(&tmp)?.sync_all()?;
@@ -428,6 +644,58 @@ impl FileStore {
         }
         self.segments.insert(id, seg);
         Ok(())
+    }
+
+    /// Whether an index snapshot is due: something changed since the last one, and either the
+    /// store has gone quiet, or it keeps changing and enough time or bytes have passed.
+    pub fn snapshot_due(&mut self) -> bool {
+        let c = &mut self.snapshot;
+        let quiet = c.appended == c.appended_at_check;
+        c.appended_at_check = c.appended;
+        if !c.changed {
+            return false;
+        }
+        let age = c.at.elapsed();
+        if age < SNAPSHOT_MIN_INTERVAL {
+            return false;
+        }
+        quiet || age >= SNAPSHOT_MAX_INTERVAL || (age >= SNAPSHOT_BUSY_INTERVAL && c.appended >= c.len)
+    }
+
+    /// Whether opening the store loaded an index snapshot (rather than reading every segment).
+    pub fn opened_from_snapshot(&self) -> bool {
+        self.from_snapshot
+    }
+
+    /// Whether anything was written since the last index snapshot.
+    pub fn changed_since_snapshot(&self) -> bool {
+        self.snapshot.changed || !self.pending.is_empty() || !self.pending_dels.is_empty() || self.front_moved
+    }
+
+    /// Flushes, then encodes an index snapshot covering everything written, with the message
+    /// ids `ids` (the stream's dedupe window).
+    pub fn snapshot(&mut self, ids: &[(u64, i64, &str)]) -> Result<SnapshotJob, StoreError> {
+        self.flush()?;
+        let marks: Vec<SegmentMark> = self
+            .segments
+            .iter()
+            .map(|(&id, s)| SegmentMark {
+                id,
+                len: s.written,
+                del_len: s.del_len,
+                live: s.live,
+                live_bytes: s.live_bytes,
+            })
+            .collect();
+        let bytes = snapshot::encode(self.created, &self.index, &marks, ids);
+        self.snapshot = SnapshotClock {
+            at: Instant::now(),
+            len: bytes.len() as u64,
+            changed: false,
+            appended: 0,
+            appended_at_check: 0,
+        };
+        Ok(SnapshotJob { path: self.dir.join(snapshot::FILE_NAME), bytes })
     }
 
     /// Deletes every file of the store (the stream was deleted).
@@ -510,6 +778,22 @@ impl FileStore {
     }
 }
 
+/// Opens a segment for reading and writing and reads it from byte `from` to its end.
+fn read_from(path: &Path, from: u64) -> Result<(File, Vec<u8>), StoreError> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let mut file = open_rw(path)?;
+    let len = file.metadata()?.len();
+    let mut bytes = Vec::with_capacity(len.saturating_sub(from) as usize);
+    file.seek(SeekFrom::Start(from))?;
+    file.read_to_end(&mut bytes)?;
+    Ok((file, bytes))
+}
+
+/// A file's length; 0 when it is not there.
+fn bytes_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
 fn remove_if_there(path: &Path) -> Result<(), StoreError> {
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
@@ -541,7 +825,7 @@ fn decode_del(entry: &[u8]) -> Option<u64> {
 
 impl Segment {
     fn new(file: File, len: u64) -> Self {
-        Segment { file: Arc::new(file), del: None, len, written: len, live: 0, live_bytes: 0, dirty: false }
+        Segment { file: Arc::new(file), del: None, len, written: len, del_len: 0, live: 0, live_bytes: 0, dirty: false }
     }
 }
 

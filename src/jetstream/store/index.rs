@@ -15,7 +15,7 @@ use rustc_hash::FxHashMap;
 pub(crate) type SubjectId = u32;
 
 /// No subject: the mark of a removed entry.
-const HOLE: SubjectId = SubjectId::MAX;
+pub(crate) const HOLE: SubjectId = SubjectId::MAX;
 
 /// One live message.
 #[derive(Debug, Clone)]
@@ -98,6 +98,18 @@ impl Subjects {
     }
 }
 
+/// An index taken apart, as an index snapshot keeps it: [`Index::parts`] and
+/// [`Index::from_parts`].
+pub(crate) struct Parts<L> {
+    pub(crate) first_seq: u64,
+    pub(crate) last_seq: u64,
+    pub(crate) last_ts: i64,
+    /// Every entry from `first_seq` on, holes included.
+    pub(crate) entries: Vec<Entry<L>>,
+    /// Subjects by id; `None` for a free id.
+    pub(crate) subjects: Vec<Option<SubjectState>>,
+}
+
 /// The index of one stream's messages.
 #[derive(Debug)]
 pub(crate) struct Index<L> {
@@ -126,6 +138,53 @@ impl<L: Clone + Default> Index<L> {
             bytes: 0,
             subjects: Subjects::default(),
         }
+    }
+
+    /// The first sequence, every entry from it on (holes included), and the subjects by id:
+    /// what a snapshot saves.
+    pub(crate) fn parts(&self) -> (u64, &VecDeque<Entry<L>>, &[Option<SubjectState>]) {
+        (self.first_seq, &self.entries, &self.subjects.by_id)
+    }
+
+    /// Rebuilds an index from its parts; `None` when they do not agree with each other (an
+    /// entry naming a free subject, counts that do not add up).
+    pub(crate) fn from_parts(p: Parts<L>) -> Option<Self> {
+        let span = p.last_seq.checked_sub(p.first_seq.checked_sub(1)?)?;
+        if p.entries.len() as u64 > span || p.entries.first().is_some_and(|e| !e.is_live()) {
+            return None;
+        }
+        let mut counts = vec![0u64; p.subjects.len()];
+        let (mut msgs, mut bytes) = (0u64, 0u64);
+        for e in &p.entries {
+            if e.is_live() {
+                *counts.get_mut(e.subject as usize)? += 1;
+                msgs += 1;
+                bytes += u64::from(e.size);
+            }
+        }
+        let mut subjects = Subjects::default();
+        for (id, slot) in p.subjects.iter().enumerate() {
+            match slot {
+                Some(s) if s.msgs == counts[id] && s.msgs > 0 => {
+                    if subjects.by_name.insert(Arc::clone(&s.name), id as SubjectId).is_some() {
+                        return None;
+                    }
+                }
+                None if counts[id] == 0 => subjects.free.push(id as SubjectId),
+                _ => return None,
+            }
+        }
+        subjects.by_id = p.subjects;
+        let first_seq = if p.entries.is_empty() { p.last_seq + 1 } else { p.first_seq };
+        Some(Index {
+            first_seq,
+            entries: VecDeque::from(p.entries),
+            last_seq: p.last_seq,
+            last_ts: p.last_ts,
+            msgs,
+            bytes,
+            subjects,
+        })
     }
 
     /// Messages held.
@@ -227,11 +286,42 @@ impl<L: Clone + Default> Index<L> {
         seq
     }
 
-    /// Adds a message with a known sequence (past the last one), as recovery does.
-    pub(crate) fn push(&mut self, seq: u64, subject: &str, ts: i64, size: u32, loc: L) {
+    /// Adds a message with a known sequence (past the last one), as recovery does; returns
+    /// its subject's id, or `None` when the sequence was not past the last.
+    pub(crate) fn push(&mut self, seq: u64, subject: &str, ts: i64, size: u32, loc: L) -> Option<SubjectId> {
+        if seq <= self.last_seq {
+            return None;
+        }
+        self.fill_gap(seq);
+        let id = self.subjects.intern(subject, seq);
+        self.push_entry(seq, id, ts, size, loc);
+        Some(id)
+    }
+
+    /// As [`Index::push`], with the id `hint` tried first: when it names a live subject of that
+    /// name, no lookup by name is needed. Recovery passes the id of the previous message's
+    /// subject, which is most often the same. `hint` is updated to the message's subject id.
+    pub(crate) fn push_hinted(&mut self, seq: u64, subject: &str, ts: i64, size: u32, loc: L, hint: &mut SubjectId) {
+        let known = self.subjects.get(*hint).is_some_and(|s| &*s.name == subject);
+        if !known {
+            if let Some(id) = self.push(seq, subject, ts, size, loc) {
+                *hint = id;
+            }
+            return;
+        }
         if seq <= self.last_seq {
             return;
         }
+        self.fill_gap(seq);
+        if let Some(s) = self.subjects.get_mut(*hint) {
+            s.msgs += 1;
+            s.last = seq;
+        }
+        self.push_entry(seq, *hint, ts, size, loc);
+    }
+
+    /// Holes for the sequences between the last entry and `seq`.
+    fn fill_gap(&mut self, seq: u64) {
         if self.entries.is_empty() {
             self.first_seq = seq;
         } else {
@@ -242,7 +332,9 @@ impl<L: Clone + Default> Index<L> {
                 self.entries.push_back(hole);
             }
         }
-        let id = self.subjects.intern(subject, seq);
+    }
+
+    fn push_entry(&mut self, seq: u64, id: SubjectId, ts: i64, size: u32, loc: L) {
         self.entries.push_back(Entry { subject: id, ts, size, loc });
         self.last_seq = seq;
         self.last_ts = ts;
@@ -372,6 +464,12 @@ impl<L: Clone + Default> Index<L> {
     /// The live entries in order, with their sequences.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, &Entry<L>)> {
         self.entries.iter().enumerate().filter(|(_, e)| e.is_live()).map(|(i, e)| (self.first_seq + i as u64, e))
+    }
+
+    /// The newest live entry, with its sequence.
+    pub(crate) fn last_live(&self) -> Option<(u64, &Entry<L>)> {
+        let (i, e) = self.entries.iter().enumerate().rev().find(|(_, e)| e.is_live())?;
+        Some((self.first_seq + i as u64, e))
     }
 
     /// The oldest live sequence, if any.

@@ -11,6 +11,7 @@ pub mod file;
 pub(crate) mod index;
 pub mod memory;
 pub mod record;
+pub(crate) mod snapshot;
 
 use bytes::Bytes;
 
@@ -224,6 +225,20 @@ impl Store {
         match self {
             Store::Memory(_) => Ok(()),
             Store::File(f) => f.compact_some(),
+        }
+    }
+
+    /// An index snapshot to write, when one is due (`force`: whenever anything changed) for a
+    /// file store; `ids` are the message ids of the duplicate window, as (seq, ts, id).
+    pub fn snapshot(&mut self, force: bool, ids: &[(u64, i64, &str)]) -> Result<Option<file::SnapshotJob>, StoreError> {
+        match self {
+            Store::Memory(_) => Ok(None),
+            Store::File(f) => {
+                if !(f.snapshot_due() || (force && f.changed_since_snapshot())) {
+                    return Ok(None);
+                }
+                f.snapshot(ids).map(Some)
+            }
         }
     }
 

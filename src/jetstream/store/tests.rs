@@ -141,6 +141,10 @@ enum Op {
     Limits(i64, i64, i64, bool),
     Skip,
     Reopen,
+    /// Housekeeping: compaction, then an index snapshot when one is due.
+    Tick,
+    /// An index snapshot, as at shutdown.
+    Snapshot,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -151,6 +155,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (-1i64..20, -1i64..2000, -1i64..4, any::<bool>()).prop_map(|(m, b, p, d)| Op::Limits(m, b, p, d)),
         1 => Just(Op::Skip),
         1 => Just(Op::Reopen),
+        1 => Just(Op::Tick),
+        1 => Just(Op::Snapshot),
     ]
 }
 
@@ -181,7 +187,7 @@ fn run(ops: Vec<Op>, file: bool) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().unwrap();
     let open = |limits| {
         if file {
-            Store::File(FileStore::open(dir.path(), limits, 1, false, 0).unwrap())
+            Store::File(FileStore::open(dir.path(), limits, 1, false, 0, 0).unwrap())
         } else {
             Store::Memory(MemoryStore::new(limits, 1))
         }
@@ -228,6 +234,18 @@ fn run(ops: Vec<Op>, file: bool) -> Result<(), TestCaseError> {
                 model.last += 1;
                 prop_assert_eq!(store.skip(), model.last);
             }
+            Op::Tick => {
+                store.compact_some().unwrap();
+                store.flush().unwrap();
+                if let Some(job) = store.snapshot(false, &[]).unwrap() {
+                    job.write().unwrap();
+                }
+            }
+            Op::Snapshot => {
+                if let Some(job) = store.snapshot(true, &[]).unwrap() {
+                    job.write().unwrap();
+                }
+            }
             Op::Reopen => {
                 store.flush().unwrap();
                 drop(store);
@@ -260,9 +278,10 @@ proptest! {
 #[test]
 fn a_torn_tail_is_cut_and_damage_costs_only_the_damaged_records() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = FileStore::open(dir.path(), Limits::default(), 1, false, 0).unwrap();
+    let mut s = FileStore::open(dir.path(), Limits::default(), 1, false, 0, 0).unwrap();
+    // Ten records that fill one segment.
     for i in 0..10u8 {
-        s.store("t", b"", &[i; 100], 1).unwrap();
+        s.store("t", b"", &[i; 16], 1).unwrap();
     }
     s.flush().unwrap();
     drop(s);
@@ -270,13 +289,93 @@ fn a_torn_tail_is_cut_and_damage_costs_only_the_damaged_records() {
     let mut bytes = std::fs::read(&seg).unwrap();
     let rec = bytes.len() / 10;
     // Damage the fourth record's payload and cut the last one in half.
-    bytes[3 * rec + 50] ^= 0xff;
+    bytes[3 * rec + 40] ^= 0xff;
     bytes.truncate(bytes.len() - rec / 2);
     std::fs::write(&seg, &bytes).unwrap();
-    let s = FileStore::open(dir.path(), Limits::default(), 1, false, 0).unwrap();
+    let s = FileStore::open(dir.path(), Limits::default(), 1, false, 0, 0).unwrap();
     let st = s.state();
     assert_eq!(st.msgs, 8, "the damaged record and the torn one are lost, the rest kept");
     assert!(s.load(4).is_err());
     assert_eq!(s.load(5).unwrap().data[0], 4);
     assert_eq!(std::fs::metadata(&seg).unwrap().len() as usize, 9 * rec, "the torn tail is cut off");
+}
+
+fn reopen(dir: &std::path::Path, created: i64) -> FileStore {
+    FileStore::open(dir, Limits::default(), 1, false, 0, created).unwrap()
+}
+
+fn contents(s: &FileStore) -> Vec<(u64, String, Vec<u8>)> {
+    let st = s.state();
+    (st.first_seq..=st.last_seq).filter_map(|q| s.load(q).ok()).map(|m| (m.seq, m.subject, m.data.to_vec())).collect()
+}
+
+#[test]
+fn a_snapshot_is_loaded_and_only_what_came_after_it_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = reopen(dir.path(), 7);
+    for i in 0..40u8 {
+        s.store(["a", "b"][usize::from(i % 2)], b"", &[i; 20], 1).unwrap();
+    }
+    s.snapshot(&[(3, 1, "id-3")]).unwrap().write().unwrap();
+    // After the snapshot: new messages, a delete in an old segment, the oldest removed.
+    for i in 40..50u8 {
+        s.store("c", b"", &[i; 20], 1).unwrap();
+    }
+    assert!(s.remove(10, false).unwrap());
+    s.purge(None, 5, 0).unwrap();
+    s.flush().unwrap();
+    let (state, want) = (s.state(), contents(&s));
+    drop(s);
+
+    let mut s = reopen(dir.path(), 7);
+    assert!(s.opened_from_snapshot());
+    assert_eq!(s.state(), state);
+    assert_eq!(contents(&s), want);
+    assert_eq!(s.take_recovered_ids(), vec![(3, 1, "id-3".to_string())]);
+    assert_eq!(s.store("a", b"", b"next", 1).unwrap(), state.last_seq + 1);
+}
+
+#[test]
+fn a_snapshot_that_does_not_fit_the_files_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = reopen(dir.path(), 7);
+    for i in 0..40u8 {
+        s.store("a", b"", &[i; 20], 1).unwrap();
+    }
+    s.snapshot(&[]).unwrap().write().unwrap();
+    let want = contents(&s);
+    drop(s);
+
+    // Another stream of the same name.
+    let s = reopen(dir.path(), 8);
+    assert!(!s.opened_from_snapshot());
+    assert_eq!(contents(&s), want);
+    drop(s);
+
+    // A damaged snapshot.
+    let snap = dir.path().join("index.snap");
+    let mut bytes = std::fs::read(&snap).unwrap();
+    let n = bytes.len();
+    bytes[n - 3] ^= 1;
+    std::fs::write(&snap, &bytes).unwrap();
+    let s = reopen(dir.path(), 8);
+    assert!(!s.opened_from_snapshot());
+    assert_eq!(contents(&s), want);
+    drop(s);
+
+    // The newest segment shorter than the snapshot says (writes lost in a machine crash).
+    let mut s = reopen(dir.path(), 9);
+    s.snapshot(&[]).unwrap().write().unwrap();
+    drop(s);
+    let last = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .max()
+        .unwrap();
+    let len = std::fs::metadata(&last).unwrap().len();
+    std::fs::OpenOptions::new().write(true).open(&last).unwrap().set_len(len - 10).unwrap();
+    let s = reopen(dir.path(), 9);
+    assert!(!s.opened_from_snapshot());
+    assert_eq!(contents(&s), want[..want.len() - 1].to_vec(), "only the torn record is lost");
 }
