@@ -44,6 +44,70 @@ pub fn rfc3339_nanos(nanos: i64) -> String {
     rfc3339(UNIX_EPOCH + Duration::from_nanos(nanos as u64))
 }
 
+/// Parses an RFC 3339 time (`2026-11-28T04:32:06.448988225Z`, or with an offset such as
+/// `+02:00`) into nanoseconds since the Unix epoch; `None` when it is not one.
+pub fn parse_rfc3339_nanos(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let s = text.get(r)?;
+        if s.is_empty() || !s.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        s.parse().ok()
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return None;
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let mut at = 19;
+    let mut nanos = 0i64;
+    if b.get(at) == Some(&b'.') {
+        let start = at + 1;
+        let mut end = start;
+        while end < b.len() && b[end].is_ascii_digit() {
+            end += 1;
+        }
+        if end == start {
+            return None;
+        }
+        let digits = &text[start..end.min(start + 9)];
+        nanos = digits.parse::<i64>().ok()? * 10i64.pow(9 - digits.len() as u32);
+        at = end;
+    }
+    let offset = match b.get(at)? {
+        b'Z' | b'z' if at + 1 == b.len() => 0,
+        sign @ (b'+' | b'-') if at + 6 == b.len() && b[at + 3] == b':' => {
+            let m = num(at + 1..at + 3)? * 60 + num(at + 4..at + 6)?;
+            if *sign == b'+' {
+                m * 60
+            } else {
+                -m * 60
+            }
+        }
+        _ => return None,
+    };
+    // Days from the civil date (the inverse of `civil`).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset;
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+}
+
 /// Nanoseconds since the Unix epoch now.
 pub fn now_nanos() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
@@ -112,5 +176,24 @@ mod tests {
         assert_eq!(go_duration(Duration::from_secs(62)), "1m2s");
         assert_eq!(go_duration(Duration::from_nanos(250)), "250ns");
         assert_eq!(go_duration(Duration::ZERO), "0s");
+    }
+
+    #[test]
+    fn parses_what_it_formats_and_offsets() {
+        for nanos in [1i64, 1_795_840_326_448_988_225, 951_782_400_000_000_000, 4_102_444_799_999_999_999] {
+            assert_eq!(parse_rfc3339_nanos(&rfc3339_nanos(nanos)), Some(nanos), "{nanos}");
+        }
+        assert_eq!(parse_rfc3339_nanos("1970-01-01T02:00:00+02:00"), Some(0));
+        assert_eq!(parse_rfc3339_nanos("1970-01-01T00:00:00.5Z"), Some(500_000_000));
+        for bad in [
+            "",
+            "2026-11-28",
+            "2026-13-01T00:00:00Z",
+            "2026-11-28T04:32:06.Z",
+            "2026-11-28T04:32:06",
+            "x026-11-28T04:32:06Z",
+        ] {
+            assert_eq!(parse_rfc3339_nanos(bad), None, "{bad}");
+        }
     }
 }

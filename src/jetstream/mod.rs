@@ -5,6 +5,8 @@
 //!   limits both apply.
 //! - [`stream`]: one stream: it is an internal consumer of its account's subjects, checks each
 //!   publish as nats-server does, stores it and acknowledges it once written.
+//! - [`consumer`]: consumers: delivery at least once, acks, redelivery, pull requests, dead
+//!   letters.
 //! - [`api`]: the `$JS.API` handlers and their JSON.
 //! - [`config`]: stream configuration defaults and validation.
 //! - [`meta`]: a file stream's configuration on disk.
@@ -14,6 +16,7 @@
 
 pub mod api;
 pub mod config;
+pub mod consumer;
 pub mod headers;
 pub mod meta;
 pub mod store;
@@ -31,7 +34,9 @@ use rustc_hash::FxBuildHasher;
 use tracing::{error, info, warn};
 
 use self::api::errors::ApiError;
-use self::api::types::{Storage, StreamConfig};
+use self::api::types::{Retention, Storage, StreamConfig};
+use self::consumer::config::ConsumerConfig;
+use self::consumer::Consumer;
 use self::store::{FileStore, MemoryStore, Store};
 use self::stream::Stream;
 use crate::account::Account;
@@ -143,6 +148,171 @@ impl JsAccount {
     /// How many streams there are.
     pub fn stream_count(&self) -> usize {
         self.streams.read().len()
+    }
+
+    /// How many consumers its streams have.
+    pub fn consumer_count(&self) -> usize {
+        self.streams().iter().map(|s| s.consumer_count()).sum()
+    }
+
+    /// Adds a consumer to `stream`, or updates the one of that name as nats-server allows.
+    pub(crate) fn add_consumer(&self, stream: &Arc<Stream>, cfg: ConsumerConfig) -> Result<Arc<Consumer>, ApiError> {
+        let scfg = stream.config();
+        let cfg = consumer::config::with_defaults(cfg);
+        consumer::config::check(&cfg, &scfg)?;
+        let _admin = self.admin.lock();
+        let name = if cfg.durable.is_empty() { cfg.name.clone() } else { cfg.durable.clone() };
+        if let Some(existing) = stream.consumer(&name) {
+            let old = existing.config();
+            let bound = !old.deliver_subject.is_empty() && {
+                let m = self.account.sublist.matches(old.deliver_subject.as_bytes());
+                !m.psubs.is_empty() || !m.qsubs.is_empty()
+            };
+            consumer::config::check_update(&old, &cfg, bound)?;
+            if old != cfg {
+                existing.update(cfg);
+            }
+            return Ok(existing);
+        }
+        if scfg.max_consumers > 0 && stream.consumer_count() as i64 >= scfg.max_consumers {
+            return Err(ApiError::new(400, 10026, "maximum consumers limit reached"));
+        }
+        if scfg.retention == Retention::WorkQueue {
+            if cfg.ack_policy != consumer::config::AckPolicy::Explicit {
+                return Err(ApiError::new(400, 10098, "workqueue stream requires explicit ack"));
+            }
+            let others = stream.consumers();
+            if !others.is_empty() {
+                let mine = cfg.filters();
+                if mine.is_empty() {
+                    return Err(ApiError::new(
+                        400,
+                        10099,
+                        "multiple non-filtered consumers not allowed on workqueue stream",
+                    ));
+                }
+                let overlaps = others.iter().any(|o| {
+                    let theirs = o.filters();
+                    theirs.is_empty() || mine.iter().any(|a| theirs.iter().any(|b| config::subjects_collide(a, b)))
+                });
+                if overlaps {
+                    return Err(ApiError::new(400, 10100, "filtered consumer not unique on workqueue stream"));
+                }
+            }
+            if cfg.deliver_policy != consumer::config::DeliverPolicy::All {
+                return Err(ApiError::new(400, 10101, "consumer must be deliver all on workqueue stream"));
+            }
+        }
+        let name = if name.is_empty() { self.ephemeral_name(stream) } else { name };
+        let Some((start, skip_list)) = stream.read_store(|s| consumer::starting_point(&cfg, s)) else {
+            return Err(ApiError::stream_not_found());
+        };
+        let durable = !cfg.durable.is_empty();
+        let dir = (durable && scfg.storage == Storage::File && !cfg.memory_storage)
+            .then(|| stream.dir().join("obs").join(&name));
+        let spec = consumer::Spec {
+            name,
+            config: cfg,
+            created: now_nanos(),
+            state: consumer::state::DeliveryState::starting_at(start),
+            skip_list,
+            dir,
+        };
+        let c = Consumer::start(stream, Arc::clone(&self.shared), Arc::clone(&self.account), spec);
+        c.save_meta();
+        c.save();
+        stream.insert_consumer(Arc::clone(&c));
+        self.consumer_advisory(stream.name(), c.name(), "create");
+        Ok(c)
+    }
+
+    /// A random name no consumer of `stream` has, as nats-server makes for ephemerals.
+    fn ephemeral_name(&self, stream: &Stream) -> String {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        loop {
+            let name: String = (0..8).map(|_| char::from(ALPHABET[rand::random::<usize>() % ALPHABET.len()])).collect();
+            if stream.consumer(&name).is_none() {
+                return name;
+            }
+        }
+    }
+
+    /// Deletes a consumer; false when there is none of that name.
+    pub(crate) fn delete_consumer(&self, stream: &Arc<Stream>, name: &str) -> bool {
+        let _admin = self.admin.lock();
+        if !stream.remove_consumer(name) {
+            return false;
+        }
+        self.consumer_advisory(stream.name(), name, "delete");
+        true
+    }
+
+    /// `$JS.EVENT.ADVISORY.CONSUMER.CREATED|DELETED.<stream>.<consumer>`.
+    fn consumer_advisory(&self, stream: &str, consumer: &str, action: &str) {
+        #[derive(serde::Serialize)]
+        struct Action<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            id: String,
+            timestamp: String,
+            stream: &'a str,
+            consumer: &'a str,
+            action: &'a str,
+        }
+        let what = if action == "create" { "CREATED" } else { "DELETED" };
+        let subject = format!("$JS.EVENT.ADVISORY.CONSUMER.{what}.{stream}.{consumer}");
+        let body = api::go_json(&Action {
+            kind: "io.nats.jetstream.advisory.v1.consumer_action",
+            id: consumer::advisory_id(),
+            timestamp: crate::format::rfc3339_nanos(now_nanos()),
+            stream,
+            consumer,
+            action,
+        });
+        let m = Message { subject: subject.as_bytes(), reply: None, header_len: 0, payload: &body };
+        self.shared.publisher.publish(&self.account, &m);
+    }
+
+    /// Opens the durable consumers found in `stream`'s directory.
+    fn recover_consumers(&self, stream: &Arc<Stream>) {
+        let Ok(entries) = std::fs::read_dir(stream.dir().join("obs")) else { return };
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            if !dir.is_dir() {
+                continue;
+            }
+            let loaded = match consumer::persist::load(&dir) {
+                Ok(l) => l,
+                Err(e) => {
+                    error!("consumer in {} not loaded, its configuration is unreadable: {e}", dir.display());
+                    continue;
+                }
+            };
+            let name = loaded.config.durable.clone();
+            if name.is_empty() {
+                continue;
+            }
+            let (state, skip_list) = match loaded.state {
+                Some(s) => (s.state, s.skip_list),
+                None => {
+                    warn!("consumer {} > {}: its state is missing or damaged; starting over", stream.name(), name);
+                    let (start, skip) = stream
+                        .read_store(|s| consumer::starting_point(&loaded.config, s))
+                        .unwrap_or((1, Default::default()));
+                    (consumer::state::DeliveryState::starting_at(start), skip)
+                }
+            };
+            let spec = consumer::Spec {
+                name,
+                config: loaded.config,
+                created: loaded.created,
+                state,
+                skip_list,
+                dir: Some(dir),
+            };
+            let c = Consumer::start(stream, Arc::clone(&self.shared), Arc::clone(&self.account), spec);
+            stream.insert_consumer(c);
+        }
     }
 
     /// Memory and file bytes its streams hold.
@@ -279,6 +449,7 @@ impl JsAccount {
                 self.account.name,
                 cfg.name
             );
+            self.recover_consumers(&s);
             self.streams.write().insert(cfg.name.clone(), s);
         }
     }
@@ -294,7 +465,7 @@ impl InternalSink for JsAccount {
         let Some(reply) = msg.reply.filter(|r| !r.is_empty()) else { return true };
         let subject = String::from_utf8_lossy(msg.subject);
         let body = &msg.payload[msg.header_len.min(msg.payload.len())..];
-        let Some(answer) = api::handle(self, &subject, body) else { return true };
+        let Some(answer) = api::handle(self, &subject, reply, body) else { return true };
         if answer.counted {
             self.api_total.fetch_add(1, Ordering::Relaxed);
             if answer.error {
@@ -438,6 +609,7 @@ impl JetStream {
                 _ = tick.tick() => {}
             }
             let now = now_nanos();
+            self.tick_consumers(now);
             let jobs: Vec<_> = self.all_streams().iter().filter_map(|s| s.tick(now)).collect();
             if !jobs.is_empty() {
                 // Written one tick at a time: nothing else rewrites a store's files meanwhile.
@@ -453,6 +625,19 @@ impl JetStream {
             if last_sync.elapsed() >= self.shared.sync_interval {
                 last_sync = tokio::time::Instant::now();
                 self.sync_files().await;
+            }
+        }
+    }
+
+    /// Saves consumers' changed state and deletes the ones unused past their inactive threshold.
+    fn tick_consumers(&self, now: i64) {
+        for acc in self.accounts() {
+            for s in acc.streams() {
+                for c in s.consumers() {
+                    if c.tick(now) {
+                        acc.delete_consumer(&s, c.name());
+                    }
+                }
             }
         }
     }
@@ -476,6 +661,10 @@ impl JetStream {
     /// Writes and syncs everything, at shutdown.
     pub fn shutdown(&self) {
         for s in self.all_streams() {
+            for c in s.consumers() {
+                c.save();
+                c.stop();
+            }
             s.flush_now();
             for f in s.files_to_sync() {
                 let _ = f.sync_data();

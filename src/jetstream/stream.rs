@@ -6,15 +6,17 @@
 //! whole read it calls [`InternalSink::flush`]: the store writes everything with one write,
 //! and only then do the acknowledgements go out.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tracing::warn;
 
 use super::api::errors::ApiError;
-use super::api::types::{Storage, StreamConfig, StreamInfo, StreamState};
+use super::api::types::{Retention, Storage, StreamConfig, StreamInfo, StreamState};
+use super::consumer::Consumer;
 use super::headers;
 use super::store::file::SnapshotJob;
 use super::store::{Store, StoreError, StoreState};
@@ -100,6 +102,15 @@ pub struct Stream {
     /// Where its files are (file storage).
     dir: PathBuf,
     inner: Mutex<Inner>,
+    /// Its consumers, by name. Never locked while a consumer's lock is wanted by the holder.
+    consumers: RwLock<BTreeMap<String, Arc<Consumer>>>,
+    /// Counts removals other than by acks (deletes, purges, limits, expiry), so that
+    /// consumers know to count their lag again.
+    removals: AtomicU64,
+    /// Messages its consumers gave up on and published to a dead-letter subject.
+    dead_letters: AtomicU64,
+    /// Messages were stored that the consumers have not been told of.
+    unannounced: AtomicBool,
 }
 
 fn ack_prefix(name: &str) -> Vec<u8> {
@@ -149,7 +160,17 @@ impl Stream {
             reported_bytes,
         };
         let name = inner.config.name.clone();
-        Arc::new(Stream { name, shared, account, dir, inner: Mutex::new(inner) })
+        Arc::new(Stream {
+            name,
+            shared,
+            account,
+            dir,
+            inner: Mutex::new(inner),
+            consumers: RwLock::new(BTreeMap::new()),
+            removals: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            unannounced: AtomicBool::new(false),
+        })
     }
 
     /// Its name.
@@ -197,6 +218,10 @@ impl Stream {
 
     /// Unsubscribes, deletes its files, and gives its usage back.
     pub(crate) fn delete(&self) -> Result<(), StoreError> {
+        let consumers = std::mem::take(&mut *self.consumers.write());
+        for c in consumers.values() {
+            c.delete();
+        }
         let mut guard = self.inner.lock();
         let inner = &mut *guard;
         for sub in inner.subs.drain(..).chain(inner.direct.drain(..)) {
@@ -320,7 +345,7 @@ impl Stream {
             return Outcome::Refused(ApiError::insufficient_resources());
         }
         let Some(store) = inner.store.as_mut() else { return Outcome::Dropped };
-        if super::config::drops_without_interest(&inner.config) {
+        if super::config::drops_without_interest(&inner.config) && !self.has_interest_in(subject) {
             // No consumers yet, so nobody is interested: the sequence is used, nothing kept.
             let seq = store.skip();
             if let Some(id) = msg_id {
@@ -329,10 +354,17 @@ impl Stream {
             return Outcome::Skipped(seq);
         }
         let ts = now_nanos();
+        let before = store.state();
         let seq = match store.store(subject, hdr, data, ts) {
             Ok(seq) => seq,
             Err(e) => return Outcome::Refused(ApiError::store_failed(e)),
         };
+        self.unannounced.store(true, Ordering::Release);
+        let after = store.state();
+        if after.msgs <= before.msgs || after.first_seq != before.first_seq {
+            // A limit made room: consumers count their lag again.
+            self.removals.fetch_add(1, Ordering::Relaxed);
+        }
         if let Some(id) = msg_id {
             inner.dedupe.insert(id, seq, ts);
         }
@@ -367,6 +399,122 @@ impl Stream {
             let m = Message { subject: &reply, reply: None, header_len: 0, payload: &body };
             self.shared.publisher.publish(&self.account, &m);
         }
+        if self.unannounced.swap(false, Ordering::AcqRel) {
+            self.notify_consumers();
+        }
+    }
+
+    /// Wakes every consumer: there may be new messages.
+    pub(crate) fn notify_consumers(&self) {
+        for c in self.consumers.read().values() {
+            c.notify();
+        }
+    }
+
+    /// Runs `f` on the store, with pending writes flushed first; `None` once it is deleted.
+    pub(crate) fn read_store<R>(&self, f: impl FnOnce(&Store) -> R) -> Option<R> {
+        self.flush_now();
+        let inner = self.inner.lock();
+        inner.store.as_ref().map(f)
+    }
+
+    /// Removals other than by acks so far.
+    pub(crate) fn removals(&self) -> u64 {
+        self.removals.load(Ordering::Relaxed)
+    }
+
+    /// Its retention policy.
+    pub(crate) fn retention(&self) -> Retention {
+        self.inner.lock().config.retention
+    }
+
+    /// Counts a message a consumer gave up on and dead-lettered.
+    pub(crate) fn dead_lettered(&self) {
+        self.dead_letters.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Messages dead-lettered by its consumers.
+    pub fn dead_letter_count(&self) -> u64 {
+        self.dead_letters.load(Ordering::Relaxed)
+    }
+
+    /// Its consumers, by name.
+    pub fn consumers(&self) -> Vec<Arc<Consumer>> {
+        self.consumers.read().values().cloned().collect()
+    }
+
+    /// The consumer with this name.
+    pub fn consumer(&self, name: &str) -> Option<Arc<Consumer>> {
+        self.consumers.read().get(name).cloned()
+    }
+
+    /// How many consumers it has.
+    pub fn consumer_count(&self) -> usize {
+        self.consumers.read().len()
+    }
+
+    pub(crate) fn insert_consumer(&self, c: Arc<Consumer>) {
+        self.consumers.write().insert(c.name().to_string(), c);
+    }
+
+    /// Removes a consumer (and its files); for interest retention, also the messages nobody
+    /// else is interested in now.
+    pub(crate) fn remove_consumer(&self, name: &str) -> bool {
+        let Some(c) = self.consumers.write().remove(name) else { return false };
+        c.delete();
+        if self.retention() == Retention::Interest {
+            let (first, last) = self.read_store(|s| (s.state().first_seq, s.state().last_seq)).unwrap_or((1, 0));
+            let seqs: Vec<u64> = (first..=last).collect();
+            self.consumer_acked(&seqs, &c);
+        }
+        true
+    }
+
+    /// Whether some consumer takes messages on `subject` (interest retention).
+    fn has_interest_in(&self, subject: &str) -> bool {
+        self.consumers.read().values().any(|c| c.wants_subject(subject))
+    }
+
+    /// `by` is done with `seqs` (acked, or delivered without acks): a workqueue removes them,
+    /// an interest stream removes those no other consumer still needs.
+    pub(crate) fn consumer_acked(&self, seqs: &[u64], by: &Consumer) {
+        let retention = self.retention();
+        if retention == Retention::Limits {
+            return;
+        }
+        let others: Vec<Arc<Consumer>> =
+            self.consumers.read().values().filter(|c| !std::ptr::eq(Arc::as_ptr(c), by)).cloned().collect();
+        let mut gone = Vec::new();
+        for &seq in seqs {
+            let Some(subject) = self.read_store(|s| s.subject_of(seq)).flatten() else { continue };
+            if retention == Retention::Interest && others.iter().any(|c| c.needs(seq, &subject)) {
+                continue;
+            }
+            gone.push(seq);
+        }
+        if gone.is_empty() {
+            return;
+        }
+        self.flush_now();
+        let mut inner = self.inner.lock();
+        if let Some(store) = inner.store.as_mut() {
+            for seq in gone {
+                let _ = store.remove(seq, false);
+            }
+            let _ = store.flush();
+        }
+        self.report_usage(&mut inner);
+    }
+
+    /// The stream removed messages (a delete, a purge): consumers forget the pending ones
+    /// that are gone.
+    pub(crate) fn removed_messages(self: &Arc<Self>) {
+        self.removals.fetch_add(1, Ordering::Relaxed);
+        let first = self.read_store(|s| s.state().first_seq).unwrap_or(0);
+        for c in self.consumers() {
+            let me = Arc::clone(self);
+            c.stream_removed(move |seq| me.read_store(|s| s.subject_of(seq).is_some()).unwrap_or(false), first);
+        }
     }
 
     /// Runs `f` on the store and the config, with pending writes flushed first.
@@ -387,6 +535,7 @@ impl Stream {
         let store = inner.store.as_ref()?;
         let st = store.state();
         let mut state = state_json(&st);
+        state.consumer_count = self.consumers.read().len() as u64;
         if deleted_details {
             state.deleted = Some(store.deleted()).filter(|d| !d.is_empty());
         }
@@ -432,7 +581,9 @@ impl Stream {
         let window = inner.config.duplicate_window;
         inner.dedupe.expire(now - window);
         if let Some(store) = inner.store.as_mut() {
-            store.expire(now);
+            if store.expire(now) > 0 {
+                self.removals.fetch_add(1, Ordering::Relaxed);
+            }
             if let Err(e) = store.compact_some() {
                 warn!("stream {}: compacting its store failed: {e}", self.name);
             }

@@ -23,13 +23,26 @@ impl InternalPublisher {
     }
 
     /// Publishes `msg` in `account`; returns whether anyone got it.
-    ///
     pub fn publish(&self, account: &Account, msg: &Message<'_>) -> bool {
         // Re-entered from an internal consumer's flush (a store acknowledging what it wrote),
         // or busy on another thread: a publisher of its own for this one message.
         match self.publisher.try_lock() {
             Some(mut publisher) => self.publish_with(&mut publisher, account, msg),
             None => self.publish_with(&mut Publisher::new(rand::random()), account, msg),
+        }
+    }
+
+    /// Publishes `msg` (with its own subject) to the subscriptions matching `route`; returns
+    /// whether anyone got it.
+    pub fn publish_to(&self, account: &Account, route: &[u8], msg: &Message<'_>) -> bool {
+        let publish = |publisher: &mut Publisher| {
+            let delivered = publisher.publish_to(&self.state, account, Origin::Internal, route, msg);
+            publisher.flush(&self.state);
+            delivered
+        };
+        match self.publisher.try_lock() {
+            Some(mut publisher) => publish(&mut publisher),
+            None => publish(&mut Publisher::new(rand::random())),
         }
     }
 

@@ -106,7 +106,21 @@ impl Publisher {
     /// Delivers `msg` to every matching subscription of `account` and one member of each queue
     /// group. Returns whether anyone got it.
     pub fn publish(&mut self, server: &ServerState, account: &Account, origin: Origin<'_>, msg: &Message<'_>) -> bool {
-        let matches = self.cache.get(&account.sublist, msg.subject);
+        self.publish_to(server, account, origin, msg.subject, msg)
+    }
+
+    /// Delivers `msg` to the subscriptions matching `route`, which may differ from the subject
+    /// the message carries: a JetStream consumer sends a stored message, with its own subject,
+    /// to a deliver subject or a pull request's inbox.
+    pub fn publish_to(
+        &mut self,
+        server: &ServerState,
+        account: &Account,
+        origin: Origin<'_>,
+        route: &[u8],
+        msg: &Message<'_>,
+    ) -> bool {
+        let matches = self.cache.get(&account.sublist, route);
         if matches.is_empty() {
             return false;
         }

@@ -15,7 +15,8 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(code: u16, err_code: u16, description: impl Into<String>) -> Self {
+    /// An error with these codes and text.
+    pub fn new(code: u16, err_code: u16, description: impl Into<String>) -> Self {
         ApiError { code, err_code, description: description.into() }
     }
 
@@ -154,5 +155,9 @@ impl ApiError {
     /// 10133.
     pub fn replicas_negative() -> Self {
         Self::new(400, 10133, "replicas count cannot be negative")
+    }
+    /// 10094.
+    pub fn consumer_invalid_policy(err: impl std::fmt::Display) -> Self {
+        Self::new(400, 10094, err.to_string())
     }
 }

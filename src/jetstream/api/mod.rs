@@ -2,6 +2,7 @@
 //! nats-server 2.9.10 answers them (response types, field order, error codes, which requests
 //! get no answer at all).
 
+mod consumer;
 pub mod errors;
 pub mod types;
 
@@ -18,9 +19,9 @@ use crate::delivery::Message;
 use crate::format::rfc3339_nanos;
 
 /// Most names in a STREAM.NAMES page.
-const NAMES_LIMIT: usize = 1024;
+pub(crate) const NAMES_LIMIT: usize = 1024;
 /// Most streams in a STREAM.LIST page.
-const LIST_LIMIT: usize = 256;
+pub(crate) const LIST_LIMIT: usize = 256;
 /// Most subjects in STREAM.INFO's subject details.
 const MAX_SUBJECT_DETAILS: usize = 100_000;
 
@@ -34,11 +35,6 @@ const T_NAMES: &str = "io.nats.jetstream.api.v1.stream_names_response";
 const T_LIST: &str = "io.nats.jetstream.api.v1.stream_list_response";
 const T_MSG_GET: &str = "io.nats.jetstream.api.v1.stream_msg_get_response";
 const T_MSG_DELETE: &str = "io.nats.jetstream.api.v1.stream_msg_delete_response";
-const T_CONSUMER_CREATE: &str = "io.nats.jetstream.api.v1.consumer_create_response";
-const T_CONSUMER_INFO: &str = "io.nats.jetstream.api.v1.consumer_info_response";
-const T_CONSUMER_DELETE: &str = "io.nats.jetstream.api.v1.consumer_delete_response";
-const T_CONSUMER_NAMES: &str = "io.nats.jetstream.api.v1.consumer_names_response";
-const T_CONSUMER_LIST: &str = "io.nats.jetstream.api.v1.consumer_list_response";
 
 /// An answer to send: its bytes, and whether it counts as an API error.
 pub(crate) struct Answer {
@@ -118,7 +114,7 @@ fn parse<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, Api
 
 /// Handles one request on `$JS.API.>`; `None` means no answer (as nats-server for subjects it
 /// does not know).
-pub(crate) fn handle(acc: &JsAccount, subject: &str, body: &[u8]) -> Option<Answer> {
+pub(crate) fn handle(acc: &JsAccount, subject: &str, reply: &[u8], body: &[u8]) -> Option<Answer> {
     let tokens: Vec<&str> = subject.split('.').collect();
     let name = |i: usize| tokens.get(i).copied().unwrap_or("");
     Some(match &tokens[2..] {
@@ -132,11 +128,17 @@ pub(crate) fn handle(acc: &JsAccount, subject: &str, body: &[u8]) -> Option<Answ
         ["STREAM", "LIST"] => list(acc, body),
         ["STREAM", "MSG", "GET", _] => msg_get(acc, name(5), body),
         ["STREAM", "MSG", "DELETE", _] => msg_delete(acc, name(5), body),
-        ["CONSUMER", "CREATE", ..] | ["CONSUMER", "DURABLE", "CREATE", _, _] => consumer_unsupported(acc, &tokens),
-        ["CONSUMER", "INFO", s, _] => consumer_missing(acc, s, T_CONSUMER_INFO),
-        ["CONSUMER", "DELETE", s, _] => consumer_missing(acc, s, T_CONSUMER_DELETE),
-        ["CONSUMER", "NAMES", s] => consumer_names(acc, s, T_CONSUMER_NAMES),
-        ["CONSUMER", "LIST", s] => consumer_names(acc, s, T_CONSUMER_LIST),
+        ["CONSUMER", "CREATE", _, ..] | ["CONSUMER", "DURABLE", "CREATE", _, ..] => {
+            return consumer::create(acc, &tokens, body)
+        }
+        ["CONSUMER", "INFO", s, c] => consumer::info(acc, s, c, body),
+        ["CONSUMER", "DELETE", s, c] => consumer::delete(acc, s, c, body),
+        ["CONSUMER", "NAMES", s] => consumer::names(acc, s, body),
+        ["CONSUMER", "LIST", s] => consumer::list(acc, s, body),
+        ["CONSUMER", "MSG", "NEXT", s, c] => {
+            consumer::next(acc, s, c, reply, body);
+            return None;
+        }
         _ => return None,
     })
 }
@@ -150,7 +152,7 @@ fn account_info(acc: &JsAccount) -> Answer {
         reserved_memory: 0,
         reserved_storage: 0,
         streams: acc.stream_count(),
-        consumers: 0,
+        consumers: acc.consumer_count(),
         limits: AccountLimits {
             max_memory: -1,
             max_storage: -1,
@@ -278,7 +280,10 @@ fn purge(acc: &JsAccount, name: &str, body: &[u8]) -> Answer {
         Ok(purged)
     });
     match result {
-        Some(Ok(purged)) => answer(T_PURGE, None, PurgeBody { success: true, purged }),
+        Some(Ok(purged)) => {
+            stream.removed_messages();
+            answer(T_PURGE, None, PurgeBody { success: true, purged })
+        }
         // nats-server counts a store's refusal as an answer, not as an API error.
         Some(Err(e)) => Answer { error: false, ..fail(T_PURGE, e, PurgeBody { success: false, purged: 0 }) },
         None => fail(T_PURGE, ApiError::stream_not_found(), PurgeBody { success: false, purged: 0 }),
@@ -411,39 +416,13 @@ fn msg_delete(acc: &JsAccount, name: &str, body: &[u8]) -> Answer {
         }
     });
     match result {
-        Some(Ok(())) => answer(T_MSG_DELETE, None, Success { success: true }),
+        Some(Ok(())) => {
+            stream.removed_messages();
+            answer(T_MSG_DELETE, None, Success { success: true })
+        }
         Some(Err(e)) => Answer { error: false, ..fail(T_MSG_DELETE, e, Success { success: false }) },
         None => fail(T_MSG_DELETE, ApiError::stream_not_found(), Success { success: false }),
     }
-}
-
-fn consumer_unsupported(acc: &JsAccount, tokens: &[&str]) -> Answer {
-    let stream = tokens.get(if tokens.get(3) == Some(&"DURABLE") { 5 } else { 4 }).copied().unwrap_or("");
-    if acc.stream(stream).is_none() {
-        return fail(T_CONSUMER_CREATE, ApiError::stream_not_found(), Nothing {});
-    }
-    fail(T_CONSUMER_CREATE, ApiError::consumer_create("consumers are not supported by this server yet"), Nothing {})
-}
-
-fn consumer_missing(acc: &JsAccount, stream: &str, kind: &'static str) -> Answer {
-    if acc.stream(stream).is_none() {
-        return fail(kind, ApiError::stream_not_found(), Nothing {});
-    }
-    fail(kind, ApiError::consumer_not_found(), Nothing {})
-}
-
-fn consumer_names(acc: &JsAccount, stream: &str, kind: &'static str) -> Answer {
-    #[derive(Serialize)]
-    struct Names {
-        #[serde(flatten)]
-        paged: Paged,
-        consumers: Vec<String>,
-    }
-    let limit = if kind == T_CONSUMER_NAMES { NAMES_LIMIT } else { LIST_LIMIT };
-    if acc.stream(stream).is_none() {
-        return fail(kind, ApiError::stream_not_found(), Names { paged: Paged::default(), consumers: Vec::new() });
-    }
-    answer(kind, None, Names { paged: Paged { total: 0, offset: 0, limit }, consumers: Vec::new() })
 }
 
 /// The header block and body of a direct get answer.

@@ -472,6 +472,62 @@ impl<L: Clone + Default> Index<L> {
         Some((self.first_seq + i as u64, e))
     }
 
+    /// Live messages with sequences in `from..=to` on subjects matching one of `filters`
+    /// (every subject when there are none).
+    pub(crate) fn count_matching(&self, filters: &[&str], from: u64, to: u64) -> u64 {
+        let to = to.min(self.last_seq);
+        if from > to {
+            return 0;
+        }
+        if filters.is_empty() && from <= self.first_seq {
+            // Everything from the front on.
+            let end = self.slot(to).map_or(self.entries.len(), |i| i + 1);
+            if end == self.entries.len() {
+                return self.msgs;
+            }
+        }
+        let mut verdict: Vec<Option<bool>> = vec![None; self.subjects.by_id.len()];
+        let begin = self.slot(from.max(self.first_seq)).unwrap_or(self.entries.len());
+        let end = self.slot(to).map_or(self.entries.len(), |i| i + 1);
+        let mut n = 0;
+        for e in self.entries.range(begin..end.max(begin)) {
+            if !e.is_live() {
+                continue;
+            }
+            if filters.is_empty() {
+                n += 1;
+                continue;
+            }
+            let slot = &mut verdict[e.subject as usize];
+            let hit = *slot.get_or_insert_with(|| {
+                self.subject_name(e.subject).is_some_and(|name| filters.iter().any(|f| matches_filter(f, name)))
+            });
+            n += u64::from(hit);
+        }
+        n
+    }
+
+    /// The subject of the live message `seq`.
+    pub(crate) fn subject_of(&self, seq: u64) -> Option<&Arc<str>> {
+        self.get(seq).and_then(|e| self.subject_name(e.subject))
+    }
+
+    /// The first live sequence stored at or after `ts`.
+    pub(crate) fn first_at_or_after(&self, ts: i64) -> Option<u64> {
+        self.entries.iter().enumerate().find(|(_, e)| e.is_live() && e.ts >= ts).map(|(i, _)| self.first_seq + i as u64)
+    }
+
+    /// The last sequence of each subject matching one of `filters`, in order.
+    pub(crate) fn last_per_subject(&self, filters: &[&str]) -> Vec<u64> {
+        let mut out: Vec<u64> = self
+            .subjects()
+            .filter(|s| filters.is_empty() || filters.iter().any(|f| matches_filter(f, &s.name)))
+            .map(|s| s.last)
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// The oldest live sequence, if any.
     pub(crate) fn front(&self) -> Option<u64> {
         self.entries.front().map(|_| self.first_seq)

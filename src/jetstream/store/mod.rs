@@ -131,6 +131,11 @@ macro_rules! each {
     };
 }
 
+/// Whether `subject` matches the stream filter `filter` (`>` and `*` allowed).
+pub fn index_matches(filter: &str, subject: &str) -> bool {
+    index::matches_filter(filter, subject)
+}
+
 impl Store {
     /// Stores a message, applying the limits; returns its sequence.
     pub fn store(&mut self, subject: &str, headers: &[u8], data: &[u8], ts: i64) -> Result<u64, StoreError> {
@@ -196,6 +201,38 @@ impl Store {
             .filter(|st| index::matches_filter(filter, &st.name))
             .map(|st| (st.name.to_string(), st.msgs))
             .collect())
+    }
+
+    /// Live messages in `from..=to` on subjects matching one of `filters` (all when none).
+    pub fn count_matching(&self, filters: &[&str], from: u64, to: u64) -> u64 {
+        each!(self, s => s.index().count_matching(filters, from, to))
+    }
+
+    /// The subject of the live message `seq`.
+    pub fn subject_of(&self, seq: u64) -> Option<std::sync::Arc<str>> {
+        each!(self, s => s.index().subject_of(seq).cloned())
+    }
+
+    /// The first live sequence stored at or after `ts` (ns since the epoch).
+    pub fn first_at_or_after(&self, ts: i64) -> Option<u64> {
+        each!(self, s => s.index().first_at_or_after(ts))
+    }
+
+    /// The last sequence of each subject matching one of `filters`, in order.
+    pub fn last_per_subject(&self, filters: &[&str]) -> Vec<u64> {
+        each!(self, s => s.index().last_per_subject(filters))
+    }
+
+    /// The first live sequence at or after `start` on a subject matching one of `filters`.
+    pub fn next_matching(&self, filters: &[&str], start: u64) -> Option<u64> {
+        each!(self, s => {
+            let ix = s.index();
+            if filters.is_empty() {
+                ix.next_matching(">", start)
+            } else {
+                filters.iter().filter_map(|f| ix.next_matching(f, start)).min()
+            }
+        })
     }
 
     /// The last sequence stored on exactly `subject`.
