@@ -327,3 +327,33 @@ async fn key_value_put_get_history_watch_and_keys_through_the_client() {
     kv.delete("b").await.unwrap();
     assert_eq!(kv.get("b").await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn a_watch_with_history_knows_when_it_has_caught_up() {
+    use async_nats::jetstream::kv;
+    let dir = tempfile::tempdir().unwrap();
+    let s = js_server(dir.path()).await;
+    let js = jetstream::new(s.nats().await);
+    let kv = within(js.create_key_value(kv::Config { bucket: "h".into(), history: 15, ..Default::default() }))
+        .await
+        .expect("bucket");
+    for i in 0..10 {
+        kv.put(format!("key.{i}"), i.to_string().into()).await.unwrap();
+    }
+    let mut watch = kv.watch_with_history("key.>").await.unwrap();
+    let writer = tokio::spawn({
+        let kv = kv.clone();
+        async move {
+            for i in 10..20 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                kv.put(format!("key.{i}"), i.to_string().into()).await.unwrap();
+            }
+        }
+    });
+    for i in 0..20 {
+        let e = within(watch.next()).await.unwrap().unwrap();
+        assert_eq!(e.key, format!("key.{i}"));
+        assert_eq!(e.seen_current, i >= 9, "entry {i}: delta {}", e.delta);
+    }
+    writer.await.unwrap();
+}

@@ -253,3 +253,83 @@ async fn a_restart_from_the_index_snapshot_keeps_what_came_after_it_and_a_damage
     assert_eq!(ack.sequence, 601);
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_acking_across_sigkill_and_restart_gets_every_message_and_ends_with_nothing_pending() {
+    use async_nats::jetstream::consumer::{pull, AckPolicy, PullConsumer};
+    use futures::StreamExt;
+    const N: u64 = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("courier.log");
+    let store = dir.path().join("store");
+    let mut server = start(&store, &log);
+    let js = connect(&server.url).await;
+    let st = js
+        .create_stream(stream::Config { name: "JOBS".into(), subjects: vec!["jobs.*".into()], ..Default::default() })
+        .await
+        .expect("create");
+    for i in 0..N {
+        js.publish(format!("jobs.{}", i % 4), format!("job {i}").into()).await.unwrap().await.unwrap();
+    }
+    let cfg = pull::Config {
+        durable_name: Some("WORKER".into()),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let c: PullConsumer = st.create_consumer(cfg).await.expect("consumer");
+
+    // Acks of the first third, then the server is killed mid-stream.
+    let mut acked = std::collections::HashSet::new();
+    let mut msgs = c.messages().await.unwrap();
+    while acked.len() < (N / 3) as usize {
+        let m = tokio::time::timeout(WAIT, msgs.next()).await.expect("in time").unwrap().unwrap();
+        let seq = m.info().unwrap().stream_sequence;
+        m.double_ack().await.expect("ack answered");
+        acked.insert(seq);
+    }
+    // Once the consumer's saved state shows acks, kill.
+    let state_file = store.join("jetstream/$G/streams/JOBS/obs/WORKER/state.json");
+    let deadline = Instant::now() + WAIT;
+    let saved_floor = loop {
+        let floor = std::fs::read(&state_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["state"]["floor_sseq"].as_u64())
+            .unwrap_or(0);
+        if floor > 0 {
+            break floor;
+        }
+        assert!(Instant::now() < deadline, "the consumer's state is never saved");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    server.child.kill().expect("SIGKILL");
+    server.child.wait().unwrap();
+    drop(msgs);
+
+    let server = start(&store, &log);
+    let js = connect(&server.url).await;
+    let st = js.get_stream("JOBS").await.expect("stream recovered");
+    let mut c: PullConsumer = st.get_consumer("WORKER").await.expect("durable consumer recovered");
+    let floor = c.info().await.unwrap().ack_floor.stream_sequence;
+    assert!(floor >= saved_floor, "the saved state was restored: floor {floor}, saved {saved_floor}");
+    let mut msgs = c.messages().await.unwrap();
+    while acked.len() < N as usize {
+        let m = tokio::time::timeout(WAIT, msgs.next()).await.expect("every message comes").unwrap().unwrap();
+        let seq = m.info().unwrap().stream_sequence;
+        m.double_ack().await.expect("ack answered");
+        acked.insert(seq);
+    }
+    assert_eq!(acked, (1..=N).collect(), "every message acknowledged at least once");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let info = c.info().await.unwrap().clone();
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            assert_eq!(info.ack_floor.stream_sequence, N);
+            break;
+        }
+        assert!(Instant::now() < deadline, "still pending: {info:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(server);
+}

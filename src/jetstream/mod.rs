@@ -127,6 +127,8 @@ pub struct JsAccount {
     admin: Mutex<()>,
     api_total: AtomicU64,
     api_errors: AtomicU64,
+    /// Wakes push consumers when their deliver subjects gain subscribers.
+    push_interest: Arc<consumer::PushInterest>,
 }
 
 impl JsAccount {
@@ -156,7 +158,12 @@ impl JsAccount {
     }
 
     /// Adds a consumer to `stream`, or updates the one of that name as nats-server allows.
-    pub(crate) fn add_consumer(&self, stream: &Arc<Stream>, cfg: ConsumerConfig) -> Result<Arc<Consumer>, ApiError> {
+    pub(crate) fn add_consumer(
+        &self,
+        stream: &Arc<Stream>,
+        cfg: ConsumerConfig,
+        action: consumer::Action,
+    ) -> Result<Arc<Consumer>, ApiError> {
         let scfg = stream.config();
         let cfg = consumer::config::with_defaults(cfg);
         consumer::config::check(&cfg, &scfg)?;
@@ -164,6 +171,9 @@ impl JsAccount {
         let name = if cfg.durable.is_empty() { cfg.name.clone() } else { cfg.durable.clone() };
         if let Some(existing) = stream.consumer(&name) {
             let old = existing.config();
+            if action == consumer::Action::Create && old != cfg {
+                return Err(ApiError::new(400, 10148, "consumer already exists"));
+            }
             let bound = !old.deliver_subject.is_empty() && {
                 let m = self.account.sublist.matches(old.deliver_subject.as_bytes());
                 !m.psubs.is_empty() || !m.qsubs.is_empty()
@@ -173,6 +183,9 @@ impl JsAccount {
                 existing.update(cfg);
             }
             return Ok(existing);
+        }
+        if action == consumer::Action::Update {
+            return Err(ApiError::new(400, 10149, "consumer does not exist"));
         }
         if scfg.max_consumers > 0 && stream.consumer_count() as i64 >= scfg.max_consumers {
             return Err(ApiError::new(400, 10026, "maximum consumers limit reached"));
@@ -219,11 +232,20 @@ impl JsAccount {
             dir,
         };
         let c = Consumer::start(stream, Arc::clone(&self.shared), Arc::clone(&self.account), spec);
+        self.watch_push(&c);
         c.save_meta();
         c.save();
         stream.insert_consumer(Arc::clone(&c));
         self.consumer_advisory(stream.name(), c.name(), "create");
         Ok(c)
+    }
+
+    /// Has a push consumer woken when its deliver subject gains subscribers.
+    fn watch_push(&self, c: &Arc<Consumer>) {
+        let cfg = c.config();
+        if !cfg.deliver_subject.is_empty() {
+            self.push_interest.watch(&self.account, &cfg.deliver_subject, c);
+        }
     }
 
     /// A random name no consumer of `stream` has, as nats-server makes for ephemerals.
@@ -311,6 +333,7 @@ impl JsAccount {
                 dir: Some(dir),
             };
             let c = Consumer::start(stream, Arc::clone(&self.shared), Arc::clone(&self.account), spec);
+            self.watch_push(&c);
             stream.insert_consumer(c);
         }
     }
@@ -457,6 +480,18 @@ impl JsAccount {
 
 impl InternalSink for JsAccount {
     fn deliver(&self, _sub: &Subscription, msg: &Message<'_>) -> bool {
+        if let Some(rest) = msg.subject.strip_prefix(b"$JS.API.CONSUMER.MSG.NEXT.") {
+            // Answered by the consumer; one that does not exist has no responders, so that a
+            // client pulling from a deleted consumer hears so at once.
+            let text = String::from_utf8_lossy(rest);
+            let mut parts = text.splitn(2, '.');
+            let (stream, consumer) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+            let Some(c) = self.stream(stream).and_then(|s| s.consumer(consumer)) else { return false };
+            if let Some(reply) = msg.reply.filter(|r| !r.is_empty()) {
+                c.pull_request(reply, &msg.payload[msg.header_len.min(msg.payload.len())..]);
+            }
+            return true;
+        }
         if msg.subject.starts_with(b"$JS.API.DIRECT.GET.") {
             // Direct get is answered by the stream itself, when it allows it; otherwise nobody
             // answers and the requester gets no responders, as from nats-server.
@@ -465,7 +500,7 @@ impl InternalSink for JsAccount {
         let Some(reply) = msg.reply.filter(|r| !r.is_empty()) else { return true };
         let subject = String::from_utf8_lossy(msg.subject);
         let body = &msg.payload[msg.header_len.min(msg.payload.len())..];
-        let Some(answer) = api::handle(self, &subject, reply, body) else { return true };
+        let Some(answer) = api::handle(self, &subject, body) else { return true };
         if answer.counted {
             self.api_total.fetch_add(1, Ordering::Relaxed);
             if answer.error {
@@ -563,6 +598,7 @@ impl JetStream {
             admin: Mutex::new(()),
             api_total: AtomicU64::new(0),
             api_errors: AtomicU64::new(0),
+            push_interest: Arc::default(),
         });
         acc.recover();
         let sink: Arc<dyn InternalSink> = Arc::clone(&acc) as Arc<dyn InternalSink>;

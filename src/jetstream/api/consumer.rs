@@ -1,5 +1,6 @@
 //! The consumer half of the `$JS.API`: CONSUMER.CREATE in its three subject forms, INFO,
-//! DELETE, NAMES, LIST and MSG.NEXT, answered as nats-server 2.9.10 answers them.
+//! DELETE, NAMES and LIST, answered as nats-server 2.9.10 answers them (MSG.NEXT goes to the
+//! consumer itself).
 
 use serde::{Deserialize, Serialize};
 
@@ -7,7 +8,7 @@ use super::errors::ApiError;
 use super::types::{Nothing, Paged, Success};
 use super::{answer, fail, from_json, is_empty_request, parse, Answer, LIST_LIMIT, NAMES_LIMIT};
 use crate::jetstream::consumer::config::ConsumerConfig;
-use crate::jetstream::consumer::ConsumerInfo;
+use crate::jetstream::consumer::{Action, ConsumerInfo};
 use crate::jetstream::JsAccount;
 
 pub(super) const T_CREATE: &str = "io.nats.jetstream.api.v1.consumer_create_response";
@@ -16,12 +17,15 @@ pub(super) const T_DELETE: &str = "io.nats.jetstream.api.v1.consumer_delete_resp
 pub(super) const T_NAMES: &str = "io.nats.jetstream.api.v1.consumer_names_response";
 pub(super) const T_LIST: &str = "io.nats.jetstream.api.v1.consumer_list_response";
 
-/// `CreateConsumerRequest` (2.9.10 has no `action`: a create of an existing name updates it).
+/// `CreateConsumerRequest`. Without an `action` (as from nats-server 2.9 clients) a create of
+/// an existing name updates it; `create` refuses an existing one with another configuration
+/// and `update` a missing one, as nats-server 2.10 does.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct CreateRequest {
     stream_name: String,
     config: ConsumerConfig,
+    action: String,
 }
 
 /// Which subject form a create came on.
@@ -110,7 +114,12 @@ pub(super) fn create(acc: &JsAccount, tokens: &[&str], body: &[u8]) -> Option<An
     let Some(stream) = acc.stream(stream_name) else {
         return Some(fail(T_CREATE, ApiError::stream_not_found(), Nothing {}));
     };
-    Some(match acc.add_consumer(&stream, req.config) {
+    let action = match req.action.as_str() {
+        "create" => Action::Create,
+        "update" => Action::Update,
+        _ => Action::CreateOrUpdate,
+    };
+    Some(match acc.add_consumer(&stream, req.config, action) {
         Ok(c) => answer(T_CREATE, None, c.info()),
         Err(e) => fail(T_CREATE, e, Nothing {}),
     })
@@ -187,11 +196,4 @@ pub(super) fn list(acc: &JsAccount, stream: &str, body: &[u8]) -> Answer {
     let offset = req.offset.min(total);
     let consumers = all.iter().skip(offset).take(LIST_LIMIT).map(|c| c.info()).collect();
     answer(T_LIST, None, List { paged: Paged { total, offset, limit: LIST_LIMIT }, consumers })
-}
-
-/// `CONSUMER.MSG.NEXT.<stream>.<consumer>`: queued with the consumer; never an API answer.
-pub(super) fn next(acc: &JsAccount, stream: &str, name: &str, reply: &[u8], body: &[u8]) {
-    if let Some(c) = acc.stream(stream).and_then(|s| s.consumer(name)) {
-        c.pull_request(reply, body);
-    }
 }

@@ -114,7 +114,7 @@ fn parse<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, Api
 
 /// Handles one request on `$JS.API.>`; `None` means no answer (as nats-server for subjects it
 /// does not know).
-pub(crate) fn handle(acc: &JsAccount, subject: &str, reply: &[u8], body: &[u8]) -> Option<Answer> {
+pub(crate) fn handle(acc: &JsAccount, subject: &str, body: &[u8]) -> Option<Answer> {
     let tokens: Vec<&str> = subject.split('.').collect();
     let name = |i: usize| tokens.get(i).copied().unwrap_or("");
     Some(match &tokens[2..] {
@@ -135,10 +135,6 @@ pub(crate) fn handle(acc: &JsAccount, subject: &str, reply: &[u8], body: &[u8]) 
         ["CONSUMER", "DELETE", s, c] => consumer::delete(acc, s, c, body),
         ["CONSUMER", "NAMES", s] => consumer::names(acc, s, body),
         ["CONSUMER", "LIST", s] => consumer::list(acc, s, body),
-        ["CONSUMER", "MSG", "NEXT", s, c] => {
-            consumer::next(acc, s, c, reply, body);
-            return None;
-        }
         _ => return None,
     })
 }

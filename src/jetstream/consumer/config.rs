@@ -292,14 +292,14 @@ pub fn check(c: &ConsumerConfig, stream: &StreamConfig) -> Result<(), ApiError> 
             return Err(ApiError::new(400, 10115, "consumer max request expires needs to be >= 1ms"));
         }
     }
-    for f in c.filters() {
-        if !valid_filter(f, &stream_subjects(stream)) {
-            return Err(ApiError::new(
-                400,
-                10093,
-                "consumer filter subject is not a valid subset of the interest subjects",
-            ));
-        }
+    // As nats-server 2.10, only filter_subject is held to the stream's subjects.
+    let not_subset =
+        || ApiError::new(400, 10093, "consumer filter subject is not a valid subset of the interest subjects");
+    if !c.filter_subject.is_empty() && !valid_filter(&c.filter_subject, &stream_subjects(stream)) {
+        return Err(not_subset());
+    }
+    if c.filter_subjects.iter().any(|f| !crate::subject::is_valid_subscription(f.as_bytes())) {
+        return Err(not_subset());
     }
     let bad_start = |dp: &str, start: &str| {
         Err(ApiError::consumer_invalid_policy(format!(

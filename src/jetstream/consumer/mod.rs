@@ -44,8 +44,9 @@ use crate::format::{now_nanos, rfc3339_nanos};
 
 /// Most messages one wake-up sends before it lets other tasks run.
 const BURST: usize = 256;
-/// How often a push consumer without subscribers looks for them again.
-const INTEREST_POLL: i64 = 250_000_000;
+/// How often a push consumer without subscribers looks for them again, besides being told
+/// when they come ([`PushInterest`]).
+const INTEREST_POLL: i64 = 1_000_000_000;
 /// How often, at most, the pending count is recounted after the stream removed messages.
 const RECOUNT_EVERY: i64 = 250_000_000;
 /// Flow control: the window a push consumer starts with, and the most it grows to.
@@ -997,6 +998,17 @@ impl Consumer {
     }
 }
 
+/// What a create request allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Create, or update one of the same name (nats-server 2.9).
+    CreateOrUpdate,
+    /// Create only: an existing consumer with another configuration is an error.
+    Create,
+    /// Update only: a missing consumer is an error.
+    Update,
+}
+
 /// Where the next message came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
@@ -1070,6 +1082,43 @@ impl<'a> DeliveryAdvisory<'a> {
             consumer_seq: dseq,
             stream_seq: sseq,
             deliveries,
+        }
+    }
+}
+
+/// Wakes push consumers when their deliver subject gains a subscriber, so that delivery starts
+/// at once (clients often subscribe just after creating the consumer). Listens to its
+/// account's interest changes only once the account has a push consumer.
+#[derive(Default)]
+pub(crate) struct PushInterest {
+    consumers: RwLock<Vec<(String, Weak<Consumer>)>>,
+    listening: AtomicBool,
+}
+
+impl PushInterest {
+    /// Watches `deliver_subject` for `c`; the first time, starts listening to `account`.
+    pub(crate) fn watch(self: &Arc<Self>, account: &Account, deliver_subject: &str, c: &Arc<Consumer>) {
+        let mut list = self.consumers.write();
+        list.retain(|(_, w)| w.strong_count() > 0);
+        list.push((deliver_subject.to_string(), Arc::downgrade(c)));
+        drop(list);
+        if !self.listening.swap(true, Ordering::AcqRel) {
+            account.listen(Arc::clone(self) as Arc<dyn crate::account::InterestListener>);
+        }
+    }
+}
+
+impl crate::account::InterestListener for PushInterest {
+    fn interest_changed(&self, change: &crate::account::InterestChange<'_>) {
+        if change.count == 0 {
+            return;
+        }
+        for (subject, c) in self.consumers.read().iter() {
+            if crate::subject::matches(change.subject, subject.as_bytes()) {
+                if let Some(c) = c.upgrade() {
+                    c.notify();
+                }
+            }
         }
     }
 }
