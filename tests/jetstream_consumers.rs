@@ -357,3 +357,37 @@ async fn a_watch_with_history_knows_when_it_has_caught_up() {
     }
     writer.await.unwrap();
 }
+
+#[tokio::test]
+async fn stream_and_consumer_actions_are_advised() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = js_server(dir.path()).await;
+    let client = s.nats().await;
+    let mut adv = client.subscribe("$JS.EVENT.ADVISORY.>").await.unwrap();
+    client.flush().await.unwrap();
+    let (js, st) = setup(&s, stream::RetentionPolicy::Limits).await;
+    st.create_consumer(pull_config("A")).await.unwrap();
+    st.delete_consumer("A").await.unwrap();
+    js.delete_stream("S").await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let m = within(adv.next()).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        seen.push((
+            m.subject.to_string(),
+            v["type"].as_str().unwrap().to_string(),
+            v["action"].as_str().unwrap().to_string(),
+        ));
+    }
+    let want = [
+        ("$JS.EVENT.ADVISORY.STREAM.CREATED.S", "stream_action", "create"),
+        ("$JS.EVENT.ADVISORY.CONSUMER.CREATED.S.A", "consumer_action", "create"),
+        ("$JS.EVENT.ADVISORY.CONSUMER.DELETED.S.A", "consumer_action", "delete"),
+        ("$JS.EVENT.ADVISORY.STREAM.DELETED.S", "stream_action", "delete"),
+    ];
+    let want: Vec<(String, String, String)> = want
+        .iter()
+        .map(|(s, t, a)| (s.to_string(), format!("io.nats.jetstream.advisory.v1.{t}"), a.to_string()))
+        .collect();
+    assert_eq!(seen, want);
+}

@@ -351,4 +351,29 @@ async fn jetstream_monitoring() {
     let (_, _, metrics) = get(addr, "/metrics").await;
     assert!(metrics.contains("courier_stream_messages{account=\"$G\",stream=\"ORDERS\"} 3"), "{metrics}");
     assert!(metrics.contains("courier_stream_last_seq{account=\"$G\",stream=\"ORDERS\"} 3"));
+
+    // A consumer's lag: in /jsz?consumers=true and as gauges.
+    let stream = js.get_stream("ORDERS").await.unwrap();
+    let consumer: async_nats::jetstream::consumer::PullConsumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("SHIP".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut batch = consumer.fetch().max_messages(1).messages().await.unwrap();
+    let m = batch.next().await.unwrap().unwrap();
+    assert_eq!(json(addr, "/jsz").await["consumers"].as_u64(), Some(1));
+    let detail = json(addr, "/jsz?accounts=true&consumers=true").await;
+    let c = &detail["account_details"][0]["stream_detail"][0]["consumer_detail"][0];
+    assert_eq!(c["name"], "SHIP");
+    assert_eq!((c["num_pending"].as_u64(), c["num_ack_pending"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(c["dead_letters"].as_u64(), Some(0));
+    let (_, _, metrics) = get(addr, "/metrics").await;
+    let labels = "{account=\"$G\",stream=\"ORDERS\",consumer=\"SHIP\"}";
+    assert!(metrics.contains(&format!("courier_consumer_pending{labels} 2")), "{metrics}");
+    assert!(metrics.contains(&format!("courier_consumer_ack_pending{labels} 1")));
+    m.double_ack().await.unwrap();
+    let (_, _, metrics) = get(addr, "/metrics").await;
+    assert!(metrics.contains(&format!("courier_consumer_ack_pending{labels} 0")), "{metrics}");
 }

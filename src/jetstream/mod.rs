@@ -271,6 +271,16 @@ impl JsAccount {
 
     /// `$JS.EVENT.ADVISORY.CONSUMER.CREATED|DELETED.<stream>.<consumer>`.
     fn consumer_advisory(&self, stream: &str, consumer: &str, action: &str) {
+        self.action_advisory(stream, Some(consumer), action);
+    }
+
+    /// `$JS.EVENT.ADVISORY.STREAM.CREATED|UPDATED|DELETED.<stream>`.
+    fn stream_advisory(&self, stream: &str, action: &str) {
+        self.action_advisory(stream, None, action);
+    }
+
+    /// A stream or consumer action advisory, as nats-server publishes them.
+    fn action_advisory(&self, stream: &str, consumer: Option<&str>, action: &str) {
         #[derive(serde::Serialize)]
         struct Action<'a> {
             #[serde(rename = "type")]
@@ -278,13 +288,26 @@ impl JsAccount {
             id: String,
             timestamp: String,
             stream: &'a str,
-            consumer: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            consumer: Option<&'a str>,
             action: &'a str,
         }
-        let what = if action == "create" { "CREATED" } else { "DELETED" };
-        let subject = format!("$JS.EVENT.ADVISORY.CONSUMER.{what}.{stream}.{consumer}");
+        let what = match action {
+            "create" => "CREATED",
+            "modify" => "UPDATED",
+            _ => "DELETED",
+        };
+        let (subject, kind) = match consumer {
+            Some(c) => (
+                format!("$JS.EVENT.ADVISORY.CONSUMER.{what}.{stream}.{c}"),
+                "io.nats.jetstream.advisory.v1.consumer_action",
+            ),
+            None => {
+                (format!("$JS.EVENT.ADVISORY.STREAM.{what}.{stream}"), "io.nats.jetstream.advisory.v1.stream_action")
+            }
+        };
         let body = api::go_json(&Action {
-            kind: "io.nats.jetstream.advisory.v1.consumer_action",
+            kind,
             id: consumer::advisory_id(),
             timestamp: crate::format::rfc3339_nanos(now_nanos()),
             stream,
@@ -402,6 +425,7 @@ impl JsAccount {
         self.shared.add_reserved(cfg.storage, stream::reservation(&cfg));
         s.subscribe();
         self.streams.write().insert(cfg.name.clone(), Arc::clone(&s));
+        self.stream_advisory(&cfg.name, "create");
         Ok(s)
     }
 
@@ -414,6 +438,7 @@ impl JsAccount {
         self.check_overlap(&cfg, Some(&cfg.name))?;
         self.shared.fits(cfg.storage, stream::reservation(&cfg) - stream::reservation(&old))?;
         s.update(cfg)?;
+        self.stream_advisory(s.name(), "modify");
         Ok(s)
     }
 
@@ -421,7 +446,9 @@ impl JsAccount {
     pub(crate) fn delete_stream(&self, name: &str) -> Result<(), ApiError> {
         let _admin = self.admin.lock();
         let Some(s) = self.streams.write().remove(name) else { return Err(ApiError::stream_not_found()) };
-        s.delete().map_err(ApiError::stream_delete)
+        s.delete().map_err(ApiError::stream_delete)?;
+        self.stream_advisory(name, "delete");
+        Ok(())
     }
 
     /// Refuses subjects that overlap another stream's.

@@ -107,8 +107,6 @@ pub struct Stream {
     /// Counts removals other than by acks (deletes, purges, limits, expiry), so that
     /// consumers know to count their lag again.
     removals: AtomicU64,
-    /// Messages its consumers gave up on and published to a dead-letter subject.
-    dead_letters: AtomicU64,
     /// Messages were stored that the consumers have not been told of.
     unannounced: AtomicBool,
 }
@@ -168,7 +166,6 @@ impl Stream {
             inner: Mutex::new(inner),
             consumers: RwLock::new(BTreeMap::new()),
             removals: AtomicU64::new(0),
-            dead_letters: AtomicU64::new(0),
             unannounced: AtomicBool::new(false),
         })
     }
@@ -426,16 +423,6 @@ impl Stream {
     /// Its retention policy.
     pub(crate) fn retention(&self) -> Retention {
         self.inner.lock().config.retention
-    }
-
-    /// Counts a message a consumer gave up on and dead-lettered.
-    pub(crate) fn dead_lettered(&self) {
-        self.dead_letters.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Messages dead-lettered by its consumers.
-    pub fn dead_letter_count(&self) -> u64 {
-        self.dead_letters.load(Ordering::Relaxed)
     }
 
     /// Its consumers, by name.

@@ -58,6 +58,17 @@ struct StreamDetail {
     #[serde(skip_serializing_if = "Option::is_none")]
     config: Option<StreamConfig>,
     state: StreamState,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    consumer_detail: Vec<ConsumerDetail>,
+}
+
+/// A consumer in `/jsz?consumers=true`: its info, and (beyond nats-server) how many messages
+/// it gave up on and dead-lettered.
+#[derive(Serialize)]
+struct ConsumerDetail {
+    #[serde(flatten)]
+    info: crate::jetstream::consumer::ConsumerInfo,
+    dead_letters: u64,
 }
 
 #[derive(Serialize)]
@@ -126,6 +137,7 @@ pub(crate) fn varz(js: Option<&JetStream>) -> JsVarz {
 pub(crate) struct JszQuery {
     accounts: bool,
     streams: bool,
+    consumers: bool,
     config: bool,
     account: Option<String>,
 }
@@ -135,7 +147,8 @@ impl JszQuery {
         let flag = |k: &str| params.get(k).is_some_and(|v| matches!(v.as_str(), "1" | "true"));
         JszQuery {
             accounts: flag("accounts"),
-            streams: flag("streams"),
+            streams: flag("streams") || flag("consumers"),
+            consumers: flag("consumers"),
             config: flag("config"),
             account: params.get("acc").or_else(|| params.get("account")).cloned(),
         }
@@ -169,7 +182,7 @@ pub(crate) fn jsz(state: &StateView, js: Option<&JetStream>, q: &JszQuery) -> Js
             account_details: Vec::new(),
         };
     };
-    let mut streams = 0;
+    let (mut streams, mut consumers) = (0, 0);
     let (mut messages, mut bytes) = (0, 0);
     let mut details = Vec::new();
     for acc in js.accounts() {
@@ -177,6 +190,7 @@ pub(crate) fn jsz(state: &StateView, js: Option<&JetStream>, q: &JszQuery) -> Js
         for s in acc.streams() {
             let Some((i, _)) = s.info(false, None) else { continue };
             streams += 1;
+            consumers += s.consumer_count();
             messages += i.state.messages;
             bytes += i.state.bytes;
             if q.streams {
@@ -186,6 +200,14 @@ pub(crate) fn jsz(state: &StateView, js: Option<&JetStream>, q: &JszQuery) -> Js
                     cluster: Leader { leader: info.server_id.clone() },
                     config: q.config.then_some(i.config),
                     state: i.state,
+                    consumer_detail: if q.consumers {
+                        s.consumers()
+                            .iter()
+                            .map(|c| ConsumerDetail { info: c.info(), dead_letters: c.dead_letters() })
+                            .collect()
+                    } else {
+                        Vec::new()
+                    },
                 });
             }
         }
@@ -217,7 +239,7 @@ pub(crate) fn jsz(state: &StateView, js: Option<&JetStream>, q: &JszQuery) -> Js
         config: Some(config(js)),
         stats: Some(stats(js)),
         streams,
-        consumers: 0,
+        consumers,
         messages,
         bytes,
         account_details: details,
@@ -249,6 +271,42 @@ pub(crate) fn stream_figures(js: Option<&JetStream>) -> Vec<StreamFigures> {
                     bytes: st.bytes,
                     first_seq: st.first_seq,
                     last_seq: st.last_seq,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// One consumer's figures for `/metrics`.
+pub(crate) struct ConsumerFigures {
+    pub(crate) account: String,
+    pub(crate) stream: String,
+    pub(crate) consumer: String,
+    pub(crate) pending: u64,
+    pub(crate) ack_pending: u64,
+    pub(crate) redelivered: u64,
+    pub(crate) waiting: u64,
+    pub(crate) dead_letters: u64,
+}
+
+/// Every consumer's figures.
+pub(crate) fn consumer_figures(js: Option<&JetStream>) -> Vec<ConsumerFigures> {
+    let Some(js) = js else { return Vec::new() };
+    let mut out = Vec::new();
+    for acc in js.accounts() {
+        for s in acc.streams() {
+            for c in s.consumers() {
+                let i = c.info();
+                out.push(ConsumerFigures {
+                    account: acc.name().to_string(),
+                    stream: s.name().to_string(),
+                    consumer: c.name().to_string(),
+                    pending: i.num_pending,
+                    ack_pending: i.num_ack_pending as u64,
+                    redelivered: i.num_redelivered as u64,
+                    waiting: i.num_waiting as u64,
+                    dead_letters: c.dead_letters(),
                 });
             }
         }

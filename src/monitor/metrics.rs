@@ -108,7 +108,40 @@ pub(crate) fn render(state: &StateView, js: Option<&crate::jetstream::JetStream>
     let uptime = std::time::SystemTime::now().duration_since(state.start()).unwrap_or_default();
     metric(&mut out, "courier_uptime_seconds", "gauge", "Seconds since the server started.", uptime.as_secs_f64());
     stream_metrics(&mut out, js);
+    consumer_metrics(&mut out, js);
     out
+}
+
+/// Per-consumer gauges (the lag, acks outstanding, redeliveries, dead letters), labelled by
+/// account, stream and consumer.
+fn consumer_metrics(out: &mut String, js: Option<&crate::jetstream::JetStream>) {
+    let consumers = super::jsz::consumer_figures(js);
+    if consumers.is_empty() {
+        return;
+    }
+    type Figure = fn(&super::jsz::ConsumerFigures) -> u64;
+    let gauges: [(&str, &str, &str, Figure); 5] = [
+        ("courier_consumer_pending", "gauge", "Messages a consumer has not delivered yet: its lag.", |c| c.pending),
+        ("courier_consumer_ack_pending", "gauge", "Messages delivered and not yet acknowledged.", |c| c.ack_pending),
+        ("courier_consumer_redelivered", "gauge", "Pending messages delivered more than once.", |c| c.redelivered),
+        ("courier_consumer_waiting", "gauge", "Pull requests waiting.", |c| c.waiting),
+        ("courier_consumer_dead_letters_total", "counter", "Messages given up on and dead-lettered.", |c| {
+            c.dead_letters
+        }),
+    ];
+    for (name, kind, help, value) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for c in &consumers {
+            let _ = writeln!(
+                out,
+                "{name}{{account=\"{}\",stream=\"{}\",consumer=\"{}\"}} {}",
+                c.account,
+                c.stream,
+                c.consumer,
+                value(c)
+            );
+        }
+    }
 }
 
 /// Per-stream gauges, labelled by account and stream.

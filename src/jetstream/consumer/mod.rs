@@ -108,6 +108,8 @@ pub struct Consumer {
     inner: Mutex<Inner>,
     wake: Notify,
     closed: AtomicBool,
+    /// Messages given up on and published to the dead-letter subject.
+    dead_letters: std::sync::atomic::AtomicU64,
 }
 
 /// `SequenceInfo`.
@@ -203,6 +205,7 @@ impl Consumer {
             inner: Mutex::new(inner),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
+            dead_letters: std::sync::atomic::AtomicU64::new(0),
         });
         c.subscribe();
         {
@@ -235,6 +238,11 @@ impl Consumer {
     /// Its configuration.
     pub fn config(&self) -> ConsumerConfig {
         self.inner.lock().config.clone()
+    }
+
+    /// Messages it gave up on and dead-lettered.
+    pub fn dead_letters(&self) -> u64 {
+        self.dead_letters.load(Ordering::Relaxed)
     }
 
     /// Whether it is durable.
@@ -913,7 +921,7 @@ impl Consumer {
         payload.extend_from_slice(&m.data);
         let msg = Message { subject: dead_letter.as_bytes(), reply: None, header_len: hdr.len(), payload: &payload };
         self.shared.publisher.publish(&self.account, &msg);
-        stream.dead_lettered();
+        self.dead_letters.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Publishes an advisory on `$JS.EVENT.ADVISORY.CONSUMER.<kind>.<stream>.<consumer>`.
