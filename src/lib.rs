@@ -25,6 +25,8 @@
 //!   on reload), the connection registry, counters, accounts; a read-only view for monitoring.
 //! - [`publish`]: publish → match → deliver for any origin (client, route, leaf, the server
 //!   itself), queue picks, wake-ups and publisher stalls.
+//! - [`jetstream`]: streams on their stores (memory, segment files), consumers delivering them
+//!   at least once, and the `$JS.API` that serves both.
 //! - [`client`]: one client connection: its read loop and timers, protocol handlers, and
 //!   authentication and permissions.
 //! - [`monitor`]: HTTP monitoring: nats-server's JSON endpoints, Prometheus metrics, a live page.
