@@ -109,6 +109,9 @@ pub struct Stream {
     removals: AtomicU64,
     /// Messages were stored that the consumers have not been told of.
     unannounced: AtomicBool,
+    /// Messages consumers are done with (workqueue and interest retention), removed at the
+    /// end of the batch of acks they came in.
+    unremoved: Mutex<Vec<u64>>,
 }
 
 fn ack_prefix(name: &str) -> Vec<u8> {
@@ -167,6 +170,7 @@ impl Stream {
             consumers: RwLock::new(BTreeMap::new()),
             removals: AtomicU64::new(0),
             unannounced: AtomicBool::new(false),
+            unremoved: Mutex::new(Vec::new()),
         })
     }
 
@@ -453,6 +457,7 @@ impl Stream {
             let (first, last) = self.read_store(|s| (s.state().first_seq, s.state().last_seq)).unwrap_or((1, 0));
             let seqs: Vec<u64> = (first..=last).collect();
             self.consumer_acked(&seqs, &c);
+            self.apply_removals();
         }
         true
     }
@@ -471,14 +476,28 @@ impl Stream {
         }
         let others: Vec<Arc<Consumer>> =
             self.consumers.read().values().filter(|c| !std::ptr::eq(Arc::as_ptr(c), by)).cloned().collect();
-        let mut gone = Vec::new();
-        for &seq in seqs {
-            let Some(subject) = self.read_store(|s| s.subject_of(seq)).flatten() else { continue };
-            if retention == Retention::Interest && others.iter().any(|c| c.needs(seq, &subject)) {
-                continue;
+        let mut gone = Vec::with_capacity(seqs.len());
+        if retention == Retention::Interest && !others.is_empty() {
+            let subjects =
+                self.read_store(|s| seqs.iter().map(|&q| s.subject_of(q)).collect::<Vec<_>>()).unwrap_or_default();
+            for (&seq, subject) in seqs.iter().zip(subjects) {
+                let Some(subject) = subject else { continue };
+                if !others.iter().any(|c| c.needs(seq, &subject)) {
+                    gone.push(seq);
+                }
             }
-            gone.push(seq);
+        } else {
+            gone.extend_from_slice(seqs);
         }
+        if !gone.is_empty() {
+            self.unremoved.lock().extend(gone);
+        }
+    }
+
+    /// Removes what consumers were done with since the last call, with one write: called once
+    /// per batch of acks.
+    pub(crate) fn apply_removals(&self) {
+        let gone = std::mem::take(&mut *self.unremoved.lock());
         if gone.is_empty() {
             return;
         }

@@ -46,9 +46,41 @@ impl InternalPublisher {
         }
     }
 
+    /// Runs `f` with a publisher that delivers without waking anyone until `f` returns, so that
+    /// a burst of messages (a consumer catching up) reaches each connection in one write.
+    pub fn batch<R>(&self, f: impl FnOnce(&mut Batch<'_>) -> R) -> R {
+        let mut own;
+        let mut guard = self.publisher.try_lock();
+        let publisher: &mut Publisher = match guard.as_deref_mut() {
+            Some(p) => p,
+            None => {
+                own = Publisher::new(rand::random());
+                &mut own
+            }
+        };
+        let mut batch = Batch { state: &self.state, publisher };
+        let r = f(&mut batch);
+        batch.publisher.flush(&self.state);
+        r
+    }
+
     fn publish_with(&self, publisher: &mut Publisher, account: &Account, msg: &Message<'_>) -> bool {
         let delivered = publisher.publish(&self.state, account, Origin::Internal, msg);
         publisher.flush(&self.state);
         delivered
+    }
+}
+
+/// A burst of internal publishes, flushed once at its end ([`InternalPublisher::batch`]).
+pub struct Batch<'a> {
+    state: &'a ServerState,
+    publisher: &'a mut Publisher,
+}
+
+impl Batch<'_> {
+    /// Publishes `msg` (with its own subject) to the subscriptions matching `route`; returns
+    /// whether anyone got it.
+    pub fn publish_to(&mut self, account: &Account, route: &[u8], msg: &Message<'_>) -> bool {
+        self.publisher.publish_to(self.state, account, Origin::Internal, route, msg)
     }
 }

@@ -14,7 +14,7 @@
 
 mod internal;
 
-pub use internal::InternalPublisher;
+pub use internal::{Batch, InternalPublisher};
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

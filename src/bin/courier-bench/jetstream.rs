@@ -19,10 +19,10 @@ use crate::scenarios::{Kind, Spec};
 use crate::stats::{new_histogram, proc_cpu_seconds, self_cpu_seconds, Checks, Latency};
 
 /// The stream the scenario publishes into.
-const STREAM: &str = "COURIER_BENCH";
+pub const STREAM: &str = "COURIER_BENCH";
 
 /// Sends one request on `conn` (subscribed to `_BENCH_ADMIN.*`) and returns the reply body.
-async fn admin(conn: &mut Conn, subject: &str, body: &str, n: u64) -> Result<Vec<u8>> {
+pub async fn admin(conn: &mut Conn, subject: &str, body: &str, n: u64) -> Result<Vec<u8>> {
     let reply = format!("_BENCH_ADMIN.{n}");
     conn.wr.write_all(format!("PUB {subject} {reply} {}\r\n{body}\r\n", body.len()).as_bytes()).await?;
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -8,7 +8,7 @@
 //! on a single-threaded runtime, so the bench fits on one core.
 //!
 //! Scenarios (subcommands): `pub`, `pubsub` (alias `sub`), `fanout`, `fanin`, `queue`,
-//! `request`, `wildcard`, `churn`, `jspub`, `conns`, and `compare`, which runs a scenario against two server commands in turn
+//! `request`, `wildcard`, `churn`, `jspub`, `jsconsume`, `conns`, and `compare`, which runs a scenario against two server commands in turn
 //! and reports medians, the ratio B/A and the run-to-run noise.
 //!
 //! Every run is bounded by a message count and a duration, and only loopback servers
@@ -20,6 +20,7 @@
 //! and bytes 8..16 the publisher id and sequence number, when the payload is large enough.
 
 mod compare;
+mod consume;
 mod jetstream;
 mod load;
 mod plot;
@@ -225,6 +226,27 @@ pub enum Command {
         #[arg(long, default_value = "file", value_parser = ["file", "memory"])]
         storage: String,
     },
+    /// Fill a fresh JetStream stream with N messages (untimed), then read them all back through
+    /// one consumer: pull (explicit acks, --batch per request), push (explicit acks), ordered,
+    /// or workqueue (--subs workers on a workqueue stream). Reports the consumer's lag as it
+    /// goes. Needs a server with JetStream on (-js).
+    Jsconsume {
+        /// Shared flags.
+        #[command(flatten)]
+        common: Common,
+        /// How the stream is read.
+        #[arg(long, default_value = "pull", value_parser = ["pull", "push", "ordered", "workqueue"])]
+        mode: String,
+        /// Messages per pull request.
+        #[arg(long, default_value_t = 100)]
+        batch: u64,
+        /// Workers, for workqueue.
+        #[arg(long, default_value_t = 4)]
+        subs: usize,
+        /// Where the stream keeps messages.
+        #[arg(long, default_value = "file", value_parser = ["file", "memory"])]
+        storage: String,
+    },
     /// Open N idle connections (CONNECT + PING/PONG each) and report the server's memory
     /// before and after (needs --server-pid).
     Conns {
@@ -363,6 +385,7 @@ fn build_spec(cmd: &Command) -> Result<(Spec, Common)> {
         Command::Fanin { common, .. } => (Kind::Fanin, common),
         Command::Churn { common, .. } => (Kind::Churn, common),
         Command::Jspub { common, .. } => (Kind::Jspub, common),
+        Command::Jsconsume { common, .. } => (Kind::Jsconsume, common),
         Command::Compare(_) => bail!("compare cannot be nested"),
     };
     let addr = loopback_addr(&common.server)?;
@@ -380,7 +403,7 @@ fn build_spec(cmd: &Command) -> Result<(Spec, Common)> {
     if common.subject.is_empty() || common.subject.contains(char::is_whitespace) {
         bail!("--subject must be a non-empty subject without spaces");
     }
-    let default_msgs = if matches!(kind, Kind::Request | Kind::Jspub) { 100_000 } else { 1_000_000 };
+    let default_msgs = if matches!(kind, Kind::Request | Kind::Jspub | Kind::Jsconsume) { 100_000 } else { 1_000_000 };
     let msgs = common.msgs.unwrap_or(default_msgs);
     if msgs == 0 || msgs >= 1 << 40 {
         bail!("--msgs must be between 1 and 2^40");
@@ -411,6 +434,8 @@ fn build_spec(cmd: &Command) -> Result<(Spec, Common)> {
         wildcard_every: 0,
         churn_rate: None,
         storage: String::new(),
+        consume_mode: String::new(),
+        batch: 100,
     };
     match cmd {
         Command::Pub { pubs, .. } => spec.pubs = *pubs,
@@ -435,6 +460,12 @@ fn build_spec(cmd: &Command) -> Result<(Spec, Common)> {
             spec.churn_rate = (*churn_rate > 0.0).then_some(*churn_rate);
         }
         Command::Jspub { inflight, storage, .. } => (spec.inflight, spec.storage) = (*inflight, storage.clone()),
+        Command::Jsconsume { mode, batch, subs, storage, .. } => {
+            if *batch == 0 || *batch > 10_000 {
+                bail!("--batch must be between 1 and 10000");
+            }
+            (spec.consume_mode, spec.batch, spec.subs, spec.storage) = (mode.clone(), *batch, *subs, storage.clone())
+        }
         Command::Compare(_) => unreachable!(),
     }
     if spec.subs > 10_000 || spec.pubs > 10_000 || spec.requesters > 10_000 || spec.responders > 10_000 {

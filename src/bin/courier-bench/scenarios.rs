@@ -47,6 +47,8 @@ pub enum Kind {
     Churn,
     /// Publishing into a JetStream stream with acknowledgements.
     Jspub,
+    /// Reading a JetStream stream through a consumer.
+    Jsconsume,
 }
 
 impl Kind {
@@ -63,6 +65,7 @@ impl Kind {
             Kind::Fanin => "fanin",
             Kind::Churn => "churn",
             Kind::Jspub => "jspub",
+            Kind::Jsconsume => "jsconsume",
         }
     }
 }
@@ -118,8 +121,12 @@ pub struct Spec {
     pub wildcard_every: u64,
     /// SUB/UNSUB pairs per second in total; `None` for as fast as the server confirms them.
     pub churn_rate: Option<f64>,
-    /// JetStream storage for jspub: "file" or "memory".
+    /// JetStream storage for jspub and jsconsume: "file" or "memory".
     pub storage: String,
+    /// jsconsume: "pull", "push", "ordered" or "workqueue".
+    pub consume_mode: String,
+    /// jsconsume: messages per pull request.
+    pub batch: u64,
 }
 
 /// CPU readings at the start of the measurement.
@@ -161,6 +168,7 @@ pub async fn run(spec: &Spec) -> Result<Report> {
         }
         Kind::Request => run_request(spec).await,
         Kind::Jspub => crate::jetstream::run_jspub(spec).await,
+        Kind::Jsconsume => crate::consume::run_jsconsume(spec).await,
         Kind::Conns => run_conns(spec).await,
     }
 }
@@ -222,7 +230,7 @@ async fn run_pubsub(spec: &Spec) -> Result<Report> {
         Kind::Fanout | Kind::Queue => (1, spec.subs),
         Kind::Wildcard | Kind::Churn => (spec.pubs, spec.subs + 1),
         Kind::Fanin => (spec.pubs, 1),
-        Kind::Request | Kind::Conns | Kind::Jspub => unreachable!(),
+        Kind::Request | Kind::Conns | Kind::Jspub | Kind::Jsconsume => unreachable!(),
     };
     if pubs == 0 || pubs > usize::from(u16::MAX) {
         bail!("--pubs must be between 1 and 65535");

@@ -41,6 +41,7 @@ use super::Shared;
 use crate::account::{Account, Removal};
 use crate::delivery::{InternalSink, Message, Subscription, Target};
 use crate::format::{now_nanos, rfc3339_nanos};
+use crate::publish::Batch;
 
 /// Most messages one wake-up sends before it lets other tasks run.
 const BURST: usize = 256;
@@ -88,9 +89,12 @@ struct Inner {
     replay_origin: Option<(i64, i64)>,
     /// State changed since it was saved.
     dirty: bool,
+    /// Delivered without acks since the last look: done, for the stream's retention.
+    done_unacked: Vec<u64>,
     /// Scratch buffers for a delivery.
     reply: Vec<u8>,
     payload: Vec<u8>,
+    target: Vec<u8>,
 }
 
 /// One consumer of a stream.
@@ -103,8 +107,9 @@ pub struct Consumer {
     created: i64,
     /// Where a durable consumer of a file stream keeps its state.
     dir: Option<PathBuf>,
-    /// Its filters and whether it is durable, read by the stream without the consumer's lock.
-    filters: RwLock<Vec<String>>,
+    /// Its filters, read by the stream without the consumer's lock (and never held while
+    /// another lock is taken).
+    filters: RwLock<Arc<Vec<String>>>,
     inner: Mutex<Inner>,
     wake: Notify,
     closed: AtomicBool,
@@ -173,7 +178,7 @@ impl Consumer {
         let Spec { name, config, created, state, skip_list, dir } = spec;
         let stream_name = stream.name().to_string();
         let now = now_nanos();
-        let filters = config.filters().iter().map(|s| s.to_string()).collect();
+        let filters: Vec<String> = config.filters().iter().map(|s| s.to_string()).collect();
         let inner = Inner {
             ack_prefix: format!("$JS.ACK.{stream_name}.{name}.").into_bytes(),
             config,
@@ -190,8 +195,10 @@ impl Consumer {
             last_active: now,
             replay_origin: None,
             dirty: false,
+            done_unacked: Vec::new(),
             reply: Vec::with_capacity(96),
             payload: Vec::new(),
+            target: Vec::new(),
         };
         let c = Arc::new(Consumer {
             name,
@@ -201,7 +208,7 @@ impl Consumer {
             account,
             created,
             dir,
-            filters: RwLock::new(filters),
+            filters: RwLock::new(Arc::new(filters)),
             inner: Mutex::new(inner),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
@@ -251,8 +258,8 @@ impl Consumer {
     }
 
     /// Its filters (empty: every subject of the stream).
-    pub fn filters(&self) -> Vec<String> {
-        self.filters.read().clone()
+    pub fn filters(&self) -> Arc<Vec<String>> {
+        Arc::clone(&self.filters.read())
     }
 
     /// Whether a message on `subject` is for it.
@@ -304,7 +311,7 @@ impl Consumer {
     /// Applies an update nats-server allows (already checked).
     pub(crate) fn update(&self, cfg: ConsumerConfig) {
         let mut g = self.inner.lock();
-        *self.filters.write() = cfg.filters().iter().map(|s| s.to_string()).collect();
+        *self.filters.write() = Arc::new(cfg.filters().iter().map(|s| s.to_string()).collect());
         g.config = cfg;
         g.counted_gen = u64::MAX;
         g.dirty = true;
@@ -352,14 +359,13 @@ impl Consumer {
 
     /// Counts the lag again in full.
     fn recount(&self, g: &mut Inner, stream: &Stream, now: i64) {
-        let filters = self.filters.read();
-        let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
+        let filters = self.filters();
         let next = g.state.next_sseq;
         let gen = stream.removals();
         let (count, last) = stream
             .read_store(|store| {
                 let last = store.state().last_seq;
-                (store.count_matching(&filters, next, last), last)
+                (store.count_matching(&filters[..], next, last), last)
             })
             .unwrap_or((0, 0));
         g.num_pending = count + g.skip_list.len() as u64;
@@ -375,13 +381,12 @@ impl Consumer {
             self.recount(g, stream, now);
             return;
         }
-        let filters = self.filters.read();
-        let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
+        let filters = self.filters();
         let from = (g.counted_to + 1).max(g.state.next_sseq);
         let (added, last) = stream
             .read_store(|store| {
                 let last = store.state().last_seq;
-                (store.count_matching(&filters, from, last), last)
+                (store.count_matching(&filters[..], from, last), last)
             })
             .unwrap_or((0, 0));
         g.num_pending += added;
@@ -399,6 +404,9 @@ impl Consumer {
                 return;
             }
             match next {
+                // More to send at once: let other tasks run, then go on (a zero timer would wait
+                // for the timer's next millisecond tick).
+                Some(at) if at <= now_nanos() => tokio::task::yield_now().await,
                 Some(at) => {
                     let wait = (at - now_nanos()).max(0) as u64;
                     let _ = tokio::time::timeout(std::time::Duration::from_nanos(wait), notified).await;
@@ -424,42 +432,55 @@ impl Consumer {
         }
         let mut sent = 0;
         let mut end_of_stream = false;
-        while sent < BURST {
-            if !pull {
-                let subject = g.config.deliver_subject.clone();
-                if !self.has_interest(&subject) {
-                    next.at(now + INTEREST_POLL);
-                    break;
-                }
-                g.last_active = now;
-                if g.fc.awaiting.is_some() && g.fc.pending_bytes > g.fc.window {
-                    break;
-                }
-            } else if g.waiting.is_empty() {
-                break;
-            }
-            match self.pick(&mut g, &stream, now) {
-                Pick::Send(msg, source) => {
-                    if let Some(due) = self.replay_wait(&mut g, &msg, now) {
-                        next.at(due);
+        let bound = pull || self.has_interest(&g.config.deliver_subject);
+        if !bound {
+            next.at(now + INTEREST_POLL);
+        } else if !pull {
+            g.last_active = now;
+        }
+        if bound {
+            self.shared.publisher.batch(|out| {
+                while sent < BURST {
+                    if !pull {
+                        if g.fc.awaiting.is_some() && g.fc.pending_bytes > g.fc.window {
+                            break;
+                        }
+                    } else if g.waiting.is_empty() {
                         break;
                     }
-                    if self.send(&mut g, &msg, source, now) {
-                        sent += 1;
-                    } else if !pull {
-                        next.at(now + INTEREST_POLL);
-                        break;
+                    match self.pick(&mut g, &stream, now) {
+                        Pick::Send(msg, source) => {
+                            if let Some(due) = self.replay_wait(&mut g, &msg, now) {
+                                next.at(due);
+                                break;
+                            }
+                            if self.send(out, &mut g, &msg, source, now) {
+                                sent += 1;
+                            } else if !pull {
+                                next.at(now + INTEREST_POLL);
+                                break;
+                            }
+                        }
+                        Pick::Full => break,
+                        Pick::End => {
+                            end_of_stream = true;
+                            break;
+                        }
                     }
                 }
-                Pick::Full => break,
-                Pick::End => {
-                    end_of_stream = true;
-                    break;
-                }
-            }
+            });
         }
         if sent == BURST {
             next.at(now);
+        }
+        if !g.done_unacked.is_empty() {
+            let done = std::mem::take(&mut g.done_unacked);
+            drop(g);
+            if stream.retention() != Retention::Limits {
+                stream.consumer_acked(&done, self);
+                stream.apply_removals();
+            }
+            g = self.inner.lock();
         }
         // What was just sent is due back at its own time.
         if let Some(due) = g.state.expire(now) {
@@ -535,10 +556,9 @@ impl Consumer {
                 }
             }
         }
-        let filters = self.filters.read().clone();
-        let filters: Vec<&str> = filters.iter().map(String::as_str).collect();
+        let filters = self.filters();
         let start = g.state.next_sseq;
-        let found = stream.read_store(|s| s.next_matching(&filters, start).map(|seq| s.load(seq))).flatten();
+        let found = stream.read_store(|s| s.next_matching(&filters[..], start).map(|seq| s.load(seq))).flatten();
         match found {
             Some(Ok(m)) => Pick::Send(m, Source::New),
             _ => {
@@ -572,7 +592,7 @@ impl Consumer {
     }
 
     /// Sends one message; false when nobody took it.
-    fn send(&self, g: &mut Inner, m: &StoredMsg, source: Source, now: i64) -> bool {
+    fn send(&self, out: &mut Batch<'_>, g: &mut Inner, m: &StoredMsg, source: Source, now: i64) -> bool {
         let acks = g.config.ack_policy != AckPolicy::None;
         let deliveries = g.state.pending.get(&m.seq).map_or(0, |p| p.deliveries) + 1;
         let dseq = g.state.dseq + 1;
@@ -603,28 +623,33 @@ impl Consumer {
         let size = (m.subject.len() + reply.len() + payload.len()) as i64;
         let fc_size = (g.config.deliver_subject.len() + reply.len() + payload.len()) as i64;
         // Where it goes: the deliver subject, or the pull request at the front.
-        let target: Vec<u8> = if g.config.is_pull() {
+        let mut target = std::mem::take(&mut g.target);
+        target.clear();
+        if g.config.is_pull() {
             loop {
                 let Some(w) = g.waiting.front_mut() else {
                     g.reply = reply;
                     g.payload = payload;
+                    g.target = target;
                     return false;
                 };
                 if w.max_bytes > 0 && size > w.max_bytes {
-                    let w = g.waiting.pop_front().expect("front exists");
+                    let Some(w) = g.waiting.pop_front() else { break };
                     let st = pull::status_with_pending(409, "Message Size Exceeds MaxBytes", w.batch, w.max_bytes);
                     self.send_status(&w.reply, &st);
                     continue;
                 }
-                break w.reply.clone();
+                target.extend_from_slice(&w.reply);
+                break;
             }
         } else {
-            g.config.deliver_subject.as_bytes().to_vec()
-        };
+            target.extend_from_slice(g.config.deliver_subject.as_bytes());
+        }
         let msg = Message { subject: m.subject.as_bytes(), reply: Some(&reply), header_len, payload: &payload };
-        let taken = self.shared.publisher.publish_to(&self.account, &target, &msg);
+        let taken = !target.is_empty() && out.publish_to(&self.account, &target, &msg);
         g.reply = reply;
         g.payload = payload;
+        g.target = target;
         if !taken {
             if g.config.is_pull() {
                 // The requester is gone: its request goes too.
@@ -666,12 +691,10 @@ impl Consumer {
                 self.send_flow_control(g);
             }
         }
-        if !acks && g.state.next_sseq > 0 {
-            if let Some(stream) = self.stream.upgrade() {
-                if stream.retention() != Retention::Limits {
-                    stream.consumer_acked(&[m.seq], self);
-                }
-            }
+        if !acks {
+            // Delivered without acks is done: for interest or workqueue retention, once the
+            // consumer's lock is let go.
+            g.done_unacked.push(m.seq);
         }
         true
     }
@@ -1146,6 +1169,13 @@ impl InternalSink for AckSink {
         let body = &msg.payload[msg.header_len.min(msg.payload.len())..];
         c.on_ack(msg.subject, body, msg.reply);
         true
+    }
+
+    fn flush(&self) {
+        // The end of a batch of acks: what they finished leaves the stream with one write.
+        if let Some(stream) = self.consumer.upgrade().and_then(|c| c.stream.upgrade()) {
+            stream.apply_removals();
+        }
     }
 
     fn name(&self) -> &str {

@@ -99,7 +99,21 @@ pub struct FileStore {
     snapshot: SnapshotClock,
     /// Opening loaded an index snapshot.
     from_snapshot: bool,
+    /// The bytes around the last record read, so that a consumer reading in order reads each
+    /// block of a segment once instead of once per message.
+    read_cache: Box<parking_lot::Mutex<ReadCache>>,
 }
+
+/// A block of one segment's written (never again changed) bytes.
+#[derive(Debug, Default)]
+struct ReadCache {
+    seg: u32,
+    start: u64,
+    bytes: Vec<u8>,
+}
+
+/// How much one read of a segment brings into the read cache.
+const READ_BLOCK: usize = 64 * 1024;
 
 /// What decides when an index snapshot is due: often enough that a restart reads little, never
 /// so often that writing snapshots costs more than writing the messages.
@@ -225,6 +239,7 @@ impl FileStore {
             created,
             snapshot: SnapshotClock { at: Instant::now(), len: 0, changed: false, appended: 0, appended_at_check: 0 },
             from_snapshot: false,
+            read_cache: Box::default(),
         }
     }
 
@@ -593,6 +608,7 @@ impl FileStore {
     /// Rewrites one closed segment that is mostly removed messages, keeping its live messages
     /// and its markers.
     pub fn compact_some(&mut self) -> Result<(), StoreError> {
+        self.drop_read_cache();
         let candidate = self
             .segments
             .iter()
@@ -715,6 +731,7 @@ impl FileStore {
         if !full {
             return Ok(());
         }
+        self.drop_read_cache();
         self.flush()?;
         let id = self.active + 1;
         let file = open_rw(&seg_path(&self.dir, id))?;
@@ -735,6 +752,9 @@ impl FileStore {
             return Ok(self.pending[start..start + n].to_vec());
         }
         let avail = (seg.written - off) as usize;
+        if let Some(rec) = self.cached_record(loc.seg, off, avail, &seg.file)? {
+            return Ok(rec);
+        }
         let mut buf = vec![0u8; avail.min(READ_AHEAD)];
         seg.file.read_exact_at(&mut buf, off)?;
         let len = match record::decode(&buf) {
@@ -755,8 +775,42 @@ impl FileStore {
         Ok(buf)
     }
 
+    /// The record at `off` of segment `seg` from the read cache, filling the cache from `file`
+    /// when the record is not in it; `None` for a record too large for the cache.
+    fn cached_record(&self, seg: u32, off: u64, avail: usize, file: &File) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut cache = self.read_cache.lock();
+        let hit = |c: &ReadCache| -> Option<Vec<u8>> {
+            if c.seg != seg || off < c.start {
+                return None;
+            }
+            let at = usize::try_from(off - c.start).ok()?;
+            let rest = c.bytes.get(at..)?;
+            match record::decode(rest) {
+                Ok((_, n)) => Some(rest[..n].to_vec()),
+                Err(_) => None,
+            }
+        };
+        if let Some(rec) = hit(&cache) {
+            return Ok(Some(rec));
+        }
+        let n = avail.min(READ_BLOCK);
+        cache.bytes.resize(n, 0);
+        file.read_exact_at(&mut cache.bytes, off)?;
+        cache.seg = seg;
+        cache.start = off;
+        Ok(hit(&cache))
+    }
+
+    /// Forgets the read cache (the segment files are being rewritten).
+    fn drop_read_cache(&mut self) {
+        let c = self.read_cache.get_mut();
+        c.bytes = Vec::new();
+        c.seg = 0;
+    }
+
     /// Overwrites a removed message's payload with random bytes, keeping the record whole.
     fn erase(&mut self, loc: FileLoc) -> Result<(), StoreError> {
+        self.drop_read_cache();
         let mut rec = self.record_bytes(loc)?;
         let (r, _) = record::decode(&rec).map_err(|e| StoreError::Io(e.to_string()))?;
         let start = record::data_offset(r.subject.len(), r.headers.len());

@@ -474,7 +474,7 @@ impl<L: Clone + Default> Index<L> {
 
     /// Live messages with sequences in `from..=to` on subjects matching one of `filters`
     /// (every subject when there are none).
-    pub(crate) fn count_matching(&self, filters: &[&str], from: u64, to: u64) -> u64 {
+    pub(crate) fn count_matching<F: AsRef<str>>(&self, filters: &[F], from: u64, to: u64) -> u64 {
         let to = to.min(self.last_seq);
         if from > to {
             return 0;
@@ -484,6 +484,15 @@ impl<L: Clone + Default> Index<L> {
             let end = self.slot(to).map_or(self.entries.len(), |i| i + 1);
             if end == self.entries.len() {
                 return self.msgs;
+            }
+        }
+        if filters.is_empty() && to == self.last_seq && from > self.first_seq {
+            // Everything from `from` on: the total less what lies before it, counting the
+            // shorter side.
+            let before = from - self.first_seq;
+            let after = to + 1 - from;
+            if before < after {
+                return self.msgs - self.count_matching(filters, self.first_seq, from - 1);
             }
         }
         let mut verdict: Vec<Option<bool>> = vec![None; self.subjects.by_id.len()];
@@ -500,7 +509,8 @@ impl<L: Clone + Default> Index<L> {
             }
             let slot = &mut verdict[e.subject as usize];
             let hit = *slot.get_or_insert_with(|| {
-                self.subject_name(e.subject).is_some_and(|name| filters.iter().any(|f| matches_filter(f, name)))
+                self.subject_name(e.subject)
+                    .is_some_and(|name| filters.iter().any(|f| matches_filter(f.as_ref(), name)))
             });
             n += u64::from(hit);
         }
@@ -518,10 +528,10 @@ impl<L: Clone + Default> Index<L> {
     }
 
     /// The last sequence of each subject matching one of `filters`, in order.
-    pub(crate) fn last_per_subject(&self, filters: &[&str]) -> Vec<u64> {
+    pub(crate) fn last_per_subject<F: AsRef<str>>(&self, filters: &[F]) -> Vec<u64> {
         let mut out: Vec<u64> = self
             .subjects()
-            .filter(|s| filters.is_empty() || filters.iter().any(|f| matches_filter(f, &s.name)))
+            .filter(|s| filters.is_empty() || filters.iter().any(|f| matches_filter(f.as_ref(), &s.name)))
             .map(|s| s.last)
             .collect();
         out.sort_unstable();
@@ -567,5 +577,32 @@ mod tests {
         assert_eq!((ix.first_seq(), ix.last_seq(), ix.msgs(), ix.num_subjects()), (6, 5, 0, 0));
         assert_eq!(ix.skip(), 6);
         assert_eq!((ix.first_seq(), ix.last_seq()), (7, 6));
+    }
+
+    #[test]
+    fn counts_what_matches_from_either_side() {
+        let mut ix: Index<()> = Index::new(1);
+        for i in 0..200u32 {
+            ix.append(["a.x", "a.y", "b.x"][(i % 3) as usize], i64::from(i), 10, ());
+        }
+        for seq in (1..=200).step_by(7) {
+            ix.remove(seq);
+        }
+        let brute = |filters: &[&str], from: u64, to: u64| {
+            ix.iter()
+                .filter(|(q, e)| {
+                    *q >= from
+                        && *q <= to
+                        && (filters.is_empty()
+                            || filters.iter().any(|f| matches_filter(f, ix.subject_name(e.subject).unwrap())))
+                })
+                .count() as u64
+        };
+        for from in [1, 2, 50, 150, 199, 200, 201] {
+            for filters in [&[][..], &["a.*"][..], &["b.x", "a.y"][..]] {
+                assert_eq!(ix.count_matching(filters, from, 200), brute(filters, from, 200), "{filters:?} from {from}");
+                assert_eq!(ix.count_matching(filters, from, 120), brute(filters, from, 120), "{filters:?} {from}..120");
+            }
+        }
     }
 }

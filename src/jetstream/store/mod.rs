@@ -204,7 +204,7 @@ impl Store {
     }
 
     /// Live messages in `from..=to` on subjects matching one of `filters` (all when none).
-    pub fn count_matching(&self, filters: &[&str], from: u64, to: u64) -> u64 {
+    pub fn count_matching<F: AsRef<str>>(&self, filters: &[F], from: u64, to: u64) -> u64 {
         each!(self, s => s.index().count_matching(filters, from, to))
     }
 
@@ -219,18 +219,18 @@ impl Store {
     }
 
     /// The last sequence of each subject matching one of `filters`, in order.
-    pub fn last_per_subject(&self, filters: &[&str]) -> Vec<u64> {
+    pub fn last_per_subject<F: AsRef<str>>(&self, filters: &[F]) -> Vec<u64> {
         each!(self, s => s.index().last_per_subject(filters))
     }
 
     /// The first live sequence at or after `start` on a subject matching one of `filters`.
-    pub fn next_matching(&self, filters: &[&str], start: u64) -> Option<u64> {
+    pub fn next_matching<F: AsRef<str>>(&self, filters: &[F], start: u64) -> Option<u64> {
         each!(self, s => {
             let ix = s.index();
             if filters.is_empty() {
                 ix.next_matching(">", start)
             } else {
-                filters.iter().filter_map(|f| ix.next_matching(f, start)).min()
+                filters.iter().filter_map(|f| ix.next_matching(f.as_ref(), start)).min()
             }
         })
     }
