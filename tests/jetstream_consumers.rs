@@ -391,3 +391,58 @@ async fn stream_and_consumer_actions_are_advised() {
         .collect();
     assert_eq!(seen, want);
 }
+
+#[tokio::test]
+async fn headers_only_sends_the_size_and_sample_freq_samples_acks() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = js_server(dir.path()).await;
+    let (js, st) = setup(&s, stream::RetentionPolicy::Limits).await;
+    let client = s.nats().await;
+    let mut metrics = client.subscribe("$JS.EVENT.METRIC.CONSUMER.ACK.S.H").await.unwrap();
+    client.flush().await.unwrap();
+    publish_n(&js, 1).await;
+    let c = st
+        .create_consumer(pull::Config { headers_only: true, sample_frequency: 100, ..pull_config("H") })
+        .await
+        .unwrap();
+    let mut batch = c.fetch().max_messages(1).messages().await.unwrap();
+    let m = within(batch.next()).await.unwrap().unwrap();
+    assert!(m.payload.is_empty(), "no payload");
+    let h = m.headers.clone().expect("headers");
+    assert_eq!(h.get("Nats-Msg-Size").map(|v| v.as_str()), Some("2"), "the size of \"m1\"");
+    m.double_ack().await.unwrap();
+    let metric = within(metrics.next()).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&metric.payload).unwrap();
+    assert_eq!(v["type"], "io.nats.jetstream.metric.v1.consumer_ack");
+    assert_eq!(
+        (v["stream_seq"].as_u64(), v["consumer_seq"].as_u64(), v["deliveries"].as_u64()),
+        (Some(1), Some(1), Some(1))
+    );
+    assert!(v["ack_time"].as_i64().is_some_and(|t| t > 0));
+}
+
+#[tokio::test]
+async fn an_unused_ephemeral_consumer_is_deleted_after_its_inactive_threshold() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = js_server(dir.path()).await;
+    let (_js, st) = setup(&s, stream::RetentionPolicy::Limits).await;
+    let client = s.nats().await;
+    let mut deleted = client.subscribe("$JS.EVENT.ADVISORY.CONSUMER.DELETED.S.*").await.unwrap();
+    client.flush().await.unwrap();
+    let c = st
+        .create_consumer(pull::Config {
+            name: Some("EPH".into()),
+            ack_policy: AckPolicy::Explicit,
+            inactive_threshold: Duration::from_millis(300),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(c.cached_info().config.inactive_threshold, Duration::from_millis(300));
+    let adv = within(deleted.next()).await.unwrap();
+    assert_eq!(adv.subject.as_str(), "$JS.EVENT.ADVISORY.CONSUMER.DELETED.S.EPH");
+    assert!(st.get_consumer::<pull::Config>("EPH").await.is_err(), "gone");
+    // A durable without a threshold stays.
+    st.create_consumer(pull_config("KEEP")).await.unwrap();
+    assert!(st.get_consumer::<pull::Config>("KEEP").await.is_ok());
+}

@@ -50,6 +50,8 @@ const BURST: usize = 256;
 const INTEREST_POLL: i64 = 1_000_000_000;
 /// How often, at most, the pending count is recounted after the stream removed messages.
 const RECOUNT_EVERY: i64 = 250_000_000;
+/// rate_limit_bps: the bytes that may go in one burst (the default max_payload).
+const RATE_BURST: usize = 1024 * 1024;
 /// Flow control: the window a push consumer starts with, and the most it grows to.
 const FC_START: i64 = 2 * 1024 * 1024;
 const FC_MAX: i64 = 32 * 1024 * 1024;
@@ -87,6 +89,8 @@ struct Inner {
     last_active: i64,
     /// For replay original: (first message's stored time, when it was sent).
     replay_origin: Option<(i64, i64)>,
+    /// For rate_limit_bps: (bytes that may go now, when that was reckoned).
+    rate_bucket: Option<(f64, i64)>,
     /// State changed since it was saved.
     dirty: bool,
     /// Delivered without acks since the last look: done, for the stream's retention.
@@ -194,6 +198,7 @@ impl Consumer {
             last_sent: now,
             last_active: now,
             replay_origin: None,
+            rate_bucket: None,
             dirty: false,
             done_unacked: Vec::new(),
             reply: Vec::with_capacity(96),
@@ -454,6 +459,10 @@ impl Consumer {
                                 next.at(due);
                                 break;
                             }
+                            if let Some(due) = self.rate_wait(&mut g, &msg, now) {
+                                next.at(due);
+                                break;
+                            }
                             if self.send(out, &mut g, &msg, source, now) {
                                 sent += 1;
                             } else if !pull {
@@ -580,6 +589,17 @@ impl Consumer {
         let (first_ts, started) = *g.replay_origin.get_or_insert((msg.ts, now));
         let due = started + (msg.ts - first_ts);
         (due > now + 1_000_000).then_some(due)
+    }
+
+    /// For rate_limit_bps: when there is room for `msg`, if not now. A token bucket of the
+    /// server's max_payload, as nats-server's.
+    fn rate_wait(&self, g: &mut Inner, msg: &StoredMsg, now: i64) -> Option<i64> {
+        let bps = g.config.rate_limit;
+        if bps == 0 {
+            return None;
+        }
+        let size = msg.subject.len() + msg.headers.len() + msg.data.len();
+        bucket_wait(&mut g.rate_bucket, bps, size, now)
     }
 
     /// The wait before redelivery number `deliveries` + 1.
@@ -834,6 +854,9 @@ impl Consumer {
         let mut done = Vec::new();
         let mut next_request = None;
         let all = g.config.ack_policy == AckPolicy::All;
+        if matches!(kind, AckKind::Ack | AckKind::Next(_)) {
+            self.sample_ack(&g, a, now);
+        }
         match kind {
             AckKind::Ack => done = g.state.ack(a.sseq, all, now),
             AckKind::Next(req) => {
@@ -885,6 +908,43 @@ impl Consumer {
             self.pull_request(r, &req);
         }
         self.notify();
+    }
+
+    /// The ack metric, for the share of acks `sample_freq` asks for, on
+    /// `$JS.EVENT.METRIC.CONSUMER.ACK.<stream>.<consumer>`.
+    fn sample_ack(&self, g: &Inner, a: ack::AckSubject, now: i64) {
+        let freq = g.config.sample_frequency.trim_end_matches('%').parse::<u64>().unwrap_or(0);
+        if freq == 0 || rand::random::<u64>() % 100 >= freq {
+            return;
+        }
+        let Some(p) = g.state.pending.get(&a.sseq) else { return };
+        #[derive(Serialize)]
+        struct AckMetric<'a> {
+            #[serde(rename = "type")]
+            kind: &'static str,
+            id: String,
+            timestamp: String,
+            stream: &'a str,
+            consumer: &'a str,
+            consumer_seq: u64,
+            stream_seq: u64,
+            ack_time: i64,
+            deliveries: u64,
+        }
+        let body = super::api::go_json(&AckMetric {
+            kind: "io.nats.jetstream.metric.v1.consumer_ack",
+            id: advisory_id(),
+            timestamp: rfc3339_nanos(now),
+            stream: &self.stream_name,
+            consumer: &self.name,
+            consumer_seq: a.dseq,
+            stream_seq: a.sseq,
+            ack_time: now - p.ts,
+            deliveries: p.deliveries,
+        });
+        let subject = format!("$JS.EVENT.METRIC.CONSUMER.ACK.{}.{}", self.stream_name, self.name);
+        let msg = Message { subject: subject.as_bytes(), reply: None, header_len: 0, payload: &body };
+        self.shared.publisher.publish(&self.account, &msg);
     }
 
     /// A message given up on: max deliveries reached or terminated. Advises, and publishes it
@@ -1082,6 +1142,22 @@ impl Next {
     }
 }
 
+/// A token bucket of [`RATE_BURST`] bytes filled at `bps` bits per second: `None` when `size`
+/// bytes may go at `now` (and takes them), else when they may.
+fn bucket_wait(bucket: &mut Option<(f64, i64)>, bps: u64, size: usize, now: i64) -> Option<i64> {
+    let per_ns = bps as f64 / 8.0 / 1e9;
+    let burst = RATE_BURST as f64;
+    let (tokens, at) = bucket.get_or_insert((burst, now));
+    *tokens = (*tokens + (now - *at) as f64 * per_ns).min(burst);
+    *at = now;
+    let need = (size as f64).min(burst);
+    if *tokens >= need {
+        *tokens -= size as f64;
+        return None;
+    }
+    Some(now + ((need - *tokens) / per_ns).ceil() as i64)
+}
+
 /// A unique id for an advisory.
 pub(crate) fn advisory_id() -> String {
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -1216,6 +1292,17 @@ pub(crate) fn starting_point(cfg: &ConsumerConfig, store: &super::store::Store) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rate_limit_lets_a_burst_go_then_paces_at_the_rate() {
+        let mut b = None;
+        // 8 Mbit/s = 1 byte per microsecond; the bucket starts full (1 MiB).
+        assert_eq!(bucket_wait(&mut b, 8_000_000, RATE_BURST, 0), None);
+        let due = bucket_wait(&mut b, 8_000_000, 1000, 0).expect("empty bucket waits");
+        assert_eq!(due, 1_000_000, "1000 bytes at 1 byte/µs");
+        assert_eq!(bucket_wait(&mut b, 8_000_000, 1000, due), None);
+        assert!(bucket_wait(&mut b, 8_000_000, 1, due).is_some());
+    }
 
     #[test]
     fn backoff_picks_the_wait_for_each_redelivery() {
