@@ -8,7 +8,7 @@ use super::errors::ApiError;
 use super::types::{Nothing, Paged, Success};
 use super::{answer, fail, from_json, is_empty_request, parse, Answer, LIST_LIMIT, NAMES_LIMIT};
 use crate::jetstream::consumer::config::ConsumerConfig;
-use crate::jetstream::consumer::{Action, ConsumerInfo};
+use crate::jetstream::consumer::{Action, Consumer};
 use crate::jetstream::JsAccount;
 
 pub(super) const T_CREATE: &str = "io.nats.jetstream.api.v1.consumer_create_response";
@@ -156,44 +156,40 @@ struct PageRequest {
     offset: usize,
 }
 
+/// A page of NAMES or LIST.
 #[derive(Serialize)]
-struct Names {
+struct Page<T: Serialize> {
     #[serde(flatten)]
     paged: Paged,
-    consumers: Vec<String>,
+    consumers: Vec<T>,
 }
 
-#[derive(Serialize)]
-struct List {
-    #[serde(flatten)]
-    paged: Paged,
-    consumers: Vec<ConsumerInfo>,
+/// One page of a stream's consumers, each as `item` makes it, `limit` at most.
+fn page<T: Serialize>(
+    acc: &JsAccount,
+    stream: &str,
+    body: &[u8],
+    kind: &'static str,
+    limit: usize,
+    item: impl Fn(&Consumer) -> T,
+) -> Answer {
+    let empty = || Page::<T> { paged: Paged::default(), consumers: Vec::new() };
+    let req: PageRequest = match parse(body) {
+        Ok(r) => r,
+        Err(e) => return fail(kind, e, empty()),
+    };
+    let Some(s) = acc.stream(stream) else { return fail(kind, ApiError::stream_not_found(), empty()) };
+    let all = s.consumers();
+    let total = all.len();
+    let offset = req.offset.min(total);
+    let consumers = all.iter().skip(offset).take(limit).map(|c| item(c)).collect();
+    answer(kind, None, Page { paged: Paged { total, offset, limit }, consumers })
 }
 
 pub(super) fn names(acc: &JsAccount, stream: &str, body: &[u8]) -> Answer {
-    let empty = || Names { paged: Paged::default(), consumers: Vec::new() };
-    let req: PageRequest = match parse(body) {
-        Ok(r) => r,
-        Err(e) => return fail(T_NAMES, e, empty()),
-    };
-    let Some(s) = acc.stream(stream) else { return fail(T_NAMES, ApiError::stream_not_found(), empty()) };
-    let all = s.consumers();
-    let total = all.len();
-    let offset = req.offset.min(total);
-    let consumers = all.iter().skip(offset).take(NAMES_LIMIT).map(|c| c.name().to_string()).collect();
-    answer(T_NAMES, None, Names { paged: Paged { total, offset, limit: NAMES_LIMIT }, consumers })
+    page(acc, stream, body, T_NAMES, NAMES_LIMIT, |c| c.name().to_string())
 }
 
 pub(super) fn list(acc: &JsAccount, stream: &str, body: &[u8]) -> Answer {
-    let empty = || List { paged: Paged::default(), consumers: Vec::new() };
-    let req: PageRequest = match parse(body) {
-        Ok(r) => r,
-        Err(e) => return fail(T_LIST, e, empty()),
-    };
-    let Some(s) = acc.stream(stream) else { return fail(T_LIST, ApiError::stream_not_found(), empty()) };
-    let all = s.consumers();
-    let total = all.len();
-    let offset = req.offset.min(total);
-    let consumers = all.iter().skip(offset).take(LIST_LIMIT).map(|c| c.info()).collect();
-    answer(T_LIST, None, List { paged: Paged { total, offset, limit: LIST_LIMIT }, consumers })
+    page(acc, stream, body, T_LIST, LIST_LIMIT, Consumer::info)
 }

@@ -918,30 +918,10 @@ impl Consumer {
             return;
         }
         let Some(p) = g.state.pending.get(&a.sseq) else { return };
-        #[derive(Serialize)]
-        struct AckMetric<'a> {
-            #[serde(rename = "type")]
-            kind: &'static str,
-            id: String,
-            timestamp: String,
-            stream: &'a str,
-            consumer: &'a str,
-            consumer_seq: u64,
-            stream_seq: u64,
-            ack_time: i64,
-            deliveries: u64,
-        }
-        let body = super::api::go_json(&AckMetric {
-            kind: "io.nats.jetstream.metric.v1.consumer_ack",
-            id: advisory_id(),
-            timestamp: rfc3339_nanos(now),
-            stream: &self.stream_name,
-            consumer: &self.name,
-            consumer_seq: a.dseq,
-            stream_seq: a.sseq,
-            ack_time: now - p.ts,
-            deliveries: p.deliveries,
-        });
+        let mut metric =
+            DeliveryAdvisory::new("io.nats.jetstream.metric.v1.consumer_ack", self, a.dseq, a.sseq, p.deliveries);
+        metric.ack_time = Some(now - p.ts);
+        let body = super::api::go_json(&metric);
         let subject = format!("$JS.EVENT.METRIC.CONSUMER.ACK.{}.{}", self.stream_name, self.name);
         let msg = Message { subject: subject.as_bytes(), reply: None, header_len: 0, payload: &body };
         self.shared.publisher.publish(&self.account, &msg);
@@ -1164,7 +1144,7 @@ pub(crate) fn advisory_id() -> String {
     (0..22).map(|_| char::from(ALPHABET[rand::random::<usize>() % ALPHABET.len()])).collect()
 }
 
-/// The NAK and terminated advisories' body.
+/// The body of the NAK and terminated advisories and of the ack metric (with `ack_time`).
 #[derive(Serialize)]
 struct DeliveryAdvisory<'a> {
     #[serde(rename = "type")]
@@ -1175,6 +1155,9 @@ struct DeliveryAdvisory<'a> {
     consumer: &'a str,
     consumer_seq: u64,
     stream_seq: u64,
+    /// Nanoseconds from delivery to ack (the ack metric).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ack_time: Option<i64>,
     deliveries: u64,
 }
 
@@ -1188,6 +1171,7 @@ impl<'a> DeliveryAdvisory<'a> {
             consumer: &c.name,
             consumer_seq: dseq,
             stream_seq: sseq,
+            ack_time: None,
             deliveries,
         }
     }
