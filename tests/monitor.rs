@@ -290,6 +290,72 @@ async fn live_page_shows_rates_in_a_browser() {
     assert!(html.contains("<td>page") || html.contains("127.0.0.1:"), "connections listed");
 }
 
+/// The live page lists a consumer with its lag and dead letters, rendered by a real browser.
+#[tokio::test]
+async fn live_page_shows_consumer_lag_in_a_browser() {
+    let Some(chromium) = ["chromium", "chromium-browser"].into_iter().find(|b| which(b)) else {
+        assert!(std::env::var_os("CI").is_none(), "chromium is needed under CI");
+        eprintln!("skipped: chromium is not installed");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let js_opts =
+        courier::options::JetStreamOptions { store_dir: Some(dir.path().to_path_buf()), ..Default::default() };
+    let server =
+        TestServer::start(courier::Options { http_port: Some(0), jetstream: Some(js_opts), ..options() }).await;
+    let http = server.handle.monitor_addr().unwrap();
+    let js = async_nats::jetstream::new(server.nats().await);
+    let stream = js
+        .create_stream(async_nats::jetstream::stream::Config {
+            name: "TELEMETRY".into(),
+            subjects: vec!["telemetry.>".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            durable_name: Some("DASHBOARD".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for i in 0..1234 {
+        js.publish(format!("telemetry.{}", i % 10), "reading".into()).await.unwrap();
+    }
+    js.publish("telemetry.last", "reading".into()).await.unwrap().await.unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("http://{http}/");
+    let dom = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                &format!("--user-data-dir={}", profile.path().display()),
+                "--virtual-time-budget=3000",
+                "--timeout=15000",
+                "--dump-dom",
+                &url,
+            ])
+            .output()
+    })
+    .await
+    .unwrap()
+    .expect("run chromium");
+    let html = String::from_utf8_lossy(&dom.stdout);
+    let row = html
+        .split("<tr>")
+        .find(|r| r.contains("<td>DASHBOARD</td>"))
+        .unwrap_or_else(|| panic!("no consumer row in the page:\n{html}"));
+    assert!(row.contains("<td>TELEMETRY</td>"), "{row}");
+    assert!(row.contains("<td>1235</td>") || row.contains("<td>1.2k</td>"), "the lag (1,235 pending) is shown: {row}");
+}
+
 fn which(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
