@@ -246,30 +246,7 @@ async fn live_page_shows_rates_in_a_browser() {
         })
     };
     let draining = tokio::spawn(async move { while sub.next().await.is_some() {} });
-    let profile = tempfile::tempdir().unwrap();
-    let url = format!("http://{http}/");
-    let dom = tokio::task::spawn_blocking(move || {
-        std::process::Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                &format!("--user-data-dir={}", profile.path().display()),
-                "--virtual-time-budget=6000",
-                "--timeout=15000",
-                "--dump-dom",
-                &url,
-            ])
-            .output()
-    })
-    .await
-    .unwrap()
-    .expect("run chromium");
+    let dom = dump_dom(chromium, &format!("http://{http}/"), 6000).await;
     stop.cancel();
     let _ = pumping.await;
     draining.abort();
@@ -324,20 +301,34 @@ async fn live_page_shows_consumer_lag_in_a_browser() {
         js.publish(format!("telemetry.{}", i % 10), "reading".into()).await.unwrap();
     }
     js.publish("telemetry.last", "reading".into()).await.unwrap().await.unwrap();
+    let dom = dump_dom(chromium, &format!("http://{http}/"), 3000).await;
+    let html = String::from_utf8_lossy(&dom.stdout);
+    let row = html
+        .split("<tr>")
+        .find(|r| r.contains("<td>DASHBOARD</td>"))
+        .unwrap_or_else(|| panic!("no consumer row in the page:\n{html}"));
+    assert!(row.contains("<td>TELEMETRY</td>"), "{row}");
+    assert!(row.contains("<td>1235</td>") || row.contains("<td>1.2k</td>"), "the lag (1,235 pending) is shown: {row}");
+}
+
+/// Loads `url` in headless Chromium, lets its scripts run for `budget_ms` of virtual time, and
+/// returns the page's DOM.
+async fn dump_dom(chromium: &'static str, url: &str, budget_ms: u32) -> std::process::Output {
     let profile = tempfile::tempdir().unwrap();
-    let url = format!("http://{http}/");
-    let dom = tokio::task::spawn_blocking(move || {
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || {
         std::process::Command::new(chromium)
             .args([
                 "--headless",
                 "--no-sandbox",
                 "--disable-gpu",
+                "--disable-quic",
                 "--no-first-run",
                 "--disable-background-networking",
                 "--disable-component-update",
                 "--disable-sync",
                 &format!("--user-data-dir={}", profile.path().display()),
-                "--virtual-time-budget=3000",
+                &format!("--virtual-time-budget={budget_ms}"),
                 "--timeout=15000",
                 "--dump-dom",
                 &url,
@@ -346,14 +337,7 @@ async fn live_page_shows_consumer_lag_in_a_browser() {
     })
     .await
     .unwrap()
-    .expect("run chromium");
-    let html = String::from_utf8_lossy(&dom.stdout);
-    let row = html
-        .split("<tr>")
-        .find(|r| r.contains("<td>DASHBOARD</td>"))
-        .unwrap_or_else(|| panic!("no consumer row in the page:\n{html}"));
-    assert!(row.contains("<td>TELEMETRY</td>"), "{row}");
-    assert!(row.contains("<td>1235</td>") || row.contains("<td>1.2k</td>"), "the lag (1,235 pending) is shown: {row}");
+    .expect("run chromium")
 }
 
 fn which(program: &str) -> bool {

@@ -197,7 +197,7 @@ pub fn limits(cfg: &StreamConfig) -> Limits {
     }
 }
 
-/// Whether messages nobody is interested in are dropped (interest retention, no consumers).
+/// Whether messages no consumer wants are dropped rather than stored (interest retention).
 pub fn drops_without_interest(cfg: &StreamConfig) -> bool {
     cfg.retention == Retention::Interest
 }

@@ -347,7 +347,7 @@ impl Stream {
         }
         let Some(store) = inner.store.as_mut() else { return Outcome::Dropped };
         if super::config::drops_without_interest(&inner.config) && !self.has_interest_in(subject) {
-            // No consumers yet, so nobody is interested: the sequence is used, nothing kept.
+            // No consumer wants this subject: the sequence is used, nothing kept.
             let seq = store.skip();
             if let Some(id) = msg_id {
                 inner.dedupe.insert(id, 0, now_nanos());

@@ -935,26 +935,9 @@ impl Consumer {
         let _ = now;
         match reason {
             Reason::MaxDeliveries => {
-                #[derive(Serialize)]
-                struct MaxDeliver<'a> {
-                    #[serde(rename = "type")]
-                    kind: &'static str,
-                    id: String,
-                    timestamp: String,
-                    stream: &'a str,
-                    consumer: &'a str,
-                    stream_seq: u64,
-                    deliveries: u64,
-                }
-                let adv = MaxDeliver {
-                    kind: "io.nats.jetstream.advisory.v1.max_deliver",
-                    id: advisory_id(),
-                    timestamp: rfc3339_nanos(now_nanos()),
-                    stream: &self.stream_name,
-                    consumer: &self.name,
-                    stream_seq: seq,
-                    deliveries,
-                };
+                let mut adv =
+                    DeliveryAdvisory::new("io.nats.jetstream.advisory.v1.max_deliver", self, 0, seq, deliveries);
+                adv.consumer_seq = None;
                 self.advise("MAX_DELIVERIES", &adv);
             }
             Reason::Terminated => {
@@ -1144,7 +1127,8 @@ pub(crate) fn advisory_id() -> String {
     (0..22).map(|_| char::from(ALPHABET[rand::random::<usize>() % ALPHABET.len()])).collect()
 }
 
-/// The body of the NAK and terminated advisories and of the ack metric (with `ack_time`).
+/// The body of the max deliveries, NAK and terminated advisories and of the ack metric (with
+/// `ack_time`).
 #[derive(Serialize)]
 struct DeliveryAdvisory<'a> {
     #[serde(rename = "type")]
@@ -1153,7 +1137,9 @@ struct DeliveryAdvisory<'a> {
     timestamp: String,
     stream: &'a str,
     consumer: &'a str,
-    consumer_seq: u64,
+    /// Not in the max deliveries advisory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consumer_seq: Option<u64>,
     stream_seq: u64,
     /// Nanoseconds from delivery to ack (the ack metric).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1169,7 +1155,7 @@ impl<'a> DeliveryAdvisory<'a> {
             timestamp: rfc3339_nanos(now_nanos()),
             stream: &c.stream_name,
             consumer: &c.name,
-            consumer_seq: dseq,
+            consumer_seq: Some(dseq),
             stream_seq: sseq,
             ack_time: None,
             deliveries,
