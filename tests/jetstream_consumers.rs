@@ -446,3 +446,39 @@ async fn an_unused_ephemeral_consumer_is_deleted_after_its_inactive_threshold() 
     st.create_consumer(pull_config("KEEP")).await.unwrap();
     assert!(st.get_consumer::<pull::Config>("KEEP").await.is_ok());
 }
+
+#[tokio::test]
+async fn a_push_consumer_with_a_deliver_group_is_bound_only_by_members_of_the_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = js_server(dir.path()).await;
+    let (js, st) = setup(&s, stream::RetentionPolicy::Limits).await;
+    publish_n(&js, 6).await;
+    let client = s.nats().await;
+    let mut outsider = client.subscribe("deliver.g").await.unwrap();
+    client.flush().await.unwrap();
+    let mut c = st
+        .create_consumer(push::Config {
+            durable_name: Some("G".into()),
+            deliver_subject: "deliver.g".into(),
+            deliver_group: Some("workers".into()),
+            ack_policy: AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(!c.info().await.unwrap().push_bound, "a plain subscriber does not bind a grouped consumer");
+    let mut a = client.queue_subscribe("deliver.g", "workers".into()).await.unwrap();
+    let mut b = client.queue_subscribe("deliver.g", "workers".into()).await.unwrap();
+    let mut got = 0;
+    while got < 6 {
+        tokio::select! {
+            m = a.next() => { m.unwrap(); got += 1; }
+            m = b.next() => { m.unwrap(); got += 1; }
+            _ = tokio::time::sleep(TIMEOUT) => panic!("only {got} of 6 delivered"),
+        }
+    }
+    assert!(c.info().await.unwrap().push_bound);
+    // The plain subscriber saw everything too (it is on the subject), but did not bind it.
+    let first = within(outsider.next()).await.unwrap();
+    assert!(first.reply.is_some_and(|r| r.starts_with("$JS.ACK.S.G.")));
+}

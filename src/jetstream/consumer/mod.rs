@@ -332,7 +332,7 @@ impl Consumer {
         if let Some(stream) = &stream {
             self.recount(&mut g, stream, now_nanos());
         }
-        let push_bound = !g.config.deliver_subject.is_empty() && self.has_interest(&g.config.deliver_subject);
+        let push_bound = !g.config.deliver_subject.is_empty() && self.bound(&g.config);
         let s = &g.state;
         ConsumerInfo {
             stream_name: self.stream_name.clone(),
@@ -357,9 +357,15 @@ impl Consumer {
         }
     }
 
-    fn has_interest(&self, subject: &str) -> bool {
-        let m = self.account.sublist.matches(subject.as_bytes());
-        !m.psubs.is_empty() || !m.qsubs.is_empty()
+    /// Whether a push consumer's deliver subject has someone to take its messages: any
+    /// subscriber, or with a deliver group, a member of that group (as nats-server).
+    fn bound(&self, cfg: &ConsumerConfig) -> bool {
+        let m = self.account.sublist.matches(cfg.deliver_subject.as_bytes());
+        if cfg.deliver_group.is_empty() {
+            !m.psubs.is_empty() || !m.qsubs.is_empty()
+        } else {
+            m.qsubs.iter().any(|q| &*q.name == cfg.deliver_group.as_bytes())
+        }
     }
 
     /// Counts the lag again in full.
@@ -437,7 +443,7 @@ impl Consumer {
         }
         let mut sent = 0;
         let mut end_of_stream = false;
-        let bound = pull || self.has_interest(&g.config.deliver_subject);
+        let bound = pull || self.bound(&g.config);
         if !bound {
             next.at(now + INTEREST_POLL);
         } else if !pull {
@@ -521,7 +527,7 @@ impl Consumer {
         } else if g.config.heartbeat > 0 {
             if now - g.last_sent >= g.config.heartbeat {
                 let subject = g.config.deliver_subject.clone();
-                if self.has_interest(&subject) {
+                if self.bound(&g.config) {
                     let hb =
                         pull::heartbeat(g.state.dseq, g.state.next_sseq.saturating_sub(1), g.fc.awaiting.as_deref());
                     self.send_status(subject.as_bytes(), &hb);
@@ -989,7 +995,7 @@ impl Consumer {
             self.save_state(&snapshot);
             g = self.inner.lock();
         }
-        if !g.config.deliver_subject.is_empty() && self.has_interest(&g.config.deliver_subject.clone()) {
+        if !g.config.deliver_subject.is_empty() && self.bound(&g.config) {
             g.last_active = now;
         }
         if !g.waiting.is_empty() {
