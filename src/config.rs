@@ -46,6 +46,8 @@ pub fn apply(map: &Map, opts: &mut Options) -> Result<Vec<String>, ConfigError> 
     let mut operators: Vec<(String, &Item)> = Vec::new();
     let mut preload: Option<&Item> = None;
     let mut store_dir: Option<(&Item, std::path::PathBuf)> = None;
+    let mut account_users: Vec<(String, Login)> = Vec::new();
+    let mut no_auth_user: Option<(&Item, String)> = None;
     for (key, item) in map.iter() {
         if map.is_referenced(key) {
             continue;
@@ -109,9 +111,9 @@ pub fn apply(map: &Map, opts: &mut Options) -> Result<Vec<String>, ConfigError> 
             "system_account" => {
                 warnings.push(format!("{}: system_account has no services on this server; ignored", item.pos))
             }
-            "accounts" | "trusted_keys" | "no_auth_user" => {
-                return Err(invalid(item, format!("{key}: not supported yet")))
-            }
+            "accounts" => accounts(item, &mut account_users, &mut opts.jetstream_accounts)?,
+            "no_auth_user" => no_auth_user = Some((item, item.expect_str()?.to_string())),
+            "trusted_keys" => return Err(invalid(item, format!("{key}: not supported yet"))),
             "jetstream" => opts.jetstream = jetstream(item, opts.jetstream.take(), &mut warnings)?,
             "store_dir" | "storedir" => store_dir = Some((item, item.expect_str()?.into())),
             "cluster" | "leafnodes" | "leaf" | "gateway" | "websocket" | "ws" | "mqtt" => {
@@ -135,6 +137,29 @@ pub fn apply(map: &Map, opts: &mut Options) -> Result<Vec<String>, ConfigError> 
         opts.authorization.trust = Some(trust);
     } else if let Some(preload) = preload {
         return Err(invalid(preload, "resolver_preload needs an operator"));
+    }
+    for (account, login) in account_users {
+        let auth = &mut opts.authorization;
+        match login {
+            Login::Password(u) => {
+                auth.accounts.insert(u.name.clone(), account);
+                auth.users.push(u);
+            }
+            Login::Nkey(u) => {
+                auth.accounts.insert(u.nkey.clone(), account);
+                auth.nkeys.push(u);
+            }
+        }
+    }
+    if let Some((item, name)) = no_auth_user {
+        let auth = &opts.authorization;
+        if !auth.users.iter().any(|u| u.name == name) && !auth.nkeys.iter().any(|u| u.nkey == name) {
+            return Err(invalid(
+                item,
+                format!("no_auth_user: \"{name}\" not present as user or nkey in authorization block or account configuration"),
+            ));
+        }
+        opts.authorization.no_auth_user = Some(name);
     }
     if let (Some((item, dir)), Some(js)) = (store_dir, opts.jetstream.as_mut()) {
         if js.store_dir.is_some() {
@@ -277,6 +302,47 @@ fn authorization(map: &Map) -> Result<Authorization, ConfigError> {
         auth.users.push(User { name, password: single_pass.unwrap_or_default(), permissions: single_perms });
     }
     Ok(auth)
+}
+
+/// `accounts { NAME { users [...], jetstream: enabled } }`: each account's users (with the
+/// account's name) and the accounts with JetStream.
+fn accounts(item: &Item, users: &mut Vec<(String, Login)>, jetstream: &mut Vec<String>) -> Result<(), ConfigError> {
+    for (name, account) in item.expect_map()?.iter() {
+        if name == crate::account::GLOBAL_ACCOUNT {
+            return Err(invalid(account, format!("{name}: the global account can not be configured here")));
+        }
+        let map = match &account.value {
+            // An account with nothing in it: `accounts { A: {} }` or `accounts { A }`.
+            Value::Map(m) => m,
+            _ => continue,
+        };
+        for (key, v) in map.iter() {
+            match key.to_ascii_lowercase().as_str() {
+                "users" => {
+                    for entry in v.expect_array()? {
+                        users.push((name.to_string(), user(entry)?));
+                    }
+                }
+                "jetstream" => {
+                    let on = match &v.value {
+                        Value::Bool(b) => *b,
+                        Value::String(s) => s.eq_ignore_ascii_case("enabled") || s.eq_ignore_ascii_case("true"),
+                        // Limits: JetStream on (the limits themselves are not applied yet).
+                        Value::Map(_) => true,
+                        _ => false,
+                    };
+                    if on {
+                        jetstream.push(name.to_string());
+                    }
+                }
+                "exports" | "imports" | "mappings" => {
+                    return Err(invalid(v, format!("{key} in accounts: not supported yet")));
+                }
+                _ => return Err(invalid(v, format!("unknown field \"{key}\" in account {name}"))),
+            }
+        }
+    }
+    Ok(())
 }
 
 fn tls(map: &Map, warnings: &mut Vec<String>) -> Result<TlsOptions, ConfigError> {

@@ -115,6 +115,9 @@ pub struct Options {
     pub lame_duck_grace_period: Duration,
     /// JetStream, when enabled.
     pub jetstream: Option<JetStreamOptions>,
+    /// Accounts of the configuration file that have JetStream (`jetstream: enabled` inside the
+    /// account); the global account has it whenever JetStream is on.
+    pub jetstream_accounts: Vec<String>,
     /// Threads that run connections (the command line's `--threads`, or `GOMAXPROCS` as for
     /// nats-server); 0 means one per CPU available. Fixed at start.
     pub worker_threads: usize,
@@ -199,6 +202,7 @@ impl Default for Options {
             lame_duck_grace_period: Duration::from_secs(10),
             worker_threads: 0,
             jetstream: None,
+            jetstream_accounts: Vec::new(),
         }
     }
 }

@@ -136,7 +136,14 @@ impl Server {
             state.set_monitor_port(monitor.port());
         }
         let jetstream = match &state.opts().jetstream {
-            Some(js) => Some(JetStream::start(&state, js)?),
+            Some(js) => {
+                let js = JetStream::start(&state, js)?;
+                // Accounts of the configuration file with `jetstream: enabled`.
+                for name in &state.opts().jetstream_accounts {
+                    js.enable(&state.accounts.get_or_create(name));
+                }
+                Some(js)
+            }
             None => None,
         };
         Ok(Server { state, jetstream, listeners, addr, tracker: TaskTracker::new() })

@@ -44,6 +44,11 @@ pub struct Authorization {
     pub trust: Option<Trust>,
     /// How long a client has to authenticate; the server's default when unset.
     pub timeout: Option<Duration>,
+    /// The account of each user defined inside `accounts {}`, by user name or nkey; a user not
+    /// listed is in the global account.
+    pub accounts: std::collections::BTreeMap<String, String>,
+    /// The user (name or nkey) a client without credentials connects as.
+    pub no_auth_user: Option<String>,
 }
 
 /// A user identified by a public nkey.
@@ -118,6 +123,9 @@ impl Authorization {
         if !self.required() {
             return Ok(Authenticated::default());
         }
+        if let Some(who) = self.no_auth(connect) {
+            return Ok(who);
+        }
         if let Some(trust) = &self.trust {
             let jwt = connect.jwt.as_deref().ok_or(AuthError::BadCredentials)?;
             let user = trust.authenticate(jwt, nonce, connect.sig.as_deref())?;
@@ -133,7 +141,7 @@ impl Authorization {
             jwt::verify_signature(nkey, nonce, &sig).map_err(|_| AuthError::BadCredentials)?;
             return Ok(Authenticated {
                 user: Some(nkey.to_string()),
-                account: None,
+                account: self.accounts.get(nkey).cloned(),
                 permissions: user.permissions.clone(),
             });
         }
@@ -150,11 +158,29 @@ impl Authorization {
         match self.users.iter().find(|u| u.name == name) {
             Some(user) if secret_matches(&user.password, pass) => Ok(Authenticated {
                 user: Some(user.name.clone()),
-                account: None,
+                account: self.accounts.get(&user.name).cloned(),
                 permissions: user.permissions.clone(),
             }),
             _ => Err(AuthError::BadCredentials),
         }
+    }
+
+    /// A client that sent no credentials at all, as the `no_auth_user`, when there is one.
+    fn no_auth(&self, connect: &ConnectOptions) -> Option<Authenticated> {
+        let name = self.no_auth_user.as_deref()?;
+        let bare = connect.user.is_none()
+            && connect.pass.is_none()
+            && connect.auth_token.is_none()
+            && connect.nkey.is_none()
+            && connect.jwt.is_none();
+        if !bare {
+            return None;
+        }
+        let permissions = match self.users.iter().find(|u| u.name == name) {
+            Some(u) => u.permissions.clone(),
+            None => self.nkeys.iter().find(|u| u.nkey == name)?.permissions.clone(),
+        };
+        Some(Authenticated { user: Some(name.to_string()), account: self.accounts.get(name).cloned(), permissions })
     }
 }
 
