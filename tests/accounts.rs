@@ -140,3 +140,19 @@ fn a_no_auth_user_that_is_not_a_user_is_refused() {
         courier::conf::parse_str("accounts { A { exports: [ { stream: \"a.>\" } ] } }\n", "x.conf", None).unwrap();
     assert!(courier::config::apply(&map, &mut options()).unwrap_err().to_string().contains("not supported yet"));
 }
+
+/// The guide's example of accounts loads as it is written.
+#[test]
+fn the_guides_accounts_example_loads() {
+    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/guide.md")).unwrap();
+    let section = &guide[guide.find("### Accounts").expect("the section")..];
+    let start = section.find("```conf\n").expect("a conf block") + "```conf\n".len();
+    let block = &section[start..start + section[start..].find("```").unwrap()];
+    let map = courier::conf::parse_str(block, "guide.conf", None).expect("parses");
+    let mut opts = options();
+    courier::config::apply(&map, &mut opts).unwrap_or_else(|e| {
+        panic!("{e} (a valid nkey: {})", nkeys::KeyPair::from_seed(NKEY_SEED).unwrap().public_key())
+    });
+    assert_eq!(opts.authorization.no_auth_user.as_deref(), Some("guest"));
+    assert_eq!(opts.jetstream_accounts, vec!["ACME".to_string()]);
+}
