@@ -108,6 +108,19 @@ pub fn parse_rfc3339_nanos(text: &str) -> Option<i64> {
     secs.checked_mul(1_000_000_000)?.checked_add(nanos)
 }
 
+/// A count with thousands separators, as nats-server logs counts: `1,000,000`.
+pub fn comma(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Nanoseconds since the Unix epoch now.
 pub fn now_nanos() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
@@ -176,6 +189,12 @@ mod tests {
         assert_eq!(go_duration(Duration::from_secs(62)), "1m2s");
         assert_eq!(go_duration(Duration::from_nanos(250)), "250ns");
         assert_eq!(go_duration(Duration::ZERO), "0s");
+    }
+
+    #[test]
+    fn counts_with_thousands_separators() {
+        let got: Vec<String> = [0, 7, 999, 1000, 12_345, 1_000_000].into_iter().map(comma).collect();
+        assert_eq!(got, ["0", "7", "999", "1,000", "12,345", "1,000,000"]);
     }
 
     #[test]

@@ -321,7 +321,11 @@ impl JsAccount {
     /// Opens the durable consumers found in `stream`'s directory.
     fn recover_consumers(&self, stream: &Arc<Stream>) {
         let Ok(entries) = std::fs::read_dir(stream.dir().join("obs")) else { return };
-        for entry in entries.flatten() {
+        let entries: Vec<_> = entries.flatten().collect();
+        if !entries.is_empty() {
+            info!("  Recovering {} consumers for stream - '{} > {}'", entries.len(), self.account.name, stream.name());
+        }
+        for entry in entries {
             let dir = entry.path();
             if !dir.is_dir() {
                 continue;
@@ -495,7 +499,7 @@ impl JsAccount {
             let st = s.info(false, None).map(|(i, _)| i.state);
             info!(
                 "  Restored {} messages for stream '{} > {}'",
-                st.as_ref().map_or(0, |s| s.messages),
+                crate::format::comma(st.as_ref().map_or(0, |s| s.messages)),
                 self.account.name,
                 cfg.name
             );
