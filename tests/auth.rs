@@ -159,6 +159,43 @@ async fn jwt_users_are_kept_to_their_account() {
     refused(try_connect(&server, jwt_opts(jwt, Arc::new(nkeys::KeyPair::new_user()))).await);
 }
 
+/// A version 1 JWT, as the older tools made them: `"alg":"ed25519"`, the claim type at the top
+/// level, and the signature over the payload alone.
+fn encode_v1_jwt(claims: serde_json::Value, signer: &nkeys::KeyPair) -> String {
+    let h = URL_SAFE_NO_PAD.encode(br#"{"typ":"jwt","alg":"ed25519"}"#);
+    let p = URL_SAFE_NO_PAD.encode(claims.to_string());
+    format!("{h}.{p}.{}", URL_SAFE_NO_PAD.encode(signer.sign(p.as_bytes()).unwrap()))
+}
+
+#[tokio::test]
+async fn version_1_jwts_are_accepted_as_nats_server_accepts_them() {
+    let operator = nkeys::KeyPair::new_operator();
+    let op_jwt = encode_v1_jwt(
+        serde_json::json!({"iss": operator.public_key(), "sub": operator.public_key(), "type": "operator", "nats": {}}),
+        &operator,
+    );
+    let account = nkeys::KeyPair::new_account();
+    let acc_jwt = encode_v1_jwt(
+        serde_json::json!({"iss": operator.public_key(), "sub": account.public_key(), "type": "account", "nats": {}}),
+        &operator,
+    );
+    let trust = Trust::new([op_jwt.as_str()], [(account.public_key().as_str(), acc_jwt.as_str())]).expect("v1 trust");
+    let server = server_with(Authorization { trust: Some(trust), ..Default::default() }).await;
+    let user = Arc::new(nkeys::KeyPair::new_user());
+    let user_jwt = encode_v1_jwt(
+        serde_json::json!({"iss": account.public_key(), "sub": user.public_key(), "type": "user", "nats": {}}),
+        &account,
+    );
+    let client = try_connect(&server, jwt_opts(user_jwt, Arc::clone(&user))).await.expect("a v1 user connects");
+    works(&client).await;
+    // The signature is still checked: one made by another key is refused.
+    let forged = encode_v1_jwt(
+        serde_json::json!({"iss": account.public_key(), "sub": user.public_key(), "type": "user", "nats": {}}),
+        &nkeys::KeyPair::new_account(),
+    );
+    refused(try_connect(&server, jwt_opts(forged, user)).await);
+}
+
 #[tokio::test]
 async fn operations_before_connect_and_the_timeout() {
     let mut auth = users(&[("u", "p")]);

@@ -67,6 +67,21 @@ pub struct Claims {
     /// The NATS-specific part.
     #[serde(default)]
     pub nats: NatsClaims,
+    /// The claim type at the top level: set only in version 1 JWTs.
+    #[serde(default, rename = "type")]
+    pub v1_type: String,
+}
+
+impl Claims {
+    /// The JWT format version, as nats-server tells it: 1 for a top-level `type`, otherwise
+    /// `nats.version` (absent counts as 1).
+    pub fn version(&self) -> u32 {
+        if self.v1_type.is_empty() {
+            self.nats.version
+        } else {
+            1
+        }
+    }
 }
 
 /// The `nats` object of a JWT.
@@ -90,6 +105,9 @@ pub struct NatsClaims {
     /// A user's permission to answer requests it receives.
     #[serde(default)]
     pub resp: Option<JwtResponses>,
+    /// The JWT format version (2 for current JWTs).
+    #[serde(default)]
+    pub version: u32,
 }
 
 /// Allow and deny lists in a user JWT.
@@ -183,8 +201,12 @@ pub fn decode_verified(jwt: &str) -> Result<Claims, JwtError> {
     }
     let claims: Claims = decode_json(p)?;
     let sig = decode_base64(s).ok_or(JwtError::Malformed("signature is not base64"))?;
-    let signed = &jwt[..h.len() + 1 + p.len()];
-    verify_signature(&claims.iss, signed.as_bytes(), &sig)?;
+    // Version 2 JWTs sign `header.payload`; version 1 JWTs (`"alg":"ed25519"`, a top-level
+    // `type`) sign the payload alone. The form the version names is tried first.
+    let whole = &jwt[..h.len() + 1 + p.len()];
+    let (first, second) = if claims.version() <= 1 { (p, whole) } else { (whole, p) };
+    verify_signature(&claims.iss, first.as_bytes(), &sig)
+        .or_else(|_| verify_signature(&claims.iss, second.as_bytes(), &sig))?;
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     if claims.exp.is_some_and(|exp| exp > 0 && now > exp) || claims.nbf.is_some_and(|nbf| nbf > 0 && now < nbf) {
         return Err(JwtError::Expired);
