@@ -49,14 +49,7 @@ pub fn build(status: &str, headers: &[(&str, &str)]) -> Vec<u8> {
         out.extend_from_slice(status.as_bytes());
     }
     out.extend_from_slice(b"\r\n");
-    for (k, v) in headers {
-        out.extend_from_slice(k.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(v.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    out
+    finish(out, headers)
 }
 
 /// `block` with more headers added before its final blank line (or a new block when empty).
@@ -64,7 +57,11 @@ pub fn append(block: &[u8], headers: &[(&str, &str)]) -> Vec<u8> {
     if block.len() < 4 || !block.ends_with(b"\r\n\r\n") {
         return build("", headers);
     }
-    let mut out = block[..block.len() - 2].to_vec();
+    finish(block[..block.len() - 2].to_vec(), headers)
+}
+
+/// Adds each `Name: value\r\n` and the closing blank line.
+fn finish(mut out: Vec<u8>, headers: &[(&str, &str)]) -> Vec<u8> {
     for (k, v) in headers {
         out.extend_from_slice(k.as_bytes());
         out.extend_from_slice(b": ");

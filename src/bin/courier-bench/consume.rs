@@ -16,8 +16,8 @@ use tokio::io::AsyncWriteExt;
 use crate::jetstream::{admin, STREAM};
 use crate::proto::{parse, Conn, Frame};
 use crate::report::Report;
-use crate::scenarios::{Kind, Spec};
-use crate::stats::{proc_cpu_seconds, self_cpu_seconds, Checks, Latency};
+use crate::scenarios::{Kind, Meter, Spec};
+use crate::stats::{Checks, Latency};
 
 const CONSUMER: &str = "BENCH";
 
@@ -221,8 +221,7 @@ pub async fn run_jsconsume(spec: &Spec) -> Result<Report> {
             .to_string(),
     };
     let body = format!(r#"{{"stream_name":"{STREAM}","config":{consumer}}}"#);
-    let server0 = spec.server_pid.map(proc_cpu_seconds).transpose()?;
-    let client0 = self_cpu_seconds();
+    let meter = Meter::start(spec.server_pid)?;
     let start = Instant::now();
     let created = admin(&mut adm, &format!("$JS.API.CONSUMER.CREATE.{STREAM}.{CONSUMER}"), &body, 3).await?;
     if created.windows(8).any(|w| w == b"\"error\":") || created == b"no responders" {
@@ -263,11 +262,8 @@ pub async fn run_jsconsume(spec: &Spec) -> Result<Report> {
     }
     let elapsed_s = seen.last_ns.load(Ordering::Relaxed) as f64 / 1e9;
     let final_lag = lag(&mut adm, k + 1).await;
-    let client_cpu_s = self_cpu_seconds() - client0;
-    let server_cpu_s = match (spec.server_pid, server0) {
-        (Some(pid), Some(s0)) => proc_cpu_seconds(pid).ok().map(|s1| s1 - s0),
-        _ => None,
-    };
+    let mut cpu_notes = Vec::new();
+    let (client_cpu_s, server_cpu_s) = meter.stop(&mut cpu_notes);
     let received = seen.received.load(Ordering::Relaxed);
     let checks = Checks {
         lost: n.saturating_sub(received),
@@ -313,7 +309,7 @@ pub async fn run_jsconsume(spec: &Spec) -> Result<Report> {
         memory: None,
         churn_per_sec: None,
         timeline: Vec::new(),
-        notes,
+        notes: notes.into_iter().chain(cpu_notes).collect(),
         histogram: None,
     })
 }

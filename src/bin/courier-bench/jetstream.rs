@@ -15,8 +15,8 @@ use tokio::sync::Semaphore;
 use crate::progress::Sampler;
 use crate::proto::{parse, Conn, Frame};
 use crate::report::Report;
-use crate::scenarios::{Kind, Spec};
-use crate::stats::{new_histogram, proc_cpu_seconds, self_cpu_seconds, Checks, Latency};
+use crate::scenarios::{Kind, Meter, Spec};
+use crate::stats::{new_histogram, Checks, Latency};
 
 /// The stream the scenario publishes into.
 pub const STREAM: &str = "COURIER_BENCH";
@@ -74,8 +74,7 @@ pub async fn run_jspub(spec: &Spec) -> Result<Report> {
     let sent_at: Arc<Vec<AtomicU64>> = Arc::new((0..=n).map(|_| AtomicU64::new(0)).collect());
     let permits = Arc::new(Semaphore::new(spec.inflight.min(1 << 20) as usize));
     let progress = Arc::new(AtomicU64::new(0));
-    let server0 = spec.server_pid.map(proc_cpu_seconds).transpose()?;
-    let client0 = self_cpu_seconds();
+    let meter = Meter::start(spec.server_pid)?;
     let start = Instant::now();
     let deadline = start + spec.duration;
     let sampler = Sampler::start(progress.clone(), n, start, spec.progress, "acks");
@@ -186,11 +185,8 @@ pub async fn run_jspub(spec: &Spec) -> Result<Report> {
     let published = writer.await.unwrap_or(0);
     checks.lost += published.saturating_sub(acked);
     let timeline = sampler.finish().await;
-    let client_cpu_s = self_cpu_seconds() - client0;
-    let server_cpu_s = match (spec.server_pid, server0) {
-        (Some(pid), Some(s0)) => proc_cpu_seconds(pid).ok().map(|s1| s1 - s0),
-        _ => None,
-    };
+    let mut cpu_notes = Vec::new();
+    let (client_cpu_s, server_cpu_s) = meter.stop(&mut cpu_notes);
     let elapsed_s = last.saturating_duration_since(start).as_secs_f64();
     let per_sec = if elapsed_s > 0.0 { acked as f64 / elapsed_s } else { 0.0 };
     Ok(Report {
@@ -212,10 +208,12 @@ pub async fn run_jspub(spec: &Spec) -> Result<Report> {
         memory: None,
         churn_per_sec: None,
         timeline,
-        notes: vec![format!(
+        notes: std::iter::once(format!(
             "{storage} stream, {} publish(es) in flight; latency is publish to acknowledgement",
             spec.inflight
-        )],
+        ))
+        .chain(cpu_notes)
+        .collect(),
         histogram: (!hist.is_empty()).then_some(hist),
     })
 }

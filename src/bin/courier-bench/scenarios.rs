@@ -130,7 +130,7 @@ pub struct Spec {
 }
 
 /// CPU readings at the start of the measurement.
-struct Meter {
+pub(crate) struct Meter {
     client0: f64,
     server0: Option<f64>,
     pid: Option<u32>,
@@ -138,13 +138,13 @@ struct Meter {
 
 impl Meter {
     /// Reads both CPU counters now.
-    fn start(pid: Option<u32>) -> Result<Meter> {
+    pub(crate) fn start(pid: Option<u32>) -> Result<Meter> {
         let server0 = pid.map(proc_cpu_seconds).transpose().context("reading the server's CPU time (--server-pid)")?;
         Ok(Meter { client0: self_cpu_seconds(), server0, pid })
     }
 
     /// CPU seconds used since [`Meter::start`] by this process and by the server.
-    fn stop(&self, notes: &mut Vec<String>) -> (f64, Option<f64>) {
+    pub(crate) fn stop(&self, notes: &mut Vec<String>) -> (f64, Option<f64>) {
         let client = self_cpu_seconds() - self.client0;
         let server = match (self.pid, self.server0) {
             (Some(pid), Some(s0)) => match proc_cpu_seconds(pid) {

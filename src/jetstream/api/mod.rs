@@ -463,6 +463,6 @@ pub(crate) fn direct_get(stream: &Stream, msg: &Message<'_>) -> (Vec<u8>, Vec<u8
         ("Nats-Sequence", seq.as_str()),
         ("Nats-Time-Stamp", ts.as_str()),
     ];
-    let hdr = if m.headers.is_empty() { build("", &extra) } else { append(&m.headers, &extra) };
+    let hdr = append(&m.headers, &extra);
     (hdr, m.data.to_vec())
 }

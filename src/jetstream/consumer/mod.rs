@@ -634,11 +634,7 @@ impl Consumer {
         let header_len;
         if g.config.headers_only {
             let size = m.data.len().to_string();
-            let h = if m.headers.is_empty() {
-                super::headers::build("", &[("Nats-Msg-Size", &size)])
-            } else {
-                super::headers::append(&m.headers, &[("Nats-Msg-Size", &size)])
-            };
+            let h = super::headers::append(&m.headers, &[("Nats-Msg-Size", &size)]);
             header_len = h.len();
             payload.extend_from_slice(&h);
         } else {
@@ -964,11 +960,7 @@ impl Consumer {
             ("Nats-Dead-Letter-Deliveries", count.as_str()),
             ("Nats-Dead-Letter-Reason", reason.text()),
         ];
-        let hdr = if m.headers.is_empty() {
-            super::headers::build("", &extra)
-        } else {
-            super::headers::append(&m.headers, &extra)
-        };
+        let hdr = super::headers::append(&m.headers, &extra);
         let mut payload = hdr.clone();
         payload.extend_from_slice(&m.data);
         let msg = Message { subject: dead_letter.as_bytes(), reply: None, header_len: hdr.len(), payload: &payload };

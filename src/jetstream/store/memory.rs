@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::index::{Entry, Index};
-use super::{ops, Backend, Limits, StoreError, StoreState, StoredMsg};
+use super::{ops, Backend, Limits, StoreError, StoredMsg};
 
 /// A message's bytes, in memory.
 #[derive(Debug, Clone, Default)]
@@ -32,39 +32,9 @@ impl MemoryStore {
         self.index.skip()
     }
 
-    pub(super) fn load(&self, seq: u64) -> Result<StoredMsg, StoreError> {
-        ops::load(self, seq)
-    }
-
-    pub(super) fn load_last(&self, filter: &str) -> Result<StoredMsg, StoreError> {
-        let (seq, e) = ops::entry_of(self, self.index.last_matching(filter))?;
-        self.read(seq, e)
-    }
-
-    pub(super) fn load_next(&self, filter: &str, start: u64) -> Result<StoredMsg, StoreError> {
-        let (seq, e) = ops::entry_of(self, self.index.next_matching(filter, start))?;
-        self.read(seq, e)
-    }
-
-    pub(super) fn remove(&mut self, seq: u64, erase: bool) -> Result<bool, StoreError> {
-        ops::remove(self, seq, erase)
-    }
-
-    pub(super) fn purge(&mut self, filter: Option<&str>, seq: u64, keep: u64) -> Result<u64, StoreError> {
-        ops::purge(self, filter, seq, keep)
-    }
-
-    pub(super) fn expire(&mut self, now: i64) -> u64 {
-        ops::expire(self, now)
-    }
-
     pub(super) fn set_limits(&mut self, limits: Limits) {
         self.limits = limits;
         let _ = ops::enforce_totals(self);
-    }
-
-    pub(super) fn state(&self) -> StoreState {
-        ops::state(self)
     }
 }
 

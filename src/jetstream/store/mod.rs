@@ -154,12 +154,12 @@ impl Store {
 
     /// The last message on a subject matching `filter`.
     pub fn load_last(&self, filter: &str) -> Result<StoredMsg, StoreError> {
-        each!(self, s => s.load_last(filter))
+        each!(self, s => ops::load_last(s, filter))
     }
 
     /// The first message at or after `start` on a subject matching `filter`.
     pub fn load_next(&self, filter: &str, start: u64) -> Result<StoredMsg, StoreError> {
-        each!(self, s => s.load_next(filter, start))
+        each!(self, s => ops::load_next(s, filter, start))
     }
 
     /// Removes a message (`erase` also overwrites its bytes). Returns false when there was none.
@@ -175,7 +175,7 @@ impl Store {
 
     /// Removes messages older than max_age; returns how many went.
     pub fn expire(&mut self, now: i64) -> u64 {
-        each!(self, s => s.expire(now))
+        each!(self, s => ops::expire(s, now))
     }
 
     /// New limits (a config update): applied at once.
@@ -320,6 +320,38 @@ pub(crate) trait Backend {
     ) -> Result<(), StoreError>;
     /// Records that the store was emptied and its next message gets `next`.
     fn reset(&mut self, next: u64) -> Result<(), StoreError>;
+
+    /// The message with this sequence.
+    fn load(&self, seq: u64) -> Result<StoredMsg, StoreError>
+    where
+        Self: Sized,
+    {
+        ops::load(self, seq)
+    }
+
+    /// Removes a message (`erase` also overwrites its bytes).
+    fn remove(&mut self, seq: u64, erase: bool) -> Result<bool, StoreError>
+    where
+        Self: Sized,
+    {
+        ops::remove(self, seq, erase)
+    }
+
+    /// Purges, as [`Store::purge`].
+    fn purge(&mut self, filter: Option<&str>, seq: u64, keep: u64) -> Result<u64, StoreError>
+    where
+        Self: Sized,
+    {
+        ops::purge(self, filter, seq, keep)
+    }
+
+    /// Counters.
+    fn state(&self) -> StoreState
+    where
+        Self: Sized,
+    {
+        ops::state(self)
+    }
 }
 
 /// The limits checks and removals both stores apply, in nats-server's order.
@@ -464,6 +496,18 @@ pub(crate) mod ops {
     }
 
     /// Loads a message by sequence.
+    /// The last message on a subject matching `filter`.
+    pub(crate) fn load_last<B: Backend>(b: &B, filter: &str) -> Result<StoredMsg, StoreError> {
+        let (seq, e) = entry_of(b, b.index().last_matching(filter))?;
+        b.read(seq, e)
+    }
+
+    /// The first message at or after `start` on a subject matching `filter`.
+    pub(crate) fn load_next<B: Backend>(b: &B, filter: &str, start: u64) -> Result<StoredMsg, StoreError> {
+        let (seq, e) = entry_of(b, b.index().next_matching(filter, start))?;
+        b.read(seq, e)
+    }
+
     pub(crate) fn load<B: Backend>(b: &B, seq: u64) -> Result<StoredMsg, StoreError> {
         match b.index().get(seq) {
             Some(e) => b.read(seq, e),
