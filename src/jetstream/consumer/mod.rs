@@ -437,6 +437,7 @@ impl Consumer {
         if let Some(due) = g.state.expire(now) {
             next.at(due);
         }
+        self.give_up_exhausted(&mut g, &stream, now);
         let pull = g.config.is_pull();
         if pull {
             self.expire_requests(&mut g, now, false);
@@ -584,6 +585,26 @@ impl Consumer {
                 }
                 Pick::End
             }
+        }
+    }
+
+    /// Gives up at once on every message due again that has had its max_deliver deliveries,
+    /// whether or not anyone is asking for messages: a poison message is advised and
+    /// dead-lettered when its last delivery fails, not at the next pull.
+    fn give_up_exhausted(&self, g: &mut Inner, stream: &Stream, now: i64) {
+        let Ok(max) = u64::try_from(g.config.max_deliver) else { return };
+        if max == 0 {
+            return;
+        }
+        let done: Vec<(u64, u64)> = g
+            .state
+            .redeliver
+            .iter()
+            .filter_map(|seq| g.state.pending.get(seq).map(|p| (*seq, p.deliveries)))
+            .filter(|(_, d)| *d >= max)
+            .collect();
+        for (seq, deliveries) in done {
+            self.exhausted(g, stream, seq, deliveries, Reason::MaxDeliveries, now);
         }
     }
 
