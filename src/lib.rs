@@ -11,16 +11,17 @@
 //! - [`tls`]: TLS for client connections (rustls), with nats-server's handshake orders.
 //! - [`proto`]: the client protocol: the parser (no I/O), the encoders (including the route
 //!   and leaf forms of a message), the `-ERR` texts, CONNECT and INFO.
-//! - [`subject`]: subject validation and matching rules.
+//! - [`subject`]: subject validation and matching rules, and transforms between namespaces.
 //! - [`format`]: time and duration text as nats-server writes it in JSON.
 //! - [`sublist`]: the subject trie that finds the subscriptions a subject matches, its shared
 //!   match cache (patched on every insert and remove) and each publisher's view of it.
 //! - [`connection`]: what any socket connection shares with other tasks: its outbound queue and
 //!   writer, how it closes, its counters.
 //! - [`delivery`]: subscriptions and the targets they deliver to, by kind (client, route, leaf,
-//!   internal consumer), and the owned form of a message.
+//!   internal consumer, import into another account), and the owned form of a message.
 //! - [`account`]: subject namespaces, the one path by which subscriptions are added and
-//!   removed, and the interest events routes and leaf nodes will follow.
+//!   removed, the interest events routes and leaf nodes will follow, and the exports and
+//!   imports that link accounts.
 //! - [`state`]: what every connection shares, in narrow parts: the live configuration (swapped
 //!   on reload), the connection registry, counters, accounts; a read-only view for monitoring.
 //! - [`publish`]: publish → match → deliver for any origin (client, route, leaf, the server

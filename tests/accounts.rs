@@ -1,6 +1,7 @@
 //! Accounts from the configuration file: users (with passwords and nkeys) inside accounts are
 //! kept apart from each other's subjects, `no_auth_user` lets a client without credentials in,
-//! and JetStream is on in the accounts that enable it.
+//! JetStream is on in the accounts that enable it, and exports and imports share streams and
+//! services between accounts as nats-server does.
 
 mod common;
 
@@ -136,9 +137,6 @@ fn a_no_auth_user_that_is_not_a_user_is_refused() {
         ),
         "{err}"
     );
-    let map =
-        courier::conf::parse_str("accounts { A { exports: [ { stream: \"a.>\" } ] } }\n", "x.conf", None).unwrap();
-    assert!(courier::config::apply(&map, &mut options()).unwrap_err().to_string().contains("not supported yet"));
 }
 
 /// The guide's example of accounts loads as it is written.
@@ -155,4 +153,207 @@ fn the_guides_accounts_example_loads() {
     });
     assert_eq!(opts.authorization.no_auth_user.as_deref(), Some("guest"));
     assert_eq!(opts.jetstream_accounts, vec!["ACME".to_string()]);
+}
+
+/// DEV exports its telemetry to everyone and two services; APP imports them (the telemetry
+/// under a prefix, one service under another name); OTHER imports nothing.
+const LINKED: &str = r#"
+    accounts {
+      DEV {
+        users [ {user: dev, password: d} ]
+        exports [
+          {stream: "telemetry.>"}
+          {service: "svc.echo", accounts: [APP]}
+          {service: "svc.parts", response_type: stream}
+        ]
+      }
+      APP {
+        users [ {user: app, password: a} ]
+        imports [
+          {stream: {account: DEV, subject: "telemetry.>"}, prefix: "dev"}
+          {service: {account: DEV, subject: "svc.echo"}, to: "echo"}
+          {service: {account: DEV, subject: "svc.parts"}}
+        ]
+      }
+      OTHER {
+        users [ {user: other, password: o}, {user: limited, password: l, permissions: {publish: "allowed.>", subscribe: "allowed.>"}} ]
+      }
+      RESTRICTED {
+        users [ {user: limited2, password: l}, {user: free, password: f, permissions: {}} ]
+        default_permissions { publish: "allowed.>", subscribe: "allowed.>" }
+      }
+    }
+"#;
+
+fn login(user: &str, password: &str) -> async_nats::ConnectOptions {
+    async_nats::ConnectOptions::with_user_and_password(user.into(), password.into())
+}
+
+async fn next(sub: &mut async_nats::Subscriber) -> async_nats::Message {
+    tokio::time::timeout(TIMEOUT, sub.next()).await.expect("a message in time").expect("open")
+}
+
+/// Asserts that nothing arrives within a round trip of `client` and a little more.
+async fn nothing(client: &async_nats::Client, sub: &mut async_nats::Subscriber) {
+    client.flush().await.unwrap();
+    if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(150), sub.next()).await {
+        panic!("unexpected message on {}", m.subject);
+    }
+}
+
+#[tokio::test]
+async fn a_stream_import_delivers_the_exporters_messages_under_the_prefix() {
+    let s = configured(LINKED).await;
+    let dev = connect(&s, login("dev", "d")).await;
+    let app = connect(&s, login("app", "a")).await;
+    let other = connect(&s, login("other", "o")).await;
+    let mut prefixed = app.subscribe("dev.telemetry.>").await.unwrap();
+    let mut queued = app.queue_subscribe("dev.telemetry.>", "workers".into()).await.unwrap();
+    let mut unprefixed = app.subscribe("telemetry.>").await.unwrap();
+    let mut elsewhere = other.subscribe(">").await.unwrap();
+    app.flush().await.unwrap();
+    other.flush().await.unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Unit", "C");
+    dev.publish_with_reply_and_headers("telemetry.room1", "reply.here", headers, "21.5".into()).await.unwrap();
+    dev.flush().await.unwrap();
+    let m = next(&mut prefixed).await;
+    assert_eq!(m.subject.as_str(), "dev.telemetry.room1");
+    assert_eq!(m.reply.as_deref(), Some("reply.here"));
+    assert_eq!(m.headers.as_ref().and_then(|h| h.get("Unit")).map(|v| v.as_str()), Some("C"));
+    assert_eq!(&m.payload[..], b"21.5");
+    assert_eq!(next(&mut queued).await.subject.as_str(), "dev.telemetry.room1");
+    nothing(&app, &mut unprefixed).await;
+    nothing(&other, &mut elsewhere).await;
+    // Publishing under the prefix in APP does not reach DEV.
+    let mut at_dev = dev.subscribe(">").await.unwrap();
+    dev.flush().await.unwrap();
+    app.publish("dev.telemetry.room1", "nope".into()).await.unwrap();
+    app.publish("telemetry.room1", "nope".into()).await.unwrap();
+    let m = next(&mut prefixed).await;
+    assert_eq!(&m.payload[..], b"nope", "APP's own subscribers still get APP's message");
+    nothing(&dev, &mut at_dev).await;
+}
+
+#[tokio::test]
+async fn a_service_import_carries_requests_over_and_only_their_responses_back() {
+    let s = configured(LINKED).await;
+    let dev = connect(&s, login("dev", "d")).await;
+    let app = connect(&s, login("app", "a")).await;
+    let other = connect(&s, login("other", "o")).await;
+    let mut requests = dev.subscribe("svc.echo").await.unwrap();
+    dev.flush().await.unwrap();
+
+    let requester = app.clone();
+    let pending = tokio::spawn(async move { requester.request("echo", "ping".into()).await });
+    let request = next(&mut requests).await;
+    assert_eq!(request.subject.as_str(), "svc.echo");
+    let reply = request.reply.clone().expect("a reply subject");
+    assert!(reply.starts_with("_R_."), "the exporter sees the server's reply subject, not APP's: {reply}");
+    let info = request.headers.as_ref().and_then(|h| h.get("Nats-Request-Info")).map(|v| v.to_string());
+    assert_eq!(info.as_deref(), Some(r#"{"acc":"APP"}"#));
+    dev.publish(reply.clone(), "pong".into()).await.unwrap();
+    let answer = tokio::time::timeout(TIMEOUT, pending).await.unwrap().unwrap().expect("answered");
+    assert_eq!(&answer.payload[..], b"pong");
+
+    // A singleton's way back closes with its response: a second answer goes nowhere.
+    let mut inbox = app.subscribe("_INBOX.>").await.unwrap();
+    app.flush().await.unwrap();
+    dev.publish(reply, "late".into()).await.unwrap();
+    // Nor can DEV reach APP's subjects directly.
+    dev.publish("_INBOX.guess", "direct".into()).await.unwrap();
+    nothing(&dev, &mut inbox).await;
+
+    // OTHER imports nothing: its request finds no one.
+    let err = other.request("echo", "ping".into()).await.expect_err("no responders in OTHER");
+    assert_eq!(err.kind(), async_nats::RequestErrorKind::NoResponders);
+}
+
+#[tokio::test]
+async fn a_streamed_service_answers_several_times_until_an_empty_message() {
+    let s = configured(LINKED).await;
+    let dev = connect(&s, login("dev", "d")).await;
+    let app = connect(&s, login("app", "a")).await;
+    let mut requests = dev.subscribe("svc.parts").await.unwrap();
+    dev.flush().await.unwrap();
+    let inbox = app.new_inbox();
+    let mut answers = app.subscribe(inbox.clone()).await.unwrap();
+    app.publish_with_reply("svc.parts", inbox, "list".into()).await.unwrap();
+    let request = next(&mut requests).await;
+    let reply = request.reply.expect("reply");
+    for part in ["one", "two", "three"] {
+        dev.publish(reply.clone(), part.into()).await.unwrap();
+    }
+    dev.publish(reply.clone(), "".into()).await.unwrap();
+    dev.publish(reply, "after the end".into()).await.unwrap();
+    for part in ["one", "two", "three", ""] {
+        assert_eq!(&next(&mut answers).await.payload[..], part.as_bytes());
+    }
+    nothing(&app, &mut answers).await;
+}
+
+#[tokio::test]
+async fn a_request_to_an_imported_service_without_a_responder_times_out_as_on_nats_server() {
+    let s = configured(LINKED).await;
+    let app = connect(&s, login("app", "a")).await;
+    let request = async_nats::Request::new().payload("x".into()).timeout(Some(Duration::from_millis(300)));
+    let err = app.send_request("echo", request).await.expect_err("nobody answers");
+    assert_eq!(err.kind(), async_nats::RequestErrorKind::TimedOut);
+}
+
+#[tokio::test]
+async fn an_accounts_default_permissions_apply_to_its_users_without_their_own() {
+    let s = configured(LINKED).await;
+    let limited = connect(&s, login("limited2", "l")).await;
+    let other = connect(&s, login("free", "f")).await;
+    let mut allowed = other.subscribe("allowed.x").await.unwrap();
+    other.flush().await.unwrap();
+    limited.publish("allowed.x", "ok".into()).await.unwrap();
+    assert_eq!(&next(&mut allowed).await.payload[..], b"ok");
+    let mut denied = limited.subscribe("secret").await.unwrap();
+    let mut own = other.subscribe("secret").await.unwrap();
+    limited.flush().await.unwrap();
+    other.publish("secret", "hidden".into()).await.unwrap();
+    // The user with permissions of its own (none) is not held to the defaults.
+    assert_eq!(&next(&mut own).await.payload[..], b"hidden");
+    nothing(&other, &mut denied).await;
+}
+
+#[test]
+fn imports_nats_server_would_refuse_are_refused_with_its_words() {
+    let cases = [
+        (
+            r#"accounts { DEV { exports [ {service: "svc", accounts: [APP]} ] }, APP {}, OTHER { imports [ {service: {account: DEV, subject: "svc"}} ] } }"#,
+            r#"Error adding service import "svc": service import not authorized"#,
+        ),
+        (
+            r#"accounts { DEV { exports [ {stream: "a.>"} ] }, APP { imports [ {stream: {account: DEV, subject: "b.>"}} ] } }"#,
+            r#"Error adding stream import "b.>": stream import not authorized"#,
+        ),
+        (
+            r#"accounts { APP { imports [ {stream: {account: NOPE, subject: "b.>"}} ] } }"#,
+            r#""NOPE" account not defined for stream import"#,
+        ),
+        (
+            r#"accounts { DEV { exports [ {stream: "a.>"} ] }, APP { imports [ {stream: {account: DEV, subject: "a.>"}, prefix: "p.*"} ] } }"#,
+            "stream import prefix can not contain wildcard tokens",
+        ),
+        (
+            r#"accounts { DEV { exports [ {stream: "a", accounts: [GHOST]} ] } }"#,
+            r#""GHOST" account not defined for stream export"#,
+        ),
+        (
+            r#"accounts { DEV { exports [ {stream: "a", response_type: stream} ] } }"#,
+            "Detected response directive on non-service",
+        ),
+        (
+            r#"accounts { DEV { exports [ {service: "a", response_type: bogus} ] } }"#,
+            r#"Unknown response type: "bogus""#,
+        ),
+    ];
+    for (text, expected) in cases {
+        let map = courier::conf::parse_str(text, "x.conf", None).unwrap();
+        let err = courier::config::apply(&map, &mut options()).expect_err(text);
+        assert!(err.to_string().contains(expected), "{text}: {err}");
+    }
 }

@@ -9,8 +9,11 @@
 //! owners' subscription counts and the interest bookkeeping ([`interest`]) in step, tells an
 //! owner about removals it did not make itself, and emits first-interest and last-interest
 //! events, which routes and leaf nodes turn into `RS+`/`RS-` and `LS+`/`LS-`.
+//!
+//! Accounts share parts of their namespaces through exports and imports ([`Accounts::link`]).
 
 pub mod interest;
+mod links;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -44,12 +47,20 @@ pub struct Account {
     pub sublist: Sublist<Subscription>,
     /// Serialises changes, so that interest events come out in the order the trie changed.
     mutation: Mutex<interest::Interest>,
+    /// The way back for responses to the services other accounts import from this one, with
+    /// its subscription.
+    responses: Mutex<Option<(Arc<crate::delivery::ResponseRouter>, Arc<Subscription>)>>,
 }
 
 impl Account {
     /// An empty account.
     pub fn new(name: impl Into<String>) -> Self {
-        Account { name: name.into(), sublist: Sublist::new(), mutation: Mutex::new(interest::Interest::default()) }
+        Account {
+            name: name.into(),
+            sublist: Sublist::new(),
+            mutation: Mutex::new(interest::Interest::default()),
+            responses: Mutex::new(None),
+        }
     }
 
     /// Adds a subscription to the trie.
@@ -100,11 +111,17 @@ impl Account {
 pub struct Accounts {
     global: Arc<Account>,
     named: DashMap<String, Arc<Account>, FxBuildHasher>,
+    /// What the exports and imports subscribed.
+    links: links::Links,
 }
 
 impl Default for Accounts {
     fn default() -> Self {
-        Accounts { global: Arc::new(Account::new(GLOBAL_ACCOUNT)), named: DashMap::with_hasher(FxBuildHasher) }
+        Accounts {
+            global: Arc::new(Account::new(GLOBAL_ACCOUNT)),
+            named: DashMap::with_hasher(FxBuildHasher),
+            links: links::Links::default(),
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::InternalSink;
+use super::{Import, InternalSink};
 use crate::connection::Connection;
 
 /// The consumer behind a subscription.
@@ -24,6 +24,8 @@ pub enum Target {
     Leaf(Arc<Connection>),
     /// A consumer inside the server.
     Internal(Arc<dyn InternalSink>),
+    /// An import: the message goes on into another account.
+    Import(Arc<Import>),
 }
 
 /// The kind of a [`Target`], for interest bookkeeping and monitoring.
@@ -37,6 +39,8 @@ pub enum TargetKind {
     Leaf,
     /// A consumer inside the server.
     Internal,
+    /// An import into another account.
+    Import,
 }
 
 impl Target {
@@ -48,6 +52,7 @@ impl Target {
             Target::Route(_) => TargetKind::Route,
             Target::Leaf(_) => TargetKind::Leaf,
             Target::Internal(_) => TargetKind::Internal,
+            Target::Import(_) => TargetKind::Import,
         }
     }
 
@@ -56,7 +61,7 @@ impl Target {
     pub fn connection(&self) -> Option<&Arc<Connection>> {
         match self {
             Target::Client(c) | Target::Route(c) | Target::Leaf(c) => Some(c),
-            Target::Internal(_) => None,
+            Target::Internal(_) | Target::Import(_) => None,
         }
     }
 

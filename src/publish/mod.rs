@@ -24,13 +24,16 @@ use rustc_hash::FxHashMap;
 
 use crate::account::{Account, Removal};
 use crate::connection::{CloseReason, Connection, Push};
-use crate::delivery::{Admit, InternalSink, Message, Subscription, Target};
+use crate::delivery::{Admit, Import, InternalSink, Message, ResponseRouter, Subscription, Target};
 use crate::proto::encode::{self, Hop};
 use crate::state::ServerState;
-use crate::sublist::PublisherCache;
+use crate::sublist::cache::Lookup;
+use crate::sublist::{Matches, PublisherCache};
 
 /// The longest one stall on one consumer may last.
 const STALL_STEP: Duration = Duration::from_millis(5);
+/// How many imports one message may pass through, so that imports forming a cycle end.
+pub const MAX_IMPORT_DEPTH: u8 = 4;
 /// The longest a publisher is stalled after one read, in all.
 const STALL_BUDGET: Duration = Duration::from_millis(10);
 
@@ -76,6 +79,8 @@ pub struct Publisher {
     out_bytes: u64,
     /// The largest fan-out this publisher has reported to the server's counters.
     max_fanout: u64,
+    /// How many imports deep the current delivery is.
+    import_depth: u8,
 }
 
 impl Publisher {
@@ -90,6 +95,7 @@ impl Publisher {
             out_msgs: 0,
             out_bytes: 0,
             max_fanout: 0,
+            import_depth: 0,
         }
     }
 
@@ -125,6 +131,19 @@ impl Publisher {
             return false;
         }
         let matches = Arc::clone(matches);
+        self.deliver_matches(server, account, origin, &matches, msg)
+    }
+
+    /// Hands `msg` to each of `matches` (one member per queue group), then to the route and
+    /// leaf connections among them.
+    fn deliver_matches(
+        &mut self,
+        server: &ServerState,
+        account: &Account,
+        origin: Origin<'_>,
+        matches: &Matches<Subscription>,
+        msg: &Message<'_>,
+    ) -> bool {
         let mut delivered = false;
         let fanout = matches.psubs.len() + matches.qsubs.len();
         if fanout as u64 > self.max_fanout {
@@ -149,6 +168,71 @@ impl Publisher {
             self.send_hops(server, account, msg);
         }
         delivered
+    }
+
+    /// Carries `msg` through an import into another account (see [`Import`]): on the import's
+    /// local subject for a stream, into the exporter with a reply of the server's own for a
+    /// service request, back to the requester for a response. Imports may lead on to further
+    /// imports, up to [`MAX_IMPORT_DEPTH`] deep, so that a cycle cannot loop.
+    #[inline(never)]
+    fn deliver_import(&mut self, server: &ServerState, origin: Origin<'_>, import: &Import, msg: &Message<'_>) -> bool {
+        if self.import_depth >= MAX_IMPORT_DEPTH {
+            return false;
+        }
+        let mut subject = Vec::new();
+        let mut opened: Option<(&ResponseRouter, Box<[u8]>)> = None;
+        let mut with_info = Vec::new();
+        let mut header_len = msg.header_len;
+        let mut payload = msg.payload;
+        let way_back;
+        let (into, reply): (&str, Option<&[u8]>) = match import {
+            Import::Stream { into, transform } => {
+                transform.apply(msg.subject, &mut subject);
+                (into, msg.reply)
+            }
+            Import::Service { into, from, transform, response, threshold, responses } => {
+                match transform {
+                    Some(t) => t.apply(msg.subject, &mut subject),
+                    None => subject.extend_from_slice(msg.subject),
+                }
+                if let Some(reply) = msg.reply {
+                    opened = Some((responses, responses.open(from, reply, *response, *threshold)));
+                }
+                if let Origin::Client { conn, .. } | Origin::Leaf(conn) = origin {
+                    header_len = request_info(from, conn.stats.rtt_nanos.load(Ordering::Relaxed), msg, &mut with_info);
+                    payload = &with_info;
+                }
+                (into, opened.as_ref().map(|(_, r)| &r[..]))
+            }
+            Import::Responses(router) => {
+                let Some(way) = router.route(msg.subject) else { return false };
+                // An empty message ends a streamed or chunked response.
+                if msg.payload.is_empty() {
+                    router.close(msg.subject);
+                }
+                way_back = way;
+                subject.extend_from_slice(&way_back.reply);
+                (&way_back.account, msg.reply)
+            }
+        };
+        let Some(account) = server.accounts.get(into) else { return false };
+        let forwarded = Message { subject: &subject, reply, header_len, payload };
+        let matches = match account.sublist.lookup(&subject) {
+            Lookup::Cached(slot) => slot.read().1,
+            Lookup::Uncached(m) => Arc::new(m),
+        };
+        self.import_depth += 1;
+        let outer_hops = std::mem::take(&mut self.hops);
+        let delivered = self.deliver_matches(server, &account, origin, &matches, &forwarded);
+        self.hops = outer_hops;
+        self.import_depth -= 1;
+        if let (false, Some((router, reply))) = (delivered, &opened) {
+            router.close(reply);
+        }
+        // A request handed to a service import counts as delivered whether or not the exporter
+        // had a responder, as in nats-server: the requester times out rather than hearing of no
+        // responders.
+        delivered || matches!(import, Import::Service { .. })
     }
 
     #[inline(always)]
@@ -214,6 +298,7 @@ impl Publisher {
                 self.add_hop(conn, true, queue);
                 true
             }
+            Target::Import(import) => self.deliver_import(server, origin, import, msg),
             Target::Internal(sink) => {
                 if !self.admit(account, sub) {
                     return false;
@@ -356,6 +441,35 @@ impl Publisher {
         }
         self.touched.clear();
     }
+}
+
+/// Writes into `out` the header block and body of `msg` with nats-server's
+/// `Nats-Request-Info` header added (the requester's account and round-trip time, as a request
+/// crossing a service import carries it); returns the new header block's length.
+fn request_info(account: &str, rtt_nanos: u64, msg: &Message<'_>, out: &mut Vec<u8>) -> usize {
+    const NAME: &[u8] = b"Nats-Request-Info:";
+    let (headers, body) = msg.payload.split_at(msg.header_len.min(msg.payload.len()));
+    out.clear();
+    if headers.len() >= 4 {
+        if memchr::memmem::find(headers, NAME).is_some() {
+            out.extend_from_slice(msg.payload);
+            return msg.header_len;
+        }
+        out.extend_from_slice(&headers[..headers.len() - 2]);
+    } else {
+        out.extend_from_slice(b"NATS/1.0\r\n");
+    }
+    out.extend_from_slice(b"Nats-Request-Info: {\"acc\":");
+    // A string always serialises.
+    let _ = serde_json::to_writer(&mut *out, account);
+    if rtt_nanos > 0 {
+        out.extend_from_slice(b",\"rtt\":");
+        out.extend_from_slice(itoa::Buffer::new().format(rtt_nanos).as_bytes());
+    }
+    out.extend_from_slice(b"}\r\n\r\n");
+    let header_len = out.len();
+    out.extend_from_slice(body);
+    header_len
 }
 
 #[cfg(test)]

@@ -10,8 +10,10 @@ use std::path::Path;
 use crate::auth::permissions::{ResponsePermission, Rule, SubjectRules};
 use crate::auth::{Authorization, NkeyUser, Permissions, User};
 use crate::conf::{self, ConfError, Item, Map, Pos, Value};
-use crate::options::{JetStreamOptions, Options, SyncInterval};
+use crate::options::{self, JetStreamOptions, Options, SyncInterval};
 use crate::tls::{HandshakeFirst, TlsOptions};
+
+mod accounts;
 
 /// Why a config file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -108,10 +110,12 @@ pub fn apply(map: &Map, opts: &mut Options) -> Result<Vec<String>, ConfigError> 
                 }
             }
             "resolver_preload" => preload = Some(item),
-            "system_account" => {
-                warnings.push(format!("{}: system_account has no services on this server; ignored", item.pos))
+            "system_account" => opts.system_account = item.expect_str()?.to_string(),
+            "accounts" => {
+                accounts::accounts(item, &mut account_users, &mut opts.jetstream_accounts, &mut opts.account_links)?;
+                let names: Vec<&str> = item.expect_map()?.iter().map(|(k, _)| k).collect();
+                options::accounts::check(&opts.account_links, |n| names.contains(&n)).map_err(|e| invalid(item, e))?;
             }
-            "accounts" => accounts(item, &mut account_users, &mut opts.jetstream_accounts)?,
             "no_auth_user" => no_auth_user = Some((item, item.expect_str()?.to_string())),
             "trusted_keys" => return Err(invalid(item, format!("{key}: not supported yet"))),
             "jetstream" => opts.jetstream = jetstream(item, opts.jetstream.take(), &mut warnings)?,
@@ -302,47 +306,6 @@ fn authorization(map: &Map) -> Result<Authorization, ConfigError> {
         auth.users.push(User { name, password: single_pass.unwrap_or_default(), permissions: single_perms });
     }
     Ok(auth)
-}
-
-/// `accounts { NAME { users [...], jetstream: enabled } }`: each account's users (with the
-/// account's name) and the accounts with JetStream.
-fn accounts(item: &Item, users: &mut Vec<(String, Login)>, jetstream: &mut Vec<String>) -> Result<(), ConfigError> {
-    for (name, account) in item.expect_map()?.iter() {
-        if name == crate::account::GLOBAL_ACCOUNT {
-            return Err(invalid(account, format!("{name}: the global account can not be configured here")));
-        }
-        let map = match &account.value {
-            // An account with nothing in it: `accounts { A: {} }` or `accounts { A }`.
-            Value::Map(m) => m,
-            _ => continue,
-        };
-        for (key, v) in map.iter() {
-            match key.to_ascii_lowercase().as_str() {
-                "users" => {
-                    for entry in v.expect_array()? {
-                        users.push((name.to_string(), user(entry)?));
-                    }
-                }
-                "jetstream" => {
-                    let on = match &v.value {
-                        Value::Bool(b) => *b,
-                        Value::String(s) => s.eq_ignore_ascii_case("enabled") || s.eq_ignore_ascii_case("true"),
-                        // Limits: JetStream on (the limits themselves are not applied yet).
-                        Value::Map(_) => true,
-                        _ => false,
-                    };
-                    if on {
-                        jetstream.push(name.to_string());
-                    }
-                }
-                "exports" | "imports" | "mappings" => {
-                    return Err(invalid(v, format!("{key} in accounts: not supported yet")));
-                }
-                _ => return Err(invalid(v, format!("unknown field \"{key}\" in account {name}"))),
-            }
-        }
-    }
-    Ok(())
 }
 
 fn tls(map: &Map, warnings: &mut Vec<String>) -> Result<TlsOptions, ConfigError> {

@@ -4,12 +4,16 @@
 //! it when it starts. Keeping it free of behaviour lets tests build a server with exactly the
 //! limits they want to exercise.
 
+pub mod accounts;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::auth::Authorization;
 use crate::tls::TlsOptions;
 
+/// The system account's name unless `system_account` names another, as in nats-server.
+pub const SYSTEM_ACCOUNT: &str = "$SYS";
 /// Default client port, as nats-server.
 pub const DEFAULT_PORT: u16 = 4222;
 /// Default largest payload a client may publish: 1 MiB.
@@ -118,6 +122,10 @@ pub struct Options {
     /// Accounts of the configuration file that have JetStream (`jetstream: enabled` inside the
     /// account); the global account has it whenever JetStream is on.
     pub jetstream_accounts: Vec<String>,
+    /// Exports and imports of the configuration file's accounts.
+    pub account_links: Vec<accounts::AccountLinks>,
+    /// The account the server's own services and events live in (`system_account`).
+    pub system_account: String,
     /// Threads that run connections (the command line's `--threads`, or `GOMAXPROCS` as for
     /// nats-server); 0 means one per CPU available. Fixed at start.
     pub worker_threads: usize,
@@ -203,6 +211,8 @@ impl Default for Options {
             worker_threads: 0,
             jetstream: None,
             jetstream_accounts: Vec::new(),
+            account_links: Vec::new(),
+            system_account: SYSTEM_ACCOUNT.to_string(),
         }
     }
 }

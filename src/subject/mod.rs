@@ -1,8 +1,12 @@
-//! Subject validation.
+//! Subject validation, and transforms between namespaces ([`transform`]).
 //!
 //! A subject is a list of tokens separated by `.`; no token is empty and none contains white
 //! space. In a subscription, `*` (one token) and `>` (one or more trailing tokens) are wildcards
 //! when they stand as a whole token, and `>` only as the last one. A publish subject is literal.
+
+pub mod transform;
+
+pub use transform::{SubjectTransform, TransformError};
 
 /// The token separator.
 pub const SEP: u8 = b'.';
@@ -66,9 +70,47 @@ pub fn matches(filter: &[u8], subject: &[u8]) -> bool {
     }
 }
 
+/// Whether every subject `subject` matches (it may hold wildcards) is also matched by `filter`:
+/// `foo.*` is a subset of `>`, `*.*` and `foo.*`, not of `foo.bar`.
+pub fn is_subset(subject: &[u8], filter: &[u8]) -> bool {
+    let mut s = subject.split(|&b| b == SEP);
+    let mut f = filter.split(|&b| b == SEP);
+    loop {
+        match (s.next(), f.next()) {
+            (_, Some(ft)) if ft == FWC => return true,
+            (Some(st), _) if st == FWC => return false,
+            (Some(st), Some(ft)) if st == PWC => {
+                if ft != PWC {
+                    return false;
+                }
+            }
+            (Some(st), Some(ft)) if ft == PWC || ft == st => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn subsets() {
+        for (s, f) in [
+            ("foo.*", ">"),
+            ("foo.*", "*.*"),
+            ("foo.*", "foo.*"),
+            ("foo.bar", "foo.*"),
+            ("a.>", "a.>"),
+            ("a.b.>", "a.>"),
+        ] {
+            assert!(is_subset(s.as_bytes(), f.as_bytes()), "{s} in {f}");
+        }
+        for (s, f) in [("foo.*", "foo.bar"), ("a.>", "a.*"), ("a", "a.b"), ("a.b", "a"), (">", "a.>")] {
+            assert!(!is_subset(s.as_bytes(), f.as_bytes()), "{s} not in {f}");
+        }
+    }
 
     #[test]
     fn subscriptions() {
