@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! Each module depends only on the ones listed before it.
+//! - [`subject`]: subject validation and matching rules, and transforms between namespaces.
 //! - [`options`]: every setting, with nats-server's defaults.
 //! - [`conf`]: the NATS config file format, parsed into a tree of values; [`config`] maps it
 //!   onto options.
@@ -11,7 +12,6 @@
 //! - [`tls`]: TLS for client connections (rustls), with nats-server's handshake orders.
 //! - [`proto`]: the client protocol: the parser (no I/O), the encoders (including the route
 //!   and leaf forms of a message), the `-ERR` texts, CONNECT and INFO.
-//! - [`subject`]: subject validation and matching rules, and transforms between namespaces.
 //! - [`format`]: time and duration text as nats-server writes it in JSON.
 //! - [`sublist`]: the subject trie that finds the subscriptions a subject matches, its shared
 //!   match cache (patched on every insert and remove) and each publisher's view of it.

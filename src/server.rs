@@ -96,7 +96,7 @@ impl ServerHandle {
             .map_err(|e| ReloadError::Tls(e.to_string()))?;
         live.info.ldm = current.info.ldm;
         drop(current);
-        state.accounts.link(&live.opts.account_links);
+        state.accounts.link(&live.opts.all_account_links());
         state.config.replace(live);
         for conn in state.registry.snapshot(None) {
             conn.attention();
@@ -136,7 +136,7 @@ impl Server {
         if let Some(monitor) = listeners.monitor_addr() {
             state.set_monitor_port(monitor.port());
         }
-        state.accounts.link(&state.opts().account_links);
+        state.accounts.link(&state.opts().all_account_links());
         let jetstream = match &state.opts().jetstream {
             Some(js) => {
                 let js = JetStream::start(&state, js)?;

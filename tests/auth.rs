@@ -256,3 +256,73 @@ async fn bcrypt_does_not_hold_up_other_connections() {
     assert!(!slow.has_buffered(b"PONG").await, "the slow CONNECT was answered before another connection's PING");
     slow.expect("PONG\r\n").await;
 }
+
+/// Exports and imports in account JWTs link accounts as the configuration file's do: a stream
+/// under a prefix (the older `to`) and a service under its `local_subject`; an export that
+/// needs an activation token is not importable without one.
+#[tokio::test]
+async fn account_jwt_exports_and_imports_link_accounts() {
+    let operator = nkeys::KeyPair::new_operator();
+    let op_jwt = encode_jwt(serde_json::json!({"iss": operator.public_key(), "sub": operator.public_key()}), &operator);
+    let (exporter, importer) = (nkeys::KeyPair::new_account(), nkeys::KeyPair::new_account());
+    let exporter_jwt = encode_jwt(
+        serde_json::json!({"iss": operator.public_key(), "sub": exporter.public_key(), "nats": {
+            "exports": [
+                {"subject": "metrics.>", "type": "stream"},
+                {"subject": "time.now", "type": "service"},
+                {"subject": "private.>", "type": "stream", "token_req": true}
+            ],
+            "version": 2
+        }}),
+        &operator,
+    );
+    let importer_jwt = encode_jwt(
+        serde_json::json!({"iss": operator.public_key(), "sub": importer.public_key(), "nats": {
+            "imports": [
+                {"subject": "metrics.>", "account": exporter.public_key(), "to": "remote", "type": "stream"},
+                {"subject": "time.now", "account": exporter.public_key(), "local_subject": "clock", "type": "service"},
+                {"subject": "private.>", "account": exporter.public_key(), "type": "stream"}
+            ],
+            "version": 2
+        }}),
+        &operator,
+    );
+    let trust = Trust::new(
+        [op_jwt.as_str()],
+        [
+            (exporter.public_key().as_str(), exporter_jwt.as_str()),
+            (importer.public_key().as_str(), importer_jwt.as_str()),
+        ],
+    )
+    .unwrap();
+    let server = server_with(Authorization { trust: Some(trust), ..Default::default() }).await;
+    let user_in = |acc: &nkeys::KeyPair| {
+        let user = Arc::new(nkeys::KeyPair::new_user());
+        let jwt = encode_jwt(serde_json::json!({"iss": acc.public_key(), "sub": user.public_key(), "nats": {}}), acc);
+        jwt_opts(jwt, user)
+    };
+    let exp = try_connect(&server, user_in(&exporter)).await.expect("exporter user");
+    let imp = try_connect(&server, user_in(&importer)).await.expect("importer user");
+
+    let mut metrics = imp.subscribe("remote.metrics.>").await.unwrap();
+    let mut private = imp.subscribe("private.>").await.unwrap();
+    imp.flush().await.unwrap();
+    exp.publish("private.x", "secret".into()).await.unwrap();
+    exp.publish("metrics.cpu", "0.5".into()).await.unwrap();
+    let m = tokio::time::timeout(TIMEOUT, metrics.next()).await.expect("in time").unwrap();
+    assert_eq!(m.subject.as_str(), "remote.metrics.cpu");
+    assert_eq!(&m.payload[..], b"0.5");
+
+    let mut clock = exp.subscribe("time.now").await.unwrap();
+    exp.flush().await.unwrap();
+    let responder = tokio::spawn(async move {
+        let req = clock.next().await.expect("a request");
+        exp.publish(req.reply.expect("reply"), "noon".into()).await.unwrap();
+        exp.flush().await.unwrap();
+    });
+    let answer = tokio::time::timeout(TIMEOUT, imp.request("clock", "".into())).await.expect("in time").unwrap();
+    assert_eq!(&answer.payload[..], b"noon");
+    responder.await.unwrap();
+    // The token-protected stream never arrived (it was published before the metrics one).
+    assert!(tokio::time::timeout(Duration::from_millis(100), private.next()).await.is_err());
+}

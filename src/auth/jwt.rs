@@ -11,6 +11,8 @@ use base64::Engine as _;
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
 
+use crate::options::accounts::{AccountLinks, Export, Import, Local, ResponseType, ServiceExport};
+
 use super::permissions::{Permissions, ResponsePermission, Rule, SubjectRules};
 
 /// Why a JWT or a signature was refused.
@@ -108,6 +110,100 @@ pub struct NatsClaims {
     /// The JWT format version (2 for current JWTs).
     #[serde(default)]
     pub version: u32,
+    /// An account's exports.
+    #[serde(default)]
+    pub exports: Vec<JwtExport>,
+    /// An account's imports.
+    #[serde(default)]
+    pub imports: Vec<JwtImport>,
+}
+
+/// An export in an account JWT.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct JwtExport {
+    /// The exported subject.
+    #[serde(default)]
+    pub subject: String,
+    /// `stream` or `service`.
+    #[serde(default, rename = "type")]
+    pub kind: String,
+    /// Whether importers need an activation token.
+    #[serde(default)]
+    pub token_req: bool,
+    /// `Singleton`, `Stream` or `Chunked`, for services.
+    #[serde(default)]
+    pub response_type: String,
+    /// How long responses may take, in nanoseconds.
+    #[serde(default)]
+    pub response_threshold: u64,
+    /// The subject token that must be the importer's key.
+    #[serde(default)]
+    pub account_token_position: u32,
+}
+
+/// An import in an account JWT.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct JwtImport {
+    /// The subject in the exporting account.
+    #[serde(default)]
+    pub subject: String,
+    /// The exporting account's key.
+    #[serde(default)]
+    pub account: String,
+    /// The older form of the local subject: a prefix for streams.
+    #[serde(default)]
+    pub to: String,
+    /// The subject it appears on locally.
+    #[serde(default)]
+    pub local_subject: String,
+    /// `stream` or `service`.
+    #[serde(default, rename = "type")]
+    pub kind: String,
+}
+
+impl NatsClaims {
+    /// The exports and imports of an account JWT, in the form the configuration file gives
+    /// them, read as nats-server reads the claims.
+    pub fn links(&self, account: &str) -> AccountLinks {
+        let exports = self
+            .exports
+            .iter()
+            .map(|e| Export {
+                subject: e.subject.clone(),
+                service: e.kind.eq_ignore_ascii_case("service").then(|| ServiceExport {
+                    response: match e.response_type.to_ascii_lowercase().as_str() {
+                        "stream" => ResponseType::Stream,
+                        "chunked" => ResponseType::Chunked,
+                        _ => ResponseType::Singleton,
+                    },
+                    threshold: match e.response_threshold {
+                        0 => ServiceExport::default().threshold,
+                        n => std::time::Duration::from_nanos(n),
+                    },
+                }),
+                accounts: None,
+                // Activation tokens and account token positions are not checked here: such
+                // an export is not importable.
+                token_required: e.token_req || e.account_token_position > 0,
+            })
+            .collect();
+        let imports = self
+            .imports
+            .iter()
+            .map(|i| {
+                let service = i.kind.eq_ignore_ascii_case("service");
+                let local = if !i.local_subject.is_empty() {
+                    Local::To(i.local_subject.clone())
+                } else if !i.to.is_empty() && !service {
+                    Local::Prefix(i.to.clone())
+                } else {
+                    Local::Same
+                };
+                Import { account: i.account.clone(), subject: i.subject.clone(), service, local }
+            })
+            .collect();
+        AccountLinks { name: account.to_string(), exports, imports }
+    }
 }
 
 /// Allow and deny lists in a user JWT.
@@ -229,6 +325,8 @@ struct TrustedAccount {
 #[derive(Debug, Clone, Default)]
 pub struct Trust {
     accounts: FxHashMap<String, TrustedAccount>,
+    /// Each trusted account's exports and imports.
+    links: Vec<AccountLinks>,
 }
 
 impl PartialEq for Trust {
@@ -270,8 +368,14 @@ impl Trust {
             }
             let signing_keys = claims.nats.signing_keys.iter().map(|k| k.key().to_string()).collect();
             trust.accounts.insert(key.to_string(), TrustedAccount { signing_keys });
+            trust.links.push(claims.nats.links(key));
         }
         Ok(trust)
+    }
+
+    /// The exports and imports of the trusted accounts.
+    pub fn links(&self) -> &[AccountLinks] {
+        &self.links
     }
 
     /// Checks a user JWT and its nonce signature; returns who the user is.

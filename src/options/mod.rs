@@ -132,6 +132,16 @@ pub struct Options {
 }
 
 impl Options {
+    /// The exports and imports of every account: the configuration file's and those in the
+    /// trusted account JWTs.
+    pub fn all_account_links(&self) -> Vec<accounts::AccountLinks> {
+        let mut all = self.account_links.clone();
+        if let Some(trust) = &self.authorization.trust {
+            all.extend(trust.links().iter().cloned());
+        }
+        all
+    }
+
     /// Replaces zero values with the defaults, as nats-server does before it starts (a config
     /// file's `ping_max: 0` or `max_connections: 0` means "the default", not "none").
     pub fn apply_baseline(&mut self) {
