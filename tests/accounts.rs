@@ -357,3 +357,56 @@ fn imports_nats_server_would_refuse_are_refused_with_its_words() {
         assert!(err.to_string().contains(expected), "{text}: {err}");
     }
 }
+
+#[tokio::test]
+async fn the_system_account_answers_monitoring_requests_as_nats_server() {
+    let s = configured(
+        r#"
+        server_name: edge-7
+        accounts {
+          SYS { users [ {user: sys, password: s} ] }
+          APP { users [ {user: app, password: a} ] }
+        }
+        system_account: SYS
+        "#,
+    )
+    .await;
+    let sys = connect(&s, login("sys", "s")).await;
+    let app = connect(&s, login("app", "a")).await;
+    let id = sys.server_info().server_id;
+    let ask = |subject: String, body: &'static str| {
+        let sys = sys.clone();
+        async move {
+            let reply = tokio::time::timeout(TIMEOUT, sys.request(subject, body.into()))
+                .await
+                .expect("in time")
+                .expect("answered");
+            serde_json::from_slice::<serde_json::Value>(&reply.payload).expect("JSON")
+        }
+    };
+    let ping = ask("$SYS.REQ.SERVER.PING".into(), "").await;
+    assert_eq!(ping["server"]["id"], id.as_str());
+    assert_eq!(ping["server"]["name"], "edge-7");
+    assert!(ping["statsz"]["connections"].as_u64().expect("connections") >= 2, "{ping}");
+    let varz = ask("$SYS.REQ.SERVER.PING.VARZ".into(), "").await;
+    assert_eq!(varz["data"]["server_id"], id.as_str());
+    let connz = ask(format!("$SYS.REQ.SERVER.{id}.CONNZ"), r#"{"subscriptions": true}"#).await;
+    let conns = connz["data"]["connections"].as_array().expect("connections");
+    assert_eq!(conns.len(), 2, "{connz}");
+    assert!(conns.iter().any(|c| c["subscriptions_list"].is_array()), "{connz}");
+    let health = ask("$SYS.REQ.SERVER.PING.HEALTHZ".into(), "").await;
+    assert_eq!(health["data"]["status"], "ok");
+    let bad = ask("$SYS.REQ.SERVER.PING.CONNZ".into(), r#"{"sort": "nonsense"}"#).await;
+    assert_eq!(bad["error"]["code"], 500, "{bad}");
+    let bad = ask("$SYS.REQ.SERVER.PING.CONNZ".into(), "{not json").await;
+    assert_eq!(bad["error"]["code"], 400, "{bad}");
+    // A filter naming another server leaves this one silent.
+    let request = async_nats::Request::new()
+        .payload(r#"{"server_name": "elsewhere"}"#.into())
+        .timeout(Some(Duration::from_millis(300)));
+    let err = sys.send_request("$SYS.REQ.SERVER.PING.VARZ", request).await.expect_err("not for this server");
+    assert_eq!(err.kind(), async_nats::RequestErrorKind::TimedOut);
+    // Only the system account has these services.
+    let err = app.request("$SYS.REQ.SERVER.PING", "".into()).await.expect_err("not in APP");
+    assert_eq!(err.kind(), async_nats::RequestErrorKind::NoResponders);
+}

@@ -373,6 +373,11 @@ impl Trust {
         Ok(trust)
     }
 
+    /// Whether the account with this key is trusted.
+    pub fn has_account(&self, key: &str) -> bool {
+        self.accounts.contains_key(key)
+    }
+
     /// The exports and imports of the trusted accounts.
     pub fn links(&self) -> &[AccountLinks] {
         &self.links

@@ -48,7 +48,7 @@ pub(crate) struct CpuSampler {
 }
 
 impl CpuSampler {
-    fn percent(&self, cpu: Duration) -> f64 {
+    pub(crate) fn percent(&self, cpu: Duration) -> f64 {
         let now = Instant::now();
         let mut last = self.last.lock();
         let pct = match *last {
@@ -111,6 +111,7 @@ pub(crate) struct Varz {
     stale_connections: u64,
     subscriptions: usize,
     config_load_time: String,
+    system_account: String,
 }
 
 /// An empty JSON object, for features Courier does not serve.
@@ -172,6 +173,7 @@ pub(crate) fn varz(state: &StateView, sampler: &CpuSampler, js: Option<&crate::j
         stale_connections: load(&stats.stale_connections),
         subscriptions: state.subscriptions(),
         config_load_time: rfc3339(state.start()),
+        system_account: opts.system_account.clone(),
     }
 }
 
@@ -633,7 +635,7 @@ pub(crate) fn accountz(state: &StateView) -> Accountz {
     Accountz {
         server_id: state.info().server_id,
         now: rfc3339(SystemTime::now()),
-        system_account: String::new(),
+        system_account: state.opts().system_account.clone(),
         accounts: state.accounts().iter().map(|a| a.name.clone()).collect(),
     }
 }

@@ -9,6 +9,7 @@
 mod json;
 mod jsz;
 mod metrics;
+pub mod system;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,0 +1,291 @@
+//! The system account's services: monitoring over NATS.
+//!
+//! Tools that ask a server for its state over NATS (the `nats server` commands, fleet
+//! dashboards) send requests to `$SYS.REQ.SERVER.PING` (every server answers with its
+//! statistics), `$SYS.REQ.SERVER.PING.<ENDPOINT>` and `$SYS.REQ.SERVER.<id>.<ENDPOINT>` in the
+//! system account. The answers are nats-server's: the same documents as the HTTP endpoints,
+//! wrapped as `{"server": {...}, "data": {...}}` (`"statsz"` for statistics), with the
+//! request's JSON body as the endpoint's options.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::json::{self, CpuSampler};
+use super::jsz;
+use crate::delivery::{InternalSink, Message, OwnedMessage, Subscription, Target};
+use crate::format::rfc3339;
+use crate::jetstream::JetStream;
+use crate::publish::InternalPublisher;
+use crate::state::{ServerState, StateView};
+
+/// The endpoints a request may name after `PING.` or the server id.
+const ENDPOINTS: &[&str] =
+    &["STATSZ", "VARZ", "CONNZ", "SUBSZ", "ROUTEZ", "GATEWAYZ", "LEAFZ", "ACCOUNTZ", "JSZ", "HEALTHZ"];
+
+/// Queued requests the service task has not answered yet, beyond which requests are dropped.
+const MAX_QUEUED: usize = 1024;
+
+/// Takes requests on the publisher's task and queues them for the service task.
+struct Requests {
+    queue: mpsc::Sender<OwnedMessage>,
+}
+
+impl InternalSink for Requests {
+    fn deliver(&self, _sub: &Subscription, msg: &Message<'_>) -> bool {
+        if msg.reply.is_none() {
+            return false;
+        }
+        self.queue.try_send(OwnedMessage::copy_of(msg)).is_ok()
+    }
+
+    fn name(&self) -> &str {
+        "system services"
+    }
+}
+
+/// Whether any client can reach the system account: one of the configuration's accounts or a
+/// trusted account JWT. Without one the services would answer nobody, so they are not started.
+pub fn reachable(opts: &crate::Options) -> bool {
+    let name = &opts.system_account;
+    opts.authorization.accounts.values().any(|a| a == name)
+        || opts.account_links.iter().any(|l| &l.name == name)
+        || opts.authorization.trust.as_ref().is_some_and(|t| t.has_account(name))
+}
+
+/// Subscribes the services in the system account and answers requests until shutdown.
+pub fn start(state: &Arc<ServerState>, jetstream: Option<Arc<JetStream>>) {
+    let account = state.accounts.get_or_create(&state.opts().system_account);
+    let (tx, rx) = mpsc::channel(MAX_QUEUED);
+    let sink: Arc<dyn InternalSink> = Arc::new(Requests { queue: tx });
+    let id = state.info().server_id.clone();
+    let mut subjects = vec!["$SYS.REQ.SERVER.PING".to_string()];
+    for endpoint in ENDPOINTS {
+        subjects.push(format!("$SYS.REQ.SERVER.PING.{endpoint}"));
+        subjects.push(format!("$SYS.REQ.SERVER.{id}.{endpoint}"));
+    }
+    for subject in subjects {
+        account.add_subscription(Arc::new(Subscription::new(
+            Target::Internal(Arc::clone(&sink)),
+            subject.as_bytes(),
+            None,
+            b"",
+        )));
+    }
+    let service =
+        Service { state: Arc::clone(state), jetstream, sampler: CpuSampler::default(), seq: AtomicU64::new(0) };
+    tokio::spawn(service.run(rx, account));
+}
+
+struct Service {
+    state: Arc<ServerState>,
+    jetstream: Option<Arc<JetStream>>,
+    sampler: CpuSampler,
+    seq: AtomicU64,
+}
+
+/// Who answers, as nats-server names itself in each answer.
+#[derive(Serialize)]
+struct ServerIdentity {
+    name: String,
+    host: String,
+    id: String,
+    ver: String,
+    seq: u64,
+    jetstream: bool,
+    time: String,
+}
+
+#[derive(Serialize)]
+struct Answer<T: Serialize> {
+    server: ServerIdentity,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    statsz: Option<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ApiError>,
+}
+
+#[derive(Serialize)]
+struct ApiError {
+    code: u16,
+    description: String,
+}
+
+#[derive(Serialize)]
+struct MsgBytes {
+    msgs: u64,
+    bytes: u64,
+}
+
+#[derive(Serialize)]
+struct Statsz {
+    start: String,
+    mem: u64,
+    cores: usize,
+    cpu: f64,
+    connections: usize,
+    total_connections: u64,
+    active_accounts: usize,
+    subscriptions: usize,
+    sent: MsgBytes,
+    received: MsgBytes,
+    slow_consumers: u64,
+    active_servers: u32,
+}
+
+impl Service {
+    async fn run(self, mut requests: mpsc::Receiver<OwnedMessage>, account: Arc<crate::account::Account>) {
+        let publisher = InternalPublisher::new(Arc::clone(&self.state));
+        let shutdown = self.state.shutdown.clone();
+        loop {
+            let request = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = requests.recv() => match r { Some(r) => r, None => return },
+            };
+            let Some(reply) = request.reply.clone() else { continue };
+            let Some(body) = self.answer(&request) else { continue };
+            publisher.publish(&account, &Message { subject: &reply, reply: None, header_len: 0, payload: &body });
+        }
+    }
+
+    fn identity(&self) -> ServerIdentity {
+        let info = self.state.info();
+        let opts = self.state.opts();
+        ServerIdentity {
+            name: info.server_name.clone(),
+            host: opts.host.clone(),
+            id: info.server_id.clone(),
+            ver: info.version.clone(),
+            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            jetstream: self.jetstream.is_some(),
+            time: rfc3339(std::time::SystemTime::now()),
+        }
+    }
+
+    /// The answer to one request, serialised; `None` when the request's filter (`server_name`,
+    /// `host`) leaves this server out.
+    fn answer(&self, request: &OwnedMessage) -> Option<Vec<u8>> {
+        let subject = std::str::from_utf8(&request.subject).unwrap_or("");
+        let endpoint = subject.rsplit('.').next().unwrap_or("");
+        let endpoint = if endpoint == "PING" { "STATSZ" } else { endpoint };
+        let body = &request.payload[request.header_len.min(request.payload.len())..];
+        let params = match options_of(body) {
+            Ok(p) => p,
+            Err(e) => return Some(self.error(400, e)),
+        };
+        let info = self.state.info();
+        let filtered_out = |key: &str, ours: &str| params.get(key).is_some_and(|v| !v.is_empty() && v != ours);
+        if filtered_out("server_name", &info.server_name) || filtered_out("host", &self.state.opts().host) {
+            return None;
+        }
+        let view = self.state.view();
+        let js = self.jetstream.as_deref();
+        let data = |value: Result<Raw, String>| match value {
+            Ok(v) => self.wrap(Some(v), None),
+            // The options were understood but the endpoint refused them.
+            Err(e) => self.error(500, e),
+        };
+        Some(match endpoint {
+            "STATSZ" => self.wrap(None, self.statsz(&view)),
+            "VARZ" => data(to_value(&json::varz(&view, &self.sampler, js))),
+            "CONNZ" => data(json::ConnzQuery::parse(&params).and_then(|q| to_value(&json::connz(&view, &q)))),
+            "SUBSZ" => data(json::SubszQuery::parse(&params).and_then(|q| to_value(&json::subsz(&view, &q)))),
+            "ROUTEZ" => data(to_value(&json::routez(&view))),
+            "LEAFZ" => data(to_value(&json::leafz(&view))),
+            "ACCOUNTZ" => data(to_value(&json::accountz(&view))),
+            "GATEWAYZ" => data(to_value(&serde_json::json!({
+                "server_id": view.info().server_id,
+                "now": rfc3339(std::time::SystemTime::now()),
+                "outbound_gateways": {},
+                "inbound_gateways": {},
+            }))),
+            "JSZ" => data(to_value(&jsz::jsz(&view, js, &jsz::JszQuery::parse(&params)))),
+            "HEALTHZ" => data(to_value(&serde_json::json!({"status": "ok"}))),
+            _ => self.error(404, format!("unknown endpoint {endpoint}")),
+        })
+    }
+
+    fn statsz(&self, view: &StateView) -> Option<Raw> {
+        let stats = view.stats();
+        let process = json::process_stats();
+        let statsz = Statsz {
+            start: rfc3339(view.start()),
+            mem: process.rss,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu: self.sampler.percent(process.cpu),
+            connections: view.count(crate::connection::Kind::Client),
+            total_connections: stats.total_connections.load(Ordering::Relaxed),
+            active_accounts: view.accounts().iter().filter(|a| a.sublist.count() > 0).count(),
+            subscriptions: view.subscriptions(),
+            sent: MsgBytes {
+                msgs: stats.out_msgs.load(Ordering::Relaxed),
+                bytes: stats.out_bytes.load(Ordering::Relaxed),
+            },
+            received: MsgBytes {
+                msgs: stats.in_msgs.load(Ordering::Relaxed),
+                bytes: stats.in_bytes.load(Ordering::Relaxed),
+            },
+            slow_consumers: stats.slow_consumers.load(Ordering::Relaxed),
+            active_servers: 1,
+        };
+        to_value(&statsz).ok()
+    }
+
+    fn wrap(&self, data: Option<Raw>, statsz: Option<Raw>) -> Vec<u8> {
+        let answer = Answer { server: self.identity(), data, statsz, error: None };
+        serde_json::to_vec(&answer).unwrap_or_default()
+    }
+
+    fn error(&self, code: u16, description: String) -> Vec<u8> {
+        let answer: Answer<Raw> =
+            Answer { server: self.identity(), data: None, statsz: None, error: Some(ApiError { code, description }) };
+        serde_json::to_vec(&answer).unwrap_or_default()
+    }
+}
+
+/// A document serialised in its own field order (a `serde_json::Value` would sort the fields).
+type Raw = Box<serde_json::value::RawValue>;
+
+fn to_value<T: Serialize>(value: &T) -> Result<Raw, String> {
+    serde_json::value::to_raw_value(value).map_err(|e| e.to_string())
+}
+
+/// A request's JSON options as the HTTP endpoints' query parameters: `{"subscriptions": true}`
+/// becomes `subs=true`, `{"subscriptions_detail": true}` `subs=detail`, `{"account": "A"}`
+/// `acc=A`; other fields keep their names.
+fn options_of(body: &[u8]) -> Result<HashMap<String, String>, String> {
+    let mut params = HashMap::new();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(params);
+    }
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| format!("invalid request: {e}"))?;
+    let serde_json::Value::Object(map) = value else { return Err("invalid request: expected a JSON object".into()) };
+    for (key, value) in map {
+        let text = match &value {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            serde_json::Value::Number(n) => n.to_string(),
+            _ => continue,
+        };
+        match key.as_str() {
+            "subscriptions" if text == "true" => {
+                params.entry("subs".to_string()).or_insert(text);
+            }
+            "subscriptions_detail" if text == "true" => {
+                params.insert("subs".to_string(), "detail".to_string());
+            }
+            "account" => {
+                params.insert("acc".to_string(), text);
+            }
+            _ => {
+                params.insert(key, text);
+            }
+        }
+    }
+    Ok(params)
+}
