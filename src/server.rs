@@ -141,8 +141,10 @@ impl Server {
             Some(js) => {
                 let js = JetStream::start(&state, js)?;
                 // Accounts of the configuration file with `jetstream: enabled`.
-                for name in &state.opts().jetstream_accounts {
-                    js.enable(&state.accounts.get_or_create(name));
+                let opts = state.opts();
+                for name in &opts.jetstream_accounts {
+                    let limits = opts.jetstream_limits.iter().find(|(n, _)| n == name).map(|(_, l)| *l);
+                    js.enable_with(&state.accounts.get_or_create(name), limits.unwrap_or_default());
                 }
                 Some(js)
             }

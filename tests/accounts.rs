@@ -410,3 +410,66 @@ async fn the_system_account_answers_monitoring_requests_as_nats_server() {
     let err = app.request("$SYS.REQ.SERVER.PING", "".into()).await.expect_err("not in APP");
     assert_eq!(err.kind(), async_nats::RequestErrorKind::NoResponders);
 }
+
+#[tokio::test]
+async fn an_accounts_jetstream_limits_hold_as_on_nats_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = configured(&format!(
+        r#"
+        jetstream {{ store_dir: "{}" }}
+        accounts {{
+          T {{ users [ {{user: t, password: t}} ], jetstream {{ max_mem: 1M, max_file: 10K, max_streams: 2, max_consumers: 1 }} }}
+        }}
+        "#,
+        dir.path().display()
+    ))
+    .await;
+    let t = connect(&s, login("t", "t")).await;
+    let api = |subject: &'static str, body: serde_json::Value| {
+        let t = t.clone();
+        async move {
+            let reply = t.request(subject, body.to_string().into()).await.expect("answered");
+            serde_json::from_slice::<serde_json::Value>(&reply.payload).expect("JSON")
+        }
+    };
+    let info = api("$JS.API.INFO", serde_json::json!({})).await;
+    assert_eq!(info["limits"]["max_memory"], 1_000_000);
+    assert_eq!(info["limits"]["max_storage"], 10_000);
+    assert_eq!(info["limits"]["max_streams"], 2);
+    assert_eq!(info["limits"]["max_consumers"], 1);
+    let too_big =
+        api("$JS.API.STREAM.CREATE.S1", serde_json::json!({"name": "S1", "subjects": ["a"], "max_bytes": 20000})).await;
+    assert_eq!(too_big["error"]["err_code"], 10047, "{too_big}");
+    let too_big = api(
+        "$JS.API.STREAM.CREATE.M",
+        serde_json::json!({"name": "M", "subjects": ["m"], "storage": "memory", "max_bytes": 2_000_000}),
+    )
+    .await;
+    assert_eq!(too_big["error"]["err_code"], 10028, "{too_big}");
+    for (subject, name) in [("$JS.API.STREAM.CREATE.S1", "S1"), ("$JS.API.STREAM.CREATE.S2", "S2")] {
+        let ok = api(subject, serde_json::json!({"name": name, "subjects": [name.to_lowercase()]})).await;
+        assert!(ok["error"].is_null(), "{ok}");
+    }
+    let third = api("$JS.API.STREAM.CREATE.S3", serde_json::json!({"name": "S3", "subjects": ["s3"]})).await;
+    assert_eq!(third["error"]["err_code"], 10027, "{third}");
+    // max_consumers caps each stream.
+    let c = |stream: &'static str, name: &str| serde_json::json!({"stream_name": stream, "config": {"name": name, "ack_policy": "explicit"}});
+    assert!(api("$JS.API.CONSUMER.CREATE.S1.C1", c("S1", "C1")).await["error"].is_null());
+    assert!(api("$JS.API.CONSUMER.CREATE.S2.C2", c("S2", "C2")).await["error"].is_null());
+    let second = api("$JS.API.CONSUMER.CREATE.S1.C3", c("S1", "C3")).await;
+    assert_eq!(second["error"]["err_code"], 10026, "{second}");
+    // Publishing stops at the account's storage.
+    let mut stored = 0;
+    let refusal = loop {
+        let reply = t.request("s1", vec![b'x'; 1000].into()).await.expect("answered");
+        let ack: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+        if !ack["error"].is_null() {
+            break ack;
+        }
+        stored += 1;
+        assert!(stored < 20, "the limit never applied");
+    };
+    assert_eq!(stored, 9);
+    assert_eq!(refusal["error"]["err_code"], 10002, "{refusal}");
+    assert_eq!(refusal["error"]["description"], "resource limits exceeded for account");
+}

@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use super::ConfigError;
 use super::{invalid, permissions, user, Login};
-use crate::conf::{Item, Value};
+use crate::conf::{self, Item, Map, Value};
 use crate::options::accounts::{AccountLinks, Export, Import, Local, ResponseType, ServiceExport};
+use crate::options::JetStreamAccountLimits;
 
 /// `accounts { NAME { users [...], default_permissions {...}, jetstream: enabled, exports [...],
 /// imports [...] } }`: each account's users (with the account's name), the accounts with
@@ -15,6 +16,7 @@ pub(super) fn accounts(
     item: &Item,
     users: &mut Vec<(String, Login)>,
     jetstream: &mut Vec<String>,
+    limits: &mut Vec<(String, JetStreamAccountLimits)>,
     links: &mut Vec<AccountLinks>,
 ) -> Result<(), ConfigError> {
     for (name, account) in item.expect_map()?.iter() {
@@ -44,8 +46,10 @@ pub(super) fn accounts(
                     let on = match &v.value {
                         Value::Bool(b) => *b,
                         Value::String(s) => s.eq_ignore_ascii_case("enabled") || s.eq_ignore_ascii_case("true"),
-                        // Limits: JetStream on (the limits themselves are not applied yet).
-                        Value::Map(_) => true,
+                        Value::Map(m) => {
+                            limits.push((name.to_string(), jetstream_limits(m)?));
+                            true
+                        }
                         _ => false,
                     };
                     if on {
@@ -83,6 +87,33 @@ pub(super) fn accounts(
         links.push(link);
     }
     Ok(())
+}
+
+/// `jetstream { max_mem, max_file, max_streams, max_consumers }` inside an account; sizes take
+/// the config file's units, -1 means no limit.
+fn jetstream_limits(map: &Map) -> Result<JetStreamAccountLimits, ConfigError> {
+    let mut limits = JetStreamAccountLimits::default();
+    let size = |v: &Item| -> Result<i64, ConfigError> {
+        match &v.value {
+            Value::Integer(n) if *n < 0 => Ok(-1),
+            _ => i64::try_from(conf::size_of(v)?).map_err(|_| invalid(v, "out of range")),
+        }
+    };
+    for (key, v) in map.iter() {
+        match key.to_ascii_lowercase().as_str() {
+            "max_mem" | "max_memory" | "max_memory_store" => limits.max_memory = size(v)?,
+            "max_file" | "max_store" | "max_file_store" | "max_storage" => limits.max_store = size(v)?,
+            "max_streams" => limits.max_streams = v.expect_integer()?.max(-1),
+            "max_consumers" => limits.max_consumers = v.expect_integer()?.max(-1),
+            "max_ack_pending"
+            | "max_bytes_required"
+            | "memory_max_stream_bytes"
+            | "store_max_stream_bytes"
+            | "max_stream_bytes" => return Err(invalid(v, format!("jetstream {key} in accounts: not supported yet"))),
+            _ => return Err(invalid(v, format!("unknown field \"{key}\""))),
+        }
+    }
+    Ok(limits)
 }
 
 /// `{stream: "subj"}` or `{service: "subj", response_type: ..., response_threshold: ...}`, with

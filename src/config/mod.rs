@@ -112,7 +112,13 @@ pub fn apply(map: &Map, opts: &mut Options) -> Result<Vec<String>, ConfigError> 
             "resolver_preload" => preload = Some(item),
             "system_account" => opts.system_account = item.expect_str()?.to_string(),
             "accounts" => {
-                accounts::accounts(item, &mut account_users, &mut opts.jetstream_accounts, &mut opts.account_links)?;
+                accounts::accounts(
+                    item,
+                    &mut account_users,
+                    &mut opts.jetstream_accounts,
+                    &mut opts.jetstream_limits,
+                    &mut opts.account_links,
+                )?;
                 let names: Vec<&str> = item.expect_map()?.iter().map(|(k, _)| k).collect();
                 options::accounts::check(&opts.account_links, |n| names.contains(&n)).map_err(|e| invalid(item, e))?;
             }

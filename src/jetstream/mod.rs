@@ -18,6 +18,7 @@ pub mod api;
 pub mod config;
 pub mod consumer;
 pub mod headers;
+pub mod limits;
 pub mod meta;
 pub mod store;
 pub mod stream;
@@ -129,6 +130,8 @@ pub struct JsAccount {
     api_errors: AtomicU64,
     /// Wakes push consumers when their deliver subjects gain subscribers.
     push_interest: Arc<consumer::PushInterest>,
+    /// Its limits and usage.
+    tally: Arc<limits::AccountTally>,
 }
 
 impl JsAccount {
@@ -145,6 +148,11 @@ impl JsAccount {
     /// Every stream, by name.
     pub fn streams(&self) -> Vec<Arc<Stream>> {
         self.streams.read().values().cloned().collect()
+    }
+
+    /// Its limits.
+    pub fn limits(&self) -> limits::JetStreamAccountLimits {
+        self.tally.limits
     }
 
     /// How many streams there are.
@@ -190,6 +198,7 @@ impl JsAccount {
         if scfg.max_consumers > 0 && stream.consumer_count() as i64 >= scfg.max_consumers {
             return Err(ApiError::new(400, 10026, "maximum consumers limit reached"));
         }
+        self.tally.allows_consumer(stream.consumer_count())?;
         if scfg.retention == Retention::WorkQueue {
             if cfg.ack_policy != consumer::config::AckPolicy::Explicit {
                 return Err(ApiError::new(400, 10098, "workqueue stream requires explicit ack"));
@@ -412,7 +421,9 @@ impl JsAccount {
         if let Some(existing) = self.stream(&cfg.name) {
             return if existing.config() == cfg { Ok(existing) } else { Err(ApiError::stream_name_exists()) };
         }
+        self.tally.allows_stream(self.stream_count())?;
         self.shared.fits(cfg.storage, stream::reservation(&cfg))?;
+        self.tally.fits(cfg.storage, stream::reservation(&cfg))?;
         self.check_overlap(&cfg, None)?;
         let created = now_nanos();
         let store = self.open_store(&cfg, created).map_err(|e| {
@@ -420,13 +431,22 @@ impl JsAccount {
             ApiError::stream_create("error creating store for stream")
         })?;
         let dir = self.stream_dir(&cfg.name);
-        let s = Stream::new(Arc::clone(&self.shared), Arc::clone(&self.account), dir, cfg.clone(), created, store);
+        let s = Stream::new(
+            Arc::clone(&self.shared),
+            Arc::clone(&self.tally),
+            Arc::clone(&self.account),
+            dir,
+            cfg.clone(),
+            created,
+            store,
+        );
         if let Err(e) = s.save_meta() {
             error!("writing the configuration of stream {}: {e}", cfg.name);
             let _ = s.delete();
             return Err(ApiError::stream_create("error creating store for stream"));
         }
         self.shared.add_reserved(cfg.storage, stream::reservation(&cfg));
+        self.tally.add_reserved(cfg.storage, stream::reservation(&cfg));
         s.subscribe();
         self.streams.write().insert(cfg.name.clone(), Arc::clone(&s));
         self.stream_advisory(&cfg.name, "create");
@@ -441,6 +461,7 @@ impl JsAccount {
         let cfg = config::check_update(&old, &cfg)?;
         self.check_overlap(&cfg, Some(&cfg.name))?;
         self.shared.fits(cfg.storage, stream::reservation(&cfg) - stream::reservation(&old))?;
+        self.tally.fits(cfg.storage, stream::reservation(&cfg) - stream::reservation(&old))?;
         s.update(cfg)?;
         self.stream_advisory(s.name(), "modify");
         Ok(s)
@@ -493,8 +514,17 @@ impl JsAccount {
                     continue;
                 }
             };
-            let s = Stream::new(Arc::clone(&self.shared), Arc::clone(&self.account), path, cfg.clone(), created, store);
+            let s = Stream::new(
+                Arc::clone(&self.shared),
+                Arc::clone(&self.tally),
+                Arc::clone(&self.account),
+                path,
+                cfg.clone(),
+                created,
+                store,
+            );
             self.shared.add_reserved(cfg.storage, stream::reservation(&cfg));
+            self.tally.add_reserved(cfg.storage, stream::reservation(&cfg));
             s.subscribe();
             let st = s.info(false, None).map(|(i, _)| i.state);
             info!(
@@ -616,8 +646,14 @@ impl JetStream {
         Ok(js)
     }
 
-    /// Enables JetStream in `account`: its streams from disk, and its API.
+    /// Enables JetStream in `account` without limits of its own: its streams from disk, and
+    /// its API.
     pub fn enable(&self, account: &Arc<Account>) -> Arc<JsAccount> {
+        self.enable_with(account, limits::JetStreamAccountLimits::default())
+    }
+
+    /// Enables JetStream in `account` under `limits`.
+    pub fn enable_with(&self, account: &Arc<Account>, limits: limits::JetStreamAccountLimits) -> Arc<JsAccount> {
         if let Some(acc) = self.accounts.get(&account.name) {
             return Arc::clone(&acc);
         }
@@ -630,6 +666,7 @@ impl JetStream {
             api_total: AtomicU64::new(0),
             api_errors: AtomicU64::new(0),
             push_interest: Arc::default(),
+            tally: Arc::new(limits::AccountTally::new(limits)),
         });
         acc.recover();
         let sink: Arc<dyn InternalSink> = Arc::clone(&acc) as Arc<dyn InternalSink>;

@@ -18,7 +18,9 @@ use super::api::errors::ApiError;
 use super::api::types::{Retention, Storage, StreamConfig, StreamInfo, StreamState};
 use super::consumer::Consumer;
 use super::headers;
+use super::limits::AccountTally;
 use super::store::file::SnapshotJob;
+use super::store::record;
 use super::store::{Store, StoreError, StoreState};
 use super::Shared;
 use crate::account::{Account, Removal};
@@ -98,6 +100,8 @@ struct Inner {
 pub struct Stream {
     name: String,
     shared: Arc<Shared>,
+    /// Its account's JetStream limits and usage.
+    tally: Arc<AccountTally>,
     account: Arc<Account>,
     /// Where its files are (file storage).
     dir: PathBuf,
@@ -133,6 +137,7 @@ impl Stream {
     /// A stream over `store`, not yet subscribed.
     pub(crate) fn new(
         shared: Arc<Shared>,
+        tally: Arc<AccountTally>,
         account: Arc<Account>,
         dir: PathBuf,
         config: StreamConfig,
@@ -148,6 +153,7 @@ impl Stream {
         }
         let reported_bytes = store.state().bytes;
         shared.add_usage(config.storage, reported_bytes as i64);
+        tally.add_usage(config.storage, reported_bytes as i64);
         let inner = Inner {
             ack_prefix: ack_prefix(&config.name),
             config,
@@ -164,6 +170,7 @@ impl Stream {
         Arc::new(Stream {
             name,
             shared,
+            tally,
             account,
             dir,
             inner: Mutex::new(inner),
@@ -230,6 +237,8 @@ impl Stream {
         }
         self.shared.add_usage(inner.config.storage, -(inner.reported_bytes as i64));
         self.shared.add_reserved(inner.config.storage, -reservation(&inner.config));
+        self.tally.add_usage(inner.config.storage, -(inner.reported_bytes as i64));
+        self.tally.add_reserved(inner.config.storage, -reservation(&inner.config));
         inner.reported_bytes = 0;
         inner.acks.clear();
         match inner.store.take() {
@@ -244,6 +253,7 @@ impl Stream {
         let bytes = store.state().bytes;
         if bytes != inner.reported_bytes {
             self.shared.add_usage(inner.config.storage, bytes as i64 - inner.reported_bytes as i64);
+            self.tally.add_usage(inner.config.storage, bytes as i64 - inner.reported_bytes as i64);
             inner.reported_bytes = bytes;
         }
     }
@@ -344,6 +354,9 @@ impl Stream {
         }
         if self.shared.limits_exceeded(inner.config.storage) {
             return Outcome::Refused(ApiError::insufficient_resources());
+        }
+        if self.tally.would_exceed(inner.config.storage, record::message_len(subject.as_bytes(), hdr, data)) {
+            return Outcome::Refused(ApiError::new(400, 10002, "resource limits exceeded for account"));
         }
         let Some(store) = inner.store.as_mut() else { return Outcome::Dropped };
         if super::config::drops_without_interest(&inner.config) && !self.has_interest_in(subject) {
@@ -570,6 +583,7 @@ impl Stream {
             let _ = store.flush();
         }
         self.shared.add_reserved(cfg.storage, reservation(&cfg) - before);
+        self.tally.add_reserved(cfg.storage, reservation(&cfg) - before);
         inner.ack_prefix = ack_prefix(&cfg.name);
         inner.config = cfg;
         self.report_usage(&mut inner);

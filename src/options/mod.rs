@@ -52,6 +52,26 @@ pub struct JetStreamOptions {
     pub strict: bool,
 }
 
+/// An account's JetStream limits (`jetstream { max_mem, max_file, max_streams, max_consumers }`
+/// inside an account); -1 means no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JetStreamAccountLimits {
+    /// Bytes its memory streams may hold.
+    pub max_memory: i64,
+    /// Bytes its file streams may hold.
+    pub max_store: i64,
+    /// Streams it may have.
+    pub max_streams: i64,
+    /// Consumers each of its streams may have.
+    pub max_consumers: i64,
+}
+
+impl Default for JetStreamAccountLimits {
+    fn default() -> Self {
+        JetStreamAccountLimits { max_memory: -1, max_store: -1, max_streams: -1, max_consumers: -1 }
+    }
+}
+
 impl Default for JetStreamOptions {
     fn default() -> Self {
         JetStreamOptions {
@@ -122,6 +142,8 @@ pub struct Options {
     /// Accounts of the configuration file that have JetStream (`jetstream: enabled` inside the
     /// account); the global account has it whenever JetStream is on.
     pub jetstream_accounts: Vec<String>,
+    /// The JetStream limits of those accounts that set some.
+    pub jetstream_limits: Vec<(String, JetStreamAccountLimits)>,
     /// Exports and imports of the configuration file's accounts.
     pub account_links: Vec<accounts::AccountLinks>,
     /// The account the server's own services and events live in (`system_account`).
@@ -221,6 +243,7 @@ impl Default for Options {
             worker_threads: 0,
             jetstream: None,
             jetstream_accounts: Vec::new(),
+            jetstream_limits: Vec::new(),
             account_links: Vec::new(),
             system_account: SYSTEM_ACCOUNT.to_string(),
         }
