@@ -170,9 +170,7 @@ impl Server {
         if let Some(js) = &jetstream {
             tokio::spawn(Arc::clone(js).housekeeping(state.shutdown.clone()));
         }
-        if crate::monitor::system::reachable(&state.opts()) {
-            crate::monitor::system::start(&state, jetstream.clone());
-        }
+        crate::monitor::system::start(&state, jetstream.clone());
         listeners.run(Arc::clone(&state), jetstream.clone(), tracker.clone()).await;
         if state.lame_duck.is_cancelled() && !state.shutdown.is_cancelled() {
             lame_duck(&state).await;

@@ -473,3 +473,130 @@ async fn an_accounts_jetstream_limits_hold_as_on_nats_server() {
     assert_eq!(refusal["error"]["err_code"], 10002, "{refusal}");
     assert_eq!(refusal["error"]["description"], "resource limits exceeded for account");
 }
+
+fn options_of(text: &str) -> courier::Options {
+    let map = courier::conf::parse_str(text, "accounts.conf", None).expect("parse");
+    let mut opts = options();
+    courier::config::apply(&map, &mut opts).expect("apply");
+    opts.port = 0;
+    opts
+}
+
+#[tokio::test]
+async fn a_reload_adds_and_removes_imports_and_closes_removed_users() {
+    let before = r#"
+        accounts {
+          DEV { users [ {user: dev, password: d} ], exports [ {stream: "telemetry.>"} ] }
+          APP { users [ {user: app, password: a}, {user: gone, password: g} ] }
+        }
+    "#;
+    let after = r#"
+        accounts {
+          DEV { users [ {user: dev, password: d} ], exports [ {stream: "telemetry.>"} ] }
+          APP {
+            users [ {user: app, password: a} ]
+            imports [ {stream: {account: DEV, subject: "telemetry.>"}} ]
+          }
+        }
+    "#;
+    let s = TestServer::start(options_of(before)).await;
+    let dev = connect(&s, login("dev", "d")).await;
+    let app = connect(&s, login("app", "a")).await;
+    let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let gone = connect(
+        &s,
+        login("gone", "g").event_callback(move |e| {
+            let tx = events_tx.clone();
+            async move {
+                let _ = tx.send(e);
+            }
+        }),
+    )
+    .await;
+    let mut telemetry = app.subscribe("telemetry.>").await.unwrap();
+    app.flush().await.unwrap();
+    dev.publish("telemetry.1", "before".into()).await.unwrap();
+    nothing(&dev, &mut telemetry).await;
+
+    s.handle.reload(options_of(after)).expect("reload");
+    dev.publish("telemetry.2", "after".into()).await.unwrap();
+    assert_eq!(&next(&mut telemetry).await.payload[..], b"after");
+    // The user that went away is disconnected.
+    let closed = tokio::time::timeout(TIMEOUT, async {
+        while let Some(e) = events.recv().await {
+            if matches!(e, async_nats::Event::Disconnected) {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the removed user was not disconnected");
+    drop(gone);
+
+    s.handle.reload(options_of(before)).expect("reload back");
+    dev.publish("telemetry.3", "removed".into()).await.unwrap();
+    nothing(&dev, &mut telemetry).await;
+}
+
+/// A plain HTTP/1.1 GET of a monitoring path; returns the status line and the body.
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect(addr)).await.unwrap().unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut raw)).await.expect("response in time").unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("headers end");
+    (head.lines().next().unwrap_or("").to_string(), body.to_string())
+}
+
+#[tokio::test]
+async fn every_account_sees_its_own_connections_and_accountz_shows_its_links() {
+    let mut opts = options_of(LINKED);
+    opts.http_port = Some(0);
+    let s = TestServer::start(opts).await;
+    let http = s.handle.monitor_addr().expect("monitoring");
+    let app = connect(&s, login("app", "a")).await;
+    let _dev = connect(&s, login("dev", "d")).await;
+    let _other = connect(&s, login("other", "o")).await;
+
+    // Users of any account may ask for the connections of their own account.
+    for subject in ["$SYS.REQ.SERVER.PING.CONNZ", "$SYS.REQ.ACCOUNT.PING.CONNZ"] {
+        let reply = tokio::time::timeout(TIMEOUT, app.request(subject, "".into())).await.unwrap().expect(subject);
+        let connz: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+        assert_eq!(connz["data"]["num_connections"], 1, "{subject}: only APP's own connection: {connz}");
+    }
+    let reply =
+        tokio::time::timeout(TIMEOUT, app.request("$SYS.REQ.ACCOUNT.PING.STATZ", "".into())).await.unwrap().unwrap();
+    let statz: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    assert_eq!(statz["data"]["account_statz"][0]["acc"], "APP", "{statz}");
+    assert_eq!(statz["data"]["account_statz"][0]["conns"], 1, "{statz}");
+
+    let (status, body) = http_get(http, "/accountz?acc=APP").await;
+    assert!(status.contains("200"), "{status}");
+    let detail: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let d = &detail["account_detail"];
+    assert_eq!(d["account_name"], "APP");
+    assert_eq!(d["client_connections"], 1);
+    let imports = d["imports"].as_array().expect("imports");
+    assert!(imports.iter().any(|i| i["type"] == "stream"
+        && i["subject"] == "telemetry.>"
+        && i["local_subject"] == "dev.telemetry.>"
+        && i["account"] == "DEV"));
+    assert!(imports.iter().any(|i| i["type"] == "service" && i["subject"] == "echo" && i["to"] == "svc.echo"));
+    let (_, body) = http_get(http, "/accountz?acc=DEV").await;
+    let detail: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let exports = detail["account_detail"]["exports"].as_array().expect("exports").clone();
+    let echo = exports.iter().find(|e| e["subject"] == "svc.echo").expect("svc.echo");
+    assert_eq!(echo["response_type"], "Singleton");
+    assert_eq!(echo["approved_accounts"], serde_json::json!(["APP"]));
+    let parts = exports.iter().find(|e| e["subject"] == "svc.parts").expect("svc.parts");
+    assert_eq!(parts["response_type"], "Streamed");
+    let (status, body) = http_get(http, "/accountz?acc=NOPE").await;
+    assert!(status.contains("400"), "{status}");
+    assert_eq!(body, "Account NOPE does not exist");
+    let (_, body) = http_get(http, "/connz?acc=DEV").await;
+    let connz: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(connz["num_connections"], 1, "{connz}");
+}

@@ -91,7 +91,8 @@ async fn varz_counts_exactly() {
     assert_eq!(json(http, "/healthz").await, serde_json::json!({"status": "ok"}));
     assert_eq!(json(http, "/routez").await["num_routes"], 0);
     assert_eq!(json(http, "/leafz").await["leafnodes"], 0);
-    assert_eq!(json(http, "/accountz").await["accounts"], serde_json::json!(["$G"]));
+    // As nats-server: the global account and the system account.
+    assert_eq!(json(http, "/accountz").await["accounts"], serde_json::json!(["$G", "$SYS"]));
 }
 
 #[tokio::test]

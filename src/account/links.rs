@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use super::{Accounts, Removal};
+use super::Accounts;
 use crate::delivery::{Import, ResponseRouter, Subscription, Target};
 use crate::options::accounts::{export_for, AccountLinks, Local, ServiceExport};
 use crate::subject::SubjectTransform;
@@ -33,7 +33,7 @@ impl Accounts {
                     let service = export.service.unwrap_or_default();
                     let ServiceExport { response, threshold } = service;
                     let exporter_account = self.get_or_create(&exporter.name);
-                    let responses = exporter_account.response_router(&mut made);
+                    let responses = exporter_account.response_router(self, &mut made);
                     let transform = match &import.local {
                         Local::Same => None,
                         _ => match SubjectTransform::new(local.as_bytes(), import.subject.as_bytes()) {
@@ -62,7 +62,7 @@ impl Accounts {
                     (self.get_or_create(&exporter.name), import.subject.clone(), target)
                 };
                 let sub = Arc::new(Subscription::new(Target::Import(Arc::new(target)), subject.as_bytes(), None, b""));
-                account.add_subscription(Arc::clone(&sub));
+                self.add_plumbing(&account, Arc::clone(&sub));
                 made.push((account, sub));
             }
         }
@@ -73,8 +73,47 @@ impl Accounts {
             old
         };
         for (account, sub) in old {
-            account.remove_subscription(&sub, Removal::Owner);
+            self.remove_plumbing(&account, &sub);
             account.forget_router(&sub);
+        }
+    }
+
+    /// Gives each of `accounts` the services every account imports from the system account
+    /// in nats-server: `$SYS.REQ.SERVER.PING.CONNZ` and `$SYS.REQ.ACCOUNT.PING.CONNZ` answered
+    /// with the account's own connections (`$SYS.REQ.ACCOUNT.<account>.CONNZ` in the system
+    /// account), and `$SYS.REQ.ACCOUNT.PING.STATZ` with its statistics.
+    pub fn link_system<'a>(&self, system: &str, accounts: impl IntoIterator<Item = &'a str>) {
+        let system_account = self.get_or_create(system);
+        let responses = Arc::new(ResponseRouter::new());
+        let back = Target::Import(Arc::new(Import::Responses(Arc::clone(&responses))));
+        self.add_plumbing(
+            &system_account,
+            Arc::new(Subscription::new(back, &responses.subscription_subject(), None, b"")),
+        );
+        for name in accounts {
+            if name == system {
+                continue;
+            }
+            let account = self.get_or_create(name);
+            for (local, endpoint) in [
+                ("$SYS.REQ.SERVER.PING.CONNZ", "CONNZ"),
+                ("$SYS.REQ.ACCOUNT.PING.CONNZ", "CONNZ"),
+                ("$SYS.REQ.ACCOUNT.PING.STATZ", "STATZ"),
+            ] {
+                let to = format!("$SYS.REQ.ACCOUNT.{name}.{endpoint}");
+                let Ok(transform) = SubjectTransform::new(local.as_bytes(), to.as_bytes()) else { continue };
+                let ServiceExport { response, threshold } = ServiceExport::default();
+                let target = Import::Service {
+                    into: system.into(),
+                    from: name.into(),
+                    transform: Some(transform),
+                    response,
+                    threshold,
+                    responses: Arc::clone(&responses),
+                };
+                let sub = Subscription::new(Target::Import(Arc::new(target)), local.as_bytes(), None, b"");
+                self.add_plumbing(&account, Arc::new(sub));
+            }
         }
     }
 }
@@ -84,6 +123,7 @@ impl super::Account {
     /// made on first use.
     fn response_router(
         self: &Arc<Self>,
+        accounts: &Accounts,
         made: &mut Vec<(Arc<super::Account>, Arc<Subscription>)>,
     ) -> Arc<ResponseRouter> {
         let mut router = self.responses.lock();
@@ -96,7 +136,7 @@ impl super::Account {
         let r = Arc::new(ResponseRouter::new());
         let target = Target::Import(Arc::new(Import::Responses(Arc::clone(&r))));
         let sub = Arc::new(Subscription::new(target, &r.subscription_subject(), None, b""));
-        self.add_subscription(Arc::clone(&sub));
+        accounts.add_plumbing(self, Arc::clone(&sub));
         made.push((Arc::clone(self), Arc::clone(&sub)));
         *router = Some((Arc::clone(&r), sub));
         r

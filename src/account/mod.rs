@@ -113,6 +113,9 @@ pub struct Accounts {
     named: DashMap<String, Arc<Account>, FxBuildHasher>,
     /// What the exports and imports subscribed.
     links: links::Links,
+    /// Subscriptions of the server's own plumbing (imports, system services), which the
+    /// subscription count leaves out.
+    plumbing: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for Accounts {
@@ -121,6 +124,7 @@ impl Default for Accounts {
             global: Arc::new(Account::new(GLOBAL_ACCOUNT)),
             named: DashMap::with_hasher(FxBuildHasher),
             links: links::Links::default(),
+            plumbing: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 }
@@ -157,8 +161,23 @@ impl Accounts {
         all
     }
 
-    /// Subscriptions across every account.
+    /// Subscriptions across every account, leaving out the server's own plumbing.
     pub fn subscriptions(&self) -> usize {
-        self.global.sublist.count() + self.named.iter().map(|a| a.sublist.count()).sum::<usize>()
+        let all = self.global.sublist.count() + self.named.iter().map(|a| a.sublist.count()).sum::<usize>();
+        all.saturating_sub(self.plumbing.load(Ordering::Relaxed))
+    }
+
+    /// Adds a subscription of the server's own plumbing (an import, a system service) to
+    /// `account`: one the subscription count leaves out.
+    pub fn add_plumbing(&self, account: &Account, sub: Arc<Subscription>) {
+        self.plumbing.fetch_add(1, Ordering::Relaxed);
+        account.add_subscription(sub);
+    }
+
+    /// Removes a subscription added by [`Accounts::add_plumbing`].
+    pub fn remove_plumbing(&self, account: &Account, sub: &Arc<Subscription>) {
+        if account.remove_subscription(sub, Removal::Owner) {
+            self.plumbing.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }

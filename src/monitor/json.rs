@@ -214,6 +214,8 @@ pub(crate) struct ConnzQuery {
     cid: Option<u64>,
     state: ConnState,
     auth: bool,
+    /// Only connections of this account (`acc=`).
+    account: Option<String>,
 }
 
 fn flag(v: &str) -> bool {
@@ -261,6 +263,7 @@ impl ConnzQuery {
             cid: number(params, "cid")?.map(|c| c as u64),
             state,
             auth: params.get("auth").is_some_and(|v| flag(v)),
+            account: params.get("acc").filter(|a| !a.is_empty()).cloned(),
         })
     }
 }
@@ -422,6 +425,9 @@ pub(crate) fn connz(state: &StateView, q: &ConnzQuery) -> Connz {
     if let Some(cid) = q.cid {
         snaps.retain(|s| s.cid == cid);
     }
+    if let Some(account) = &q.account {
+        snaps.retain(|s| &s.meta.account == account);
+    }
     let subs = if q.subs { Some(subscriptions_by_client(state)) } else { None };
     let mut conns: Vec<ConnInfo> = snaps.into_iter().map(|s| conn_info(s, now, q, subs.as_ref())).collect();
     let key = |c: &ConnInfo| match q.sort {
@@ -508,6 +514,8 @@ pub(crate) struct SubszQuery {
     offset: usize,
     limit: usize,
     test: Option<String>,
+    /// Only subscriptions of this account (`acc=`).
+    account: Option<String>,
 }
 
 impl SubszQuery {
@@ -523,6 +531,7 @@ impl SubszQuery {
             offset: number(params, "offset")?.unwrap_or(0),
             limit: number(params, "limit")?.filter(|&l| l > 0).unwrap_or(1024),
             test,
+            account: params.get("acc").filter(|a| !a.is_empty()).cloned(),
         })
     }
 }
@@ -548,7 +557,10 @@ pub(crate) struct Subsz {
 
 pub(crate) fn subsz(state: &StateView, q: &SubszQuery) -> Subsz {
     let (mut inserts, mut removes, mut matches, mut count) = (0, 0, 0, 0);
-    let accounts = state.accounts();
+    let mut accounts = state.accounts();
+    if let Some(name) = &q.account {
+        accounts.retain(|a| &a.name == name);
+    }
     for account in &accounts {
         let s = account.sublist.stats();
         inserts += s.inserts;
@@ -621,21 +633,4 @@ pub(crate) struct Leafz {
 
 pub(crate) fn leafz(state: &StateView) -> Leafz {
     Leafz { server_id: state.info().server_id, now: rfc3339(SystemTime::now()), leafnodes: 0, leafs: None }
-}
-
-#[derive(Serialize)]
-pub(crate) struct Accountz {
-    server_id: String,
-    now: String,
-    system_account: String,
-    accounts: Vec<String>,
-}
-
-pub(crate) fn accountz(state: &StateView) -> Accountz {
-    Accountz {
-        server_id: state.info().server_id,
-        now: rfc3339(SystemTime::now()),
-        system_account: state.opts().system_account.clone(),
-        accounts: state.accounts().iter().map(|a| a.name.clone()).collect(),
-    }
 }

@@ -6,6 +6,7 @@
 //! nats-server's field names, `/metrics` in the Prometheus text format, and `/` (a page that
 //! charts message rates and lists connections, refreshed live).
 
+mod accountz;
 mod json;
 mod jsz;
 mod metrics;
@@ -121,8 +122,11 @@ async fn leafz(State(m): State<Monitor>) -> Response {
     json_response(&json::leafz(&m.state))
 }
 
-async fn accountz(State(m): State<Monitor>) -> Response {
-    json_response(&json::accountz(&m.state))
+async fn accountz(State(m): State<Monitor>, Query(params): Params) -> Response {
+    match accountz::accountz(&m.state, m.jetstream.as_deref(), &params) {
+        Ok(body) => json_response(&body),
+        Err(e) => bad_request(e),
+    }
 }
 
 async fn metrics(State(m): State<Monitor>) -> Response {

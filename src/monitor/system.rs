@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use super::json::{self, CpuSampler};
-use super::jsz;
+use super::{accountz, jsz};
 use crate::delivery::{InternalSink, Message, OwnedMessage, Subscription, Target};
 use crate::format::rfc3339;
 use crate::jetstream::JetStream;
@@ -25,6 +25,9 @@ use crate::state::{ServerState, StateView};
 /// The endpoints a request may name after `PING.` or the server id.
 const ENDPOINTS: &[&str] =
     &["STATSZ", "VARZ", "CONNZ", "SUBSZ", "ROUTEZ", "GATEWAYZ", "LEAFZ", "ACCOUNTZ", "JSZ", "HEALTHZ"];
+
+/// The endpoints of `$SYS.REQ.ACCOUNT.<account>.<ENDPOINT>`, about one account.
+const ACCOUNT_ENDPOINTS: &[&str] = &["CONNZ", "STATZ", "SUBSZ", "JSZ", "INFO"];
 
 /// Queued requests the service task has not answered yet, beyond which requests are dropped.
 const MAX_QUEUED: usize = 1024;
@@ -47,15 +50,6 @@ impl InternalSink for Requests {
     }
 }
 
-/// Whether any client can reach the system account: one of the configuration's accounts or a
-/// trusted account JWT. Without one the services would answer nobody, so they are not started.
-pub fn reachable(opts: &crate::Options) -> bool {
-    let name = &opts.system_account;
-    opts.authorization.accounts.values().any(|a| a == name)
-        || opts.account_links.iter().any(|l| &l.name == name)
-        || opts.authorization.trust.as_ref().is_some_and(|t| t.has_account(name))
-}
-
 /// Subscribes the services in the system account and answers requests until shutdown.
 pub fn start(state: &Arc<ServerState>, jetstream: Option<Arc<JetStream>>) {
     let account = state.accounts.get_or_create(&state.opts().system_account);
@@ -67,14 +61,17 @@ pub fn start(state: &Arc<ServerState>, jetstream: Option<Arc<JetStream>>) {
         subjects.push(format!("$SYS.REQ.SERVER.PING.{endpoint}"));
         subjects.push(format!("$SYS.REQ.SERVER.{id}.{endpoint}"));
     }
-    for subject in subjects {
-        account.add_subscription(Arc::new(Subscription::new(
-            Target::Internal(Arc::clone(&sink)),
-            subject.as_bytes(),
-            None,
-            b"",
-        )));
+    for endpoint in ACCOUNT_ENDPOINTS {
+        subjects.push(format!("$SYS.REQ.ACCOUNT.*.{endpoint}"));
     }
+    for subject in subjects {
+        let sub = Subscription::new(Target::Internal(Arc::clone(&sink)), subject.as_bytes(), None, b"");
+        state.accounts.add_plumbing(&account, Arc::new(sub));
+    }
+    let opts = state.opts();
+    let links = opts.all_account_links();
+    let names = std::iter::once(crate::account::GLOBAL_ACCOUNT).chain(links.iter().map(|l| l.name.as_str()));
+    state.accounts.link_system(&opts.system_account, names);
     let service =
         Service { state: Arc::clone(state), jetstream, sampler: CpuSampler::default(), seq: AtomicU64::new(0) };
     tokio::spawn(service.run(rx, account));
@@ -173,11 +170,16 @@ impl Service {
         let subject = std::str::from_utf8(&request.subject).unwrap_or("");
         let endpoint = subject.rsplit('.').next().unwrap_or("");
         let endpoint = if endpoint == "PING" { "STATSZ" } else { endpoint };
+        // `$SYS.REQ.ACCOUNT.<account>.<ENDPOINT>`: about that account only.
+        let about = subject.strip_prefix("$SYS.REQ.ACCOUNT.").and_then(|rest| rest.rsplit_once('.')).map(|(a, _)| a);
         let body = &request.payload[request.header_len.min(request.payload.len())..];
-        let params = match options_of(body) {
+        let mut params = match options_of(body) {
             Ok(p) => p,
             Err(e) => return Some(self.error(400, e)),
         };
+        if let Some(account) = about {
+            params.insert("acc".to_string(), account.to_string());
+        }
         let info = self.state.info();
         let filtered_out = |key: &str, ours: &str| params.get(key).is_some_and(|v| !v.is_empty() && v != ours);
         if filtered_out("server_name", &info.server_name) || filtered_out("host", &self.state.opts().host) {
@@ -190,6 +192,16 @@ impl Service {
             // The options were understood but the endpoint refused them.
             Err(e) => self.error(500, e),
         };
+        if let Some(account) = about {
+            return Some(match endpoint {
+                "CONNZ" => data(json::ConnzQuery::parse(&params).and_then(|q| to_value(&json::connz(&view, &q)))),
+                "SUBSZ" => data(json::SubszQuery::parse(&params).and_then(|q| to_value(&json::subsz(&view, &q)))),
+                "JSZ" => data(to_value(&jsz::jsz(&view, js, &jsz::JszQuery::parse(&params)))),
+                "INFO" => data(accountz::detail(&view, js, account).and_then(|d| to_value(&d))),
+                "STATZ" => data(to_value(&account_statz(&view, account))),
+                _ => self.error(404, format!("unknown endpoint {endpoint}")),
+            });
+        }
         Some(match endpoint {
             "STATSZ" => self.wrap(None, self.statsz(&view)),
             "VARZ" => data(to_value(&json::varz(&view, &self.sampler, js))),
@@ -197,7 +209,7 @@ impl Service {
             "SUBSZ" => data(json::SubszQuery::parse(&params).and_then(|q| to_value(&json::subsz(&view, &q)))),
             "ROUTEZ" => data(to_value(&json::routez(&view))),
             "LEAFZ" => data(to_value(&json::leafz(&view))),
-            "ACCOUNTZ" => data(to_value(&json::accountz(&view))),
+            "ACCOUNTZ" => data(accountz::accountz(&view, js, &params).and_then(|a| to_value(&a))),
             "GATEWAYZ" => data(to_value(&serde_json::json!({
                 "server_id": view.info().server_id,
                 "now": rfc3339(std::time::SystemTime::now()),
@@ -245,6 +257,61 @@ impl Service {
         let answer: Answer<Raw> =
             Answer { server: self.identity(), data: None, statsz: None, error: Some(ApiError { code, description }) };
         serde_json::to_vec(&answer).unwrap_or_default()
+    }
+}
+
+#[derive(Serialize)]
+struct AccountStatz {
+    acc: String,
+    conns: usize,
+    leafnodes: usize,
+    total_conns: usize,
+    sent: MsgBytes,
+    received: MsgBytes,
+    slow_consumers: u64,
+}
+
+#[derive(Serialize)]
+struct AccountStatzList {
+    server_id: String,
+    now: String,
+    account_statz: Vec<AccountStatz>,
+}
+
+/// One account's connections and traffic. Traffic is summed over its open connections (the
+/// server keeps no per-account totals of closed ones).
+fn account_statz(view: &StateView, account: &str) -> AccountStatzList {
+    let mut statz = AccountStatz {
+        acc: account.to_string(),
+        conns: 0,
+        leafnodes: 0,
+        total_conns: 0,
+        sent: MsgBytes { msgs: 0, bytes: 0 },
+        received: MsgBytes { msgs: 0, bytes: 0 },
+        slow_consumers: 0,
+    };
+    for kind in [crate::connection::Kind::Client, crate::connection::Kind::Leaf] {
+        for conn in view.connections(kind) {
+            if conn.meta.lock().account != account {
+                continue;
+            }
+            if kind == crate::connection::Kind::Leaf {
+                statz.leafnodes += 1;
+            } else {
+                statz.conns += 1;
+            }
+            statz.total_conns += 1;
+            let (out_msgs, out_bytes) = conn.outbound.counters();
+            statz.sent.msgs += out_msgs;
+            statz.sent.bytes += out_bytes;
+            statz.received.msgs += conn.stats.in_msgs.load(Ordering::Relaxed);
+            statz.received.bytes += conn.stats.in_bytes.load(Ordering::Relaxed);
+        }
+    }
+    AccountStatzList {
+        server_id: view.info().server_id,
+        now: rfc3339(std::time::SystemTime::now()),
+        account_statz: vec![statz],
     }
 }
 

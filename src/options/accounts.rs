@@ -42,7 +42,7 @@ impl ResponseType {
     pub fn as_str(self) -> &'static str {
         match self {
             ResponseType::Singleton => "Singleton",
-            ResponseType::Stream => "Stream",
+            ResponseType::Stream => "Streamed",
             ResponseType::Chunked => "Chunked",
         }
     }
