@@ -600,3 +600,51 @@ async fn every_account_sees_its_own_connections_and_accountz_shows_its_links() {
     let connz: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(connz["num_connections"], 1, "{connz}");
 }
+
+#[tokio::test]
+async fn the_system_account_hears_of_connections_and_failed_logins() {
+    let s = configured(
+        r#"
+        accounts {
+          SYS { users [ {user: sys, password: s} ] }
+          APP { users [ {user: app, password: a} ] }
+        }
+        system_account: SYS
+        "#,
+    )
+    .await;
+    let sys = connect(&s, login("sys", "s")).await;
+    let mut connects = sys.subscribe("$SYS.ACCOUNT.APP.CONNECT").await.unwrap();
+    let mut disconnects = sys.subscribe("$SYS.ACCOUNT.APP.DISCONNECT").await.unwrap();
+    let mut conns = sys.subscribe("$SYS.ACCOUNT.APP.SERVER.CONNS").await.unwrap();
+    let mut auth_errors = sys.subscribe("$SYS.SERVER.*.CLIENT.AUTH.ERR").await.unwrap();
+    sys.flush().await.unwrap();
+
+    let app = connect(&s, login("app", "a").name("sensor-hub")).await;
+    let event: serde_json::Value = serde_json::from_slice(&next(&mut connects).await.payload).unwrap();
+    assert_eq!(event["type"], "io.nats.server.advisory.v1.client_connect");
+    assert_eq!(event["client"]["acc"], "APP");
+    assert_eq!(event["client"]["user"], "app");
+    assert_eq!(event["client"]["name"], "sensor-hub");
+    assert_eq!(event["server"]["id"], sys.server_info().server_id.as_str());
+    let counts: serde_json::Value = serde_json::from_slice(&next(&mut conns).await.payload).unwrap();
+    assert_eq!(counts["acc"], "APP");
+    assert_eq!(counts["conns"], 1);
+
+    app.publish("x", "hello".into()).await.unwrap();
+    app.flush().await.unwrap();
+    drop(app);
+    let event: serde_json::Value = serde_json::from_slice(&next(&mut disconnects).await.payload).unwrap();
+    assert_eq!(event["type"], "io.nats.server.advisory.v1.client_disconnect");
+    assert_eq!(event["reason"], "Client Closed");
+    assert_eq!(event["sent"]["msgs"], 1, "what the client sent: {event}");
+    assert_eq!(event["sent"]["bytes"], 5);
+
+    let refused = async_nats::ConnectOptions::with_user_and_password("app".into(), "wrong".into())
+        .retry_on_initial_connect()
+        .max_reconnects(1);
+    let _ = tokio::time::timeout(Duration::from_millis(500), refused.connect(s.url())).await;
+    let event: serde_json::Value = serde_json::from_slice(&next(&mut auth_errors).await.payload).unwrap();
+    assert_eq!(event["reason"], "Authentication Failure");
+    assert_eq!(event["client"]["user"], "app");
+}

@@ -13,6 +13,7 @@ use crate::connection::CloseReason;
 use crate::options::Options;
 use crate::proto::errors;
 use crate::proto::ConnectOptions;
+use crate::state::events::ConnectionEvent;
 
 /// Most publish permission answers one connection caches.
 const MAX_CACHED_PERMISSIONS: usize = 1024;
@@ -94,6 +95,9 @@ impl Conn {
             }
         }
         self.connected = true;
+        if self.state.events.is_listened() {
+            self.state.events.report(ConnectionEvent::Connect(Arc::clone(&self.shared)));
+        }
         self.shared.set_headers(self.opts.headers);
         self.shared.set_info_updates(self.opts.protocol >= 1);
         self.ok();
@@ -102,6 +106,17 @@ impl Conn {
 
     pub(super) fn auth_violation(&mut self) -> CloseReason {
         self.state.stats.auth_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if self.state.events.is_listened() {
+            let mut closed = crate::state::Registry::closed_of(&self.shared);
+            closed.reason = CloseReason::AuthenticationViolation;
+            if let Some(user) = &self.opts.user {
+                closed.meta.user = Some(user.to_string());
+            }
+            closed.meta.name = self.opts.name.to_string();
+            closed.meta.lang = self.opts.lang.to_string();
+            closed.meta.version = self.opts.version.to_string();
+            self.state.events.report(ConnectionEvent::AuthError(closed));
+        }
         self.send_err(errors::AUTHORIZATION_VIOLATION);
         CloseReason::AuthenticationViolation
     }

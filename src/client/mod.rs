@@ -209,7 +209,10 @@ impl Drop for Conn {
             self.shared.close(CloseReason::Internal);
         }
         // The closed record keeps the subscription count the client had.
-        self.state.registry.record_closed(&self.shared);
+        let closed = self.state.registry.record_closed(&self.shared);
+        if self.connected && self.state.events.is_listened() {
+            self.state.events.report(crate::state::events::ConnectionEvent::Disconnect(closed));
+        }
         self.remove_all_subscriptions();
         self.state.registry.remove(self.shared.cid);
         self.publisher.flush(&self.state);

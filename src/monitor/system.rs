@@ -20,6 +20,7 @@ use crate::delivery::{InternalSink, Message, OwnedMessage, Subscription, Target}
 use crate::format::rfc3339;
 use crate::jetstream::JetStream;
 use crate::publish::InternalPublisher;
+use crate::state::events::ConnectionEvent;
 use crate::state::{ServerState, StateView};
 
 /// The endpoints a request may name after `PING.` or the server id.
@@ -72,9 +73,10 @@ pub fn start(state: &Arc<ServerState>, jetstream: Option<Arc<JetStream>>) {
     let links = opts.all_account_links();
     let names = std::iter::once(crate::account::GLOBAL_ACCOUNT).chain(links.iter().map(|l| l.name.as_str()));
     state.accounts.link_system(&opts.system_account, names);
+    let events = state.events.listen();
     let service =
         Service { state: Arc::clone(state), jetstream, sampler: CpuSampler::default(), seq: AtomicU64::new(0) };
-    tokio::spawn(service.run(rx, account));
+    tokio::spawn(service.run(rx, events, account));
 }
 
 struct Service {
@@ -136,18 +138,120 @@ struct Statsz {
 }
 
 impl Service {
-    async fn run(self, mut requests: mpsc::Receiver<OwnedMessage>, account: Arc<crate::account::Account>) {
+    async fn run(
+        self,
+        mut requests: mpsc::Receiver<OwnedMessage>,
+        mut events: Option<mpsc::Receiver<ConnectionEvent>>,
+        account: Arc<crate::account::Account>,
+    ) {
         let publisher = InternalPublisher::new(Arc::clone(&self.state));
         let shutdown = self.state.shutdown.clone();
         loop {
-            let request = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                r = requests.recv() => match r { Some(r) => r, None => return },
+            let next_event = async {
+                match events.as_mut() {
+                    Some(e) => e.recv().await,
+                    None => std::future::pending().await,
+                }
             };
-            let Some(reply) = request.reply.clone() else { continue };
-            let Some(body) = self.answer(&request) else { continue };
-            publisher.publish(&account, &Message { subject: &reply, reply: None, header_len: 0, payload: &body });
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = requests.recv() => {
+                    let Some(request) = r else { return };
+                    let Some(reply) = request.reply.clone() else { continue };
+                    let Some(body) = self.answer(&request) else { continue };
+                    publisher.publish(&account, &Message { subject: &reply, reply: None, header_len: 0, payload: &body });
+                }
+                e = next_event => match e {
+                    Some(event) => self.advise(&publisher, &account, event),
+                    None => events = None,
+                },
+            }
         }
+    }
+
+    /// Publishes nats-server's advisories for a connection event, each only when somebody
+    /// in the system account listens for it.
+    fn advise(&self, publisher: &InternalPublisher, account: &crate::account::Account, event: ConnectionEvent) {
+        let listened = |subject: &str| {
+            let m = account.sublist.matches(subject.as_bytes());
+            !m.psubs.is_empty() || !m.qsubs.is_empty()
+        };
+        let publish = |subject: &str, body: &[u8]| {
+            publisher
+                .publish(account, &Message { subject: subject.as_bytes(), reply: None, header_len: 0, payload: body });
+        };
+        let view = self.state.view();
+        let (of, client, kind) = match &event {
+            ConnectionEvent::Connect(conn) => {
+                let meta = conn.meta.lock().clone();
+                (meta.account.clone(), ClientEvent::of_open(conn.cid, &meta), "client_connect")
+            }
+            ConnectionEvent::Disconnect(closed) | ConnectionEvent::AuthError(closed) => {
+                (closed.meta.account.clone(), ClientEvent::of_closed(closed), "client_disconnect")
+            }
+        };
+        if let ConnectionEvent::AuthError(closed) = &event {
+            let subject = format!("$SYS.SERVER.{}.CLIENT.AUTH.ERR", self.state.info().server_id);
+            if listened(&subject) {
+                publish(&subject, &self.disconnect_body(client, closed));
+            }
+            return;
+        }
+        let conns = [format!("$SYS.SERVER.ACCOUNT.{of}.CONNS"), format!("$SYS.ACCOUNT.{of}.SERVER.CONNS")];
+        if conns.iter().any(|s| listened(s)) {
+            let id = event_id();
+            let timestamp = rfc3339(std::time::SystemTime::now());
+            for subject in &conns {
+                let Some(statz) = account_statz(&view, &of).account_statz.pop() else { continue };
+                let body = serde_json::to_vec(&AccountConns {
+                    kind: "io.nats.server.advisory.v1.account_connections",
+                    id: id.clone(),
+                    timestamp: timestamp.clone(),
+                    server: self.identity(),
+                    statz,
+                })
+                .unwrap_or_default();
+                publish(subject, &body);
+            }
+        }
+        match &event {
+            ConnectionEvent::Connect(_) => {
+                let subject = format!("$SYS.ACCOUNT.{of}.CONNECT");
+                if listened(&subject) {
+                    let body = serde_json::to_vec(&ConnectAdvisory {
+                        kind: format!("io.nats.server.advisory.v1.{kind}"),
+                        id: event_id(),
+                        timestamp: rfc3339(std::time::SystemTime::now()),
+                        server: self.identity(),
+                        client,
+                    })
+                    .unwrap_or_default();
+                    publish(&subject, &body);
+                }
+            }
+            ConnectionEvent::Disconnect(closed) => {
+                let subject = format!("$SYS.ACCOUNT.{of}.DISCONNECT");
+                if listened(&subject) {
+                    publish(&subject, &self.disconnect_body(client, closed));
+                }
+            }
+            ConnectionEvent::AuthError(_) => {}
+        }
+    }
+
+    fn disconnect_body(&self, client: ClientEvent, closed: &crate::state::ClosedConn) -> Vec<u8> {
+        serde_json::to_vec(&DisconnectAdvisory {
+            kind: "io.nats.server.advisory.v1.client_disconnect",
+            id: event_id(),
+            timestamp: rfc3339(closed.stop),
+            server: self.identity(),
+            client,
+            // As nats-server: what the client sent, and what it was sent.
+            sent: MsgBytes { msgs: closed.in_msgs, bytes: closed.in_bytes },
+            received: MsgBytes { msgs: closed.out.0, bytes: closed.out.1 },
+            reason: closed.reason.to_string(),
+        })
+        .unwrap_or_default()
     }
 
     fn identity(&self) -> ServerIdentity {
@@ -258,6 +362,93 @@ impl Service {
             Answer { server: self.identity(), data: None, statsz: None, error: Some(ApiError { code, description }) };
         serde_json::to_vec(&answer).unwrap_or_default()
     }
+}
+
+/// The client in a connection advisory.
+#[derive(Serialize)]
+struct ClientEvent {
+    start: String,
+    host: String,
+    id: u64,
+    acc: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    user: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    name: String,
+    lang: String,
+    ver: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rtt: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop: Option<String>,
+    kind: &'static str,
+    client_type: &'static str,
+}
+
+impl ClientEvent {
+    fn of_open(cid: u64, meta: &crate::connection::ConnMeta) -> Self {
+        ClientEvent {
+            start: meta.start.map(rfc3339).unwrap_or_default(),
+            host: meta.peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+            id: cid,
+            acc: meta.account.clone(),
+            user: meta.user.clone().unwrap_or_default(),
+            name: meta.name.clone(),
+            lang: meta.lang.clone(),
+            ver: meta.version.clone(),
+            rtt: None,
+            stop: None,
+            kind: "Client",
+            client_type: "nats",
+        }
+    }
+
+    fn of_closed(closed: &crate::state::ClosedConn) -> Self {
+        let mut client = ClientEvent::of_open(closed.cid, &closed.meta);
+        client.rtt = (closed.rtt_nanos > 0).then_some(closed.rtt_nanos);
+        client.stop = Some(rfc3339(closed.stop));
+        client
+    }
+}
+
+#[derive(Serialize)]
+struct ConnectAdvisory {
+    #[serde(rename = "type")]
+    kind: String,
+    id: String,
+    timestamp: String,
+    server: ServerIdentity,
+    client: ClientEvent,
+}
+
+#[derive(Serialize)]
+struct DisconnectAdvisory {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: String,
+    timestamp: String,
+    server: ServerIdentity,
+    client: ClientEvent,
+    sent: MsgBytes,
+    received: MsgBytes,
+    reason: String,
+}
+
+#[derive(Serialize)]
+struct AccountConns {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: String,
+    timestamp: String,
+    server: ServerIdentity,
+    #[serde(flatten)]
+    statz: AccountStatz,
+}
+
+/// A unique id for an advisory, 22 characters as nats-server's.
+fn event_id() -> String {
+    const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    (0..22).map(|_| DIGITS[rand::random::<usize>() % 62] as char).collect()
 }
 
 #[derive(Serialize)]

@@ -2,6 +2,7 @@
 //! registry, the counters and the accounts, with the shutdown signals. The monitor reads it
 //! through a read-only [`StateView`].
 
+pub mod events;
 pub mod live;
 pub mod registry;
 pub mod stats;
@@ -34,6 +35,8 @@ pub struct ServerState {
     pub stats: ServerStats,
     /// The subject namespaces, each with its subscriptions.
     pub accounts: Accounts,
+    /// Connection events for the system account.
+    pub events: events::Events,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
     /// Cancelled when the server enters lame duck mode.
@@ -52,6 +55,7 @@ impl ServerState {
             registry: Registry::default(),
             stats: ServerStats::default(),
             accounts: Accounts::default(),
+            events: events::Events::default(),
             shutdown: CancellationToken::new(),
             lame_duck: CancellationToken::new(),
             start: SystemTime::now(),

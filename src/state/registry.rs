@@ -99,9 +99,20 @@ impl Registry {
         self.open.is_empty()
     }
 
-    /// Keeps a closed connection's last figures for monitoring.
-    pub fn record_closed(&self, conn: &Connection) {
-        let closed = ClosedConn {
+    /// Keeps a closed connection's last figures for monitoring, and returns them.
+    pub fn record_closed(&self, conn: &Connection) -> ClosedConn {
+        let closed = Self::closed_of(conn);
+        let mut ring = self.closed.lock();
+        if ring.len() >= MAX_CLOSED_CLIENTS {
+            ring.pop_front();
+        }
+        ring.push_back(closed.clone());
+        closed
+    }
+
+    /// A connection's last figures, as it closes.
+    pub fn closed_of(conn: &Connection) -> ClosedConn {
+        ClosedConn {
             cid: conn.cid,
             kind: conn.kind,
             meta: conn.meta.lock().clone(),
@@ -113,12 +124,7 @@ impl Registry {
             rtt_nanos: conn.stats.rtt_nanos.load(Ordering::Relaxed),
             stop: SystemTime::now(),
             reason: conn.close_reason().unwrap_or(CloseReason::ClientClosed),
-        };
-        let mut ring = self.closed.lock();
-        if ring.len() >= MAX_CLOSED_CLIENTS {
-            ring.pop_front();
         }
-        ring.push_back(closed);
     }
 
     /// The closed connections kept, oldest first.
