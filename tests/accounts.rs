@@ -139,6 +139,20 @@ fn a_no_auth_user_that_is_not_a_user_is_refused() {
     );
 }
 
+/// The guide's example of exports and imports loads as it is written.
+#[test]
+fn the_guides_exports_and_imports_example_loads() {
+    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/guide.md")).unwrap();
+    let section = &guide[guide.find("#### Sharing between accounts").expect("the section")..];
+    let start = section.find("```conf\n").expect("a conf block") + "```conf\n".len();
+    let block = &section[start..start + section[start..].find("```").unwrap()];
+    let map = courier::conf::parse_str(block, "guide.conf", None).expect("parses");
+    let mut opts = options();
+    courier::config::apply(&map, &mut opts).expect("applies");
+    assert_eq!(opts.account_links.len(), 2);
+    assert_eq!(opts.account_links.iter().map(|l| l.imports.len() + l.exports.len()).sum::<usize>(), 6);
+}
+
 /// The guide's example of accounts loads as it is written.
 #[test]
 fn the_guides_accounts_example_loads() {
