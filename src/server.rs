@@ -97,6 +97,15 @@ impl ServerHandle {
         live.info.ldm = current.info.ldm;
         drop(current);
         state.accounts.link(&live.opts.all_account_links());
+        if let Some(js) = &self.jetstream {
+            // Accounts that gained JetStream; those that lost it keep their streams until restart.
+            for name in &live.opts.jetstream_accounts {
+                if js.account(name).is_none() {
+                    let limits = live.opts.jetstream_limits.iter().find(|(n, _)| n == name).map(|(_, l)| *l);
+                    js.enable_with(&state.accounts.get_or_create(name), limits.unwrap_or_default());
+                }
+            }
+        }
         state.config.replace(live);
         for conn in state.registry.snapshot(None) {
             conn.attention();
