@@ -30,8 +30,12 @@
 //!   at least once, and the `$JS.API` that serves both.
 //! - [`client`]: one client connection: its read loop and timers, protocol handlers, and
 //!   authentication and permissions.
-//! - [`monitor`]: HTTP monitoring: nats-server's JSON endpoints, Prometheus metrics, a live page.
-//! - [`listener`]: every listener, bound and started from one place: client TCP/TLS, HTTP.
+//! - [`websocket`]: the HTTP upgrade with nats-server's checks, and the frames that carry a
+//!   client's byte stream (with permessage-deflate), so a WebSocket client runs as any client.
+//! - [`monitor`]: HTTP monitoring: nats-server's JSON endpoints, Prometheus metrics, a live
+//!   page, and the system account's services over NATS.
+//! - [`listener`]: every listener, bound and started from one place: client TCP/TLS,
+//!   WebSocket, HTTP.
 //! - [`server`]: binding, running, reload, lame duck mode and shutdown.
 #![warn(missing_docs, unreachable_pub)]
 
@@ -56,6 +60,7 @@ pub mod state;
 pub mod subject;
 pub mod sublist;
 pub mod tls;
+pub mod websocket;
 
 pub use options::Options;
 pub use server::{Server, ServerHandle};

@@ -48,6 +48,7 @@ pub struct ServerHandle {
     state: Arc<ServerState>,
     jetstream: Option<Arc<JetStream>>,
     addr: SocketAddr,
+    websocket: Option<SocketAddr>,
 }
 
 impl ServerHandle {
@@ -62,6 +63,11 @@ impl ServerHandle {
             0 => None,
             port => Some(SocketAddr::new(self.addr.ip(), port)),
         }
+    }
+
+    /// Where WebSocket clients connect, when the listener is on.
+    pub fn websocket_addr(&self) -> Option<SocketAddr> {
+        self.websocket
     }
 
     /// Starts a graceful shutdown: stop accepting, flush and close every client.
@@ -169,7 +175,12 @@ impl Server {
 
     /// A handle for stopping the server and reading its counters.
     pub fn handle(&self) -> ServerHandle {
-        ServerHandle { state: Arc::clone(&self.state), jetstream: self.jetstream.clone(), addr: self.addr }
+        ServerHandle {
+            state: Arc::clone(&self.state),
+            jetstream: self.jetstream.clone(),
+            addr: self.addr,
+            websocket: self.listeners.websocket_addr(),
+        }
     }
 
     /// Accepts clients until shutdown, then waits (up to the shutdown grace period) for every

@@ -45,7 +45,14 @@ pub struct Greeting {
     pub nonce: String,
     /// The negotiated TLS version, for TLS connections.
     pub tls_version: Option<String>,
+    /// It came in over WebSocket.
+    pub websocket: bool,
+    /// Called with the connection once it exists (a WebSocket's framing attaches to it).
+    pub attach: Option<Attach>,
 }
+
+/// A hook [`run`] calls with the new connection.
+pub type Attach = Box<dyn FnOnce(&Arc<Connection>) + Send>;
 
 /// Runs a client connection: sends INFO, starts the writer, reads until the connection ends,
 /// then cleans up and waits for the writer to finish.
@@ -68,6 +75,11 @@ pub async fn run<R, W>(
         meta.start = Some(std::time::SystemTime::now());
         meta.account = crate::account::GLOBAL_ACCOUNT.to_string();
         meta.tls_version = greeting.tls_version.clone();
+        meta.websocket = greeting.websocket;
+    }
+    let mut greeting = greeting;
+    if let Some(attach) = greeting.attach.take() {
+        attach(&shared);
     }
     shared.stats.last_activity.store(unix_nanos(std::time::SystemTime::now()), Ordering::Relaxed);
     let Greeting { info, nonce, .. } = greeting;

@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::auth::permissions::{ResponsePermission, Rule, SubjectRules};
 use crate::auth::{Authorization, NkeyUser, Permissions, User};
 use crate::conf::{self, ConfError, Item, Map, Pos, Value};
-use crate::options::{self, JetStreamOptions, Options, SyncInterval};
+use crate::options::{self, JetStreamOptions, Options, SyncInterval, WebsocketOptions};
 use crate::tls::{HandshakeFirst, TlsOptions};
 
 mod accounts;
@@ -126,7 +126,8 @@ pub fn apply(map: &Map, opts: &mut Options) -> Result<Vec<String>, ConfigError> 
             "trusted_keys" => return Err(invalid(item, format!("{key}: not supported yet"))),
             "jetstream" => opts.jetstream = jetstream(item, opts.jetstream.take(), &mut warnings)?,
             "store_dir" | "storedir" => store_dir = Some((item, item.expect_str()?.into())),
-            "cluster" | "leafnodes" | "leaf" | "gateway" | "websocket" | "ws" | "mqtt" => {
+            "websocket" | "ws" => opts.websocket = Some(websocket(item, &mut warnings)?),
+            "cluster" | "leafnodes" | "leaf" | "gateway" | "mqtt" => {
                 warnings.push(format!("{}: {key} is not served by this server; ignored", item.pos))
             }
             _ => return Err(invalid(item, format!("unknown field \"{key}\""))),
@@ -312,6 +313,53 @@ fn authorization(map: &Map) -> Result<Authorization, ConfigError> {
         auth.users.push(User { name, password: single_pass.unwrap_or_default(), permissions: single_perms });
     }
     Ok(auth)
+}
+
+/// `websocket { listen | host + port, advertise, tls {...}, no_tls, same_origin,
+/// allowed_origins, compression, handshake_timeout }`, with nats-server's refusal of a listener
+/// without TLS unless `no_tls` says so.
+fn websocket(block: &Item, warnings: &mut Vec<String>) -> Result<WebsocketOptions, ConfigError> {
+    let mut ws = WebsocketOptions::default();
+    for (key, item) in block.expect_map()?.iter() {
+        match key.to_ascii_lowercase().as_str() {
+            "listen" => {
+                let (host, port) = host_port(item)?;
+                ws.host = host.or(ws.host);
+                ws.port = port;
+            }
+            "port" => ws.port = port_of(item)?,
+            "host" | "net" => ws.host = Some(item.expect_str()?.to_string()),
+            "advertise" => ws.advertise = Some(item.expect_str()?.to_string()),
+            "tls" => ws.tls = Some(tls(item.expect_map()?, warnings)?),
+            "no_tls" => ws.no_tls = item.expect_bool()?,
+            "same_origin" => ws.same_origin = item.expect_bool()?,
+            "allowed_origins" | "allowed_origin" | "allow_origins" | "allow_origin" | "origins" | "origin" => {
+                ws.allowed_origins = match &item.value {
+                    Value::String(s) => vec![s.clone()],
+                    _ => item
+                        .expect_array()?
+                        .iter()
+                        .map(|o| Ok(o.expect_str()?.to_string()))
+                        .collect::<Result<_, ConfigError>>()?,
+                };
+                for origin in &ws.allowed_origins {
+                    if crate::websocket::Origin::parse(origin).is_none() {
+                        return Err(invalid(item, format!("unable to parse allowed origin: {origin:?}")));
+                    }
+                }
+            }
+            "compression" => ws.compression = item.expect_bool()?,
+            "handshake_timeout" => ws.handshake_timeout = conf::duration_of(item)?,
+            "authorization" | "authentication" | "jwt_cookie" | "no_auth_user" => {
+                return Err(invalid(item, format!("websocket {key}: not supported yet")));
+            }
+            _ => return Err(invalid(item, format!("unknown field \"{key}\" in websocket"))),
+        }
+    }
+    if ws.tls.is_none() && !ws.no_tls {
+        return Err(invalid(block, "websocket requires TLS configuration"));
+    }
+    Ok(ws)
 }
 
 fn tls(map: &Map, warnings: &mut Vec<String>) -> Result<TlsOptions, ConfigError> {

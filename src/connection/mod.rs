@@ -157,6 +157,19 @@ pub struct ConnMeta {
     pub account: String,
     /// The negotiated TLS version, for TLS connections.
     pub tls_version: Option<String>,
+    /// It came in over WebSocket.
+    pub websocket: bool,
+}
+
+impl ConnMeta {
+    /// The client type nats-server names in monitoring and advisories.
+    pub fn client_type(&self) -> &'static str {
+        if self.websocket {
+            "websocket"
+        } else {
+            "nats"
+        }
+    }
 }
 
 /// Per-connection counters, updated by the connection's reader once per read.

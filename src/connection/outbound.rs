@@ -105,6 +105,8 @@ pub struct Outbound {
     out_msgs: AtomicU64,
     /// Payload bytes delivered, likewise.
     out_bytes: AtomicU64,
+    /// Set by [`Outbound::nudge`]: the writer flushes its sink once though nothing is queued.
+    nudged: std::sync::atomic::AtomicBool,
 }
 
 impl Outbound {
@@ -120,6 +122,7 @@ impl Outbound {
             }),
             out_msgs: AtomicU64::new(0),
             out_bytes: AtomicU64::new(0),
+            nudged: std::sync::atomic::AtomicBool::new(false),
             pending: AtomicUsize::new(0),
             max_pending: AtomicUsize::new(max_pending),
             wake: Notify::new(),
@@ -207,6 +210,13 @@ impl Outbound {
     /// Wakes the writer to flush.
     #[inline]
     pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Makes the writer flush its sink though nothing is queued: a sink with bytes of its own
+    /// to send (a WebSocket answering a ping) gets to send them.
+    pub fn nudge(&self) {
+        self.nudged.store(true, Ordering::Release);
         self.wake.notify_one();
     }
 
@@ -420,6 +430,12 @@ where
         let bytes = match out.take(&mut batch) {
             Take::Stop => break WriterEnd::Done,
             Take::Empty => {
+                if out.nudged.swap(false, Ordering::AcqRel) {
+                    if sink.flush().await.is_err() {
+                        break WriterEnd::WriteError;
+                    }
+                    continue;
+                }
                 if batch.capacity() > 0 && out.is_quiet() {
                     // Hold no buffers while waiting on a quiet connection.
                     batch = VecDeque::new();

@@ -16,6 +16,7 @@ use crate::client::{self, ConnectionSlot, Greeting};
 use crate::connection::CloseReason;
 use crate::proto::encode;
 use crate::proto::errors;
+use crate::proto::info::ServerInfo;
 use crate::state::{Live, ServerState};
 
 /// Accepts clients until shutdown or lame duck mode, each on a task of `tracker`.
@@ -43,8 +44,8 @@ pub(super) async fn accept_loop(state: Arc<ServerState>, listener: TcpListener, 
 }
 
 /// The INFO line for one client, with its nonce when there is one.
-fn info_line(live: &Live, cid: u64, peer: SocketAddr, nonce: &str) -> Vec<u8> {
-    let mut info = live.info.clone();
+pub(super) fn info_line(info: &ServerInfo, cid: u64, peer: SocketAddr, nonce: &str) -> Vec<u8> {
+    let mut info = info.clone();
     info.client_id = cid;
     info.client_ip = peer.ip().to_string();
     info.nonce = nonce.to_string();
@@ -52,19 +53,25 @@ fn info_line(live: &Live, cid: u64, peer: SocketAddr, nonce: &str) -> Vec<u8> {
 }
 
 /// A fresh nonce as nats-server makes them: 11 random bytes, base64url without padding.
-fn new_nonce() -> String {
+pub(super) fn new_nonce() -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 11]>())
 }
 
 fn greeting(live: &Live, cid: u64, peer: SocketAddr) -> Greeting {
     let nonce = if live.opts.authorization.needs_nonce() { new_nonce() } else { String::new() };
-    Greeting { info: info_line(live, cid, peer, &nonce), nonce, tls_version: None }
+    Greeting {
+        info: info_line(&live.info, cid, peer, &nonce),
+        nonce,
+        tls_version: None,
+        websocket: false,
+        attach: None,
+    }
 }
 
 /// Tells a client the server is full, then closes it.
 async fn refuse<W: AsyncWrite + Unpin>(live: &Live, cid: u64, peer: SocketAddr, mut writer: W) {
-    let mut bytes = BytesMut::from(&info_line(live, cid, peer, "")[..]);
+    let mut bytes = BytesMut::from(&info_line(&live.info, cid, peer, "")[..]);
     encode::err(&mut bytes, errors::MAX_CONNECTIONS_EXCEEDED);
     let _ = tokio::time::timeout(live.opts.write_deadline, async {
         writer.write_all(&bytes).await?;

@@ -1,7 +1,8 @@
 //! Every listener the server has, bound and started from one place: the client port and HTTP
-//! monitoring now; routes, leaf nodes, WebSocket and MQTT join here.
+//! monitoring, WebSocket; routes, leaf nodes and MQTT join here.
 
 mod client;
+mod websocket;
 
 use std::io;
 use std::net::SocketAddr;
@@ -20,6 +21,8 @@ pub struct Listeners {
     client: TcpListener,
     /// HTTP monitoring, when it is on.
     monitor: Option<TcpListener>,
+    /// WebSocket, when configured, with its TLS.
+    websocket: Option<(TcpListener, Option<tokio_rustls::TlsAcceptor>, crate::options::WebsocketOptions)>,
 }
 
 impl Listeners {
@@ -33,7 +36,24 @@ impl Listeners {
             }
             None => None,
         };
-        Ok(Listeners { client, monitor })
+        let websocket = match &opts.websocket {
+            Some(ws) => {
+                let host = ws.host.clone().unwrap_or_else(|| opts.host.clone());
+                let listener = TcpListener::bind((host.as_str(), ws.port)).await?;
+                let tls = match &ws.tls {
+                    Some(t) => Some(crate::tls::acceptor(t).map_err(io::Error::other)?),
+                    None => None,
+                };
+                Some((listener, tls, ws.clone()))
+            }
+            None => None,
+        };
+        Ok(Listeners { client, monitor, websocket })
+    }
+
+    /// Where WebSocket clients connect, when it is on.
+    pub fn websocket_addr(&self) -> Option<SocketAddr> {
+        self.websocket.as_ref().and_then(|(l, _, _)| l.local_addr().ok())
     }
 
     /// Where clients connect.
@@ -49,9 +69,20 @@ impl Listeners {
     /// Starts monitoring (with JetStream's figures when it is on), then accepts clients (each on a task of `tracker`) until shutdown or
     /// lame duck mode.
     pub async fn run(self, state: Arc<ServerState>, jetstream: Option<Arc<JetStream>>, tracker: TaskTracker) {
-        let Listeners { client, monitor } = self;
+        let Listeners { client, monitor, websocket } = self;
         if let Some(monitor) = monitor {
             tokio::spawn(crate::monitor::serve(state.view(), jetstream, monitor));
+        }
+        if let Some((listener, tls, opts)) = websocket {
+            info!(
+                "Listening for websocket clients on {}://{}",
+                if tls.is_some() { "wss" } else { "ws" },
+                listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string())
+            );
+            if tls.is_none() {
+                tracing::warn!("Websocket not configured with TLS. DO NOT USE IN PRODUCTION!");
+            }
+            tokio::spawn(websocket::accept_loop(Arc::clone(&state), listener, tls, opts, tracker.clone()));
         }
         info!(
             "Listening for client connections on {}",

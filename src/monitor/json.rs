@@ -470,7 +470,7 @@ fn conn_info(s: Snapshot, now: SystemTime, q: &ConnzQuery, subs: Option<&FxHashM
     ConnInfo {
         cid: s.cid,
         kind: s.kind.as_str(),
-        r#type: "nats",
+        r#type: s.meta.client_type(),
         ip: s.meta.peer.map(|p| p.ip().to_string()).unwrap_or_default(),
         port: s.meta.peer.map_or(0, |p| p.port()),
         start: rfc3339(start),

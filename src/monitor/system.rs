@@ -399,7 +399,7 @@ impl ClientEvent {
             rtt: None,
             stop: None,
             kind: "Client",
-            client_type: "nats",
+            client_type: meta.client_type(),
         }
     }
 

@@ -52,6 +52,45 @@ pub struct JetStreamOptions {
     pub strict: bool,
 }
 
+/// The WebSocket listener (`websocket {}`), for browsers and web apps.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebsocketOptions {
+    /// Interface to listen on; the client host when unset.
+    pub host: Option<String>,
+    /// Port; 0 picks a free one.
+    pub port: u16,
+    /// The URL clients are told to use instead of the listen address.
+    pub advertise: Option<String>,
+    /// TLS for the listener; required unless `no_tls`.
+    pub tls: Option<TlsOptions>,
+    /// Serve without TLS (nats-server refuses to start otherwise).
+    pub no_tls: bool,
+    /// Accept an `Origin` only when it is the host the request was sent to.
+    pub same_origin: bool,
+    /// Origins (`scheme://host[:port]`) accepted; empty means any.
+    pub allowed_origins: Vec<String>,
+    /// Offer permessage-deflate.
+    pub compression: bool,
+    /// How long the HTTP upgrade may take.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for WebsocketOptions {
+    fn default() -> Self {
+        WebsocketOptions {
+            host: None,
+            port: 0,
+            advertise: None,
+            tls: None,
+            no_tls: false,
+            same_origin: false,
+            allowed_origins: Vec::new(),
+            compression: false,
+            handshake_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
 /// An account's JetStream limits (`jetstream { max_mem, max_file, max_streams, max_consumers }`
 /// inside an account); -1 means no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +183,8 @@ pub struct Options {
     pub jetstream_accounts: Vec<String>,
     /// The JetStream limits of those accounts that set some.
     pub jetstream_limits: Vec<(String, JetStreamAccountLimits)>,
+    /// The WebSocket listener, when configured.
+    pub websocket: Option<WebsocketOptions>,
     /// Exports and imports of the configuration file's accounts.
     pub account_links: Vec<accounts::AccountLinks>,
     /// The account the server's own services and events live in (`system_account`).
@@ -245,6 +286,7 @@ impl Default for Options {
             jetstream_accounts: Vec::new(),
             jetstream_limits: Vec::new(),
             account_links: Vec::new(),
+            websocket: None,
             system_account: SYSTEM_ACCOUNT.to_string(),
         }
     }

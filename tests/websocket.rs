@@ -1,0 +1,357 @@
+//! WebSocket: a client crate's frames (split at odd places, compressed or not, masked or not,
+//! over TLS) carry the NATS protocol to and from TCP clients; bad origins and bad frames get
+//! nats-server's answers.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::{options, TestServer, TIMEOUT};
+use courier::options::WebsocketOptions;
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+
+async fn ws_server(ws: WebsocketOptions) -> TestServer {
+    let ws = WebsocketOptions { host: Some("127.0.0.1".into()), port: 0, ..ws };
+    TestServer::start(courier::Options { websocket: Some(ws), ..options() }).await
+}
+
+fn plain() -> WebsocketOptions {
+    WebsocketOptions { no_tls: true, ..WebsocketOptions::default() }
+}
+
+fn ws_addr(s: &TestServer) -> SocketAddr {
+    s.handle.websocket_addr().expect("websocket is on")
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+async fn ws_connect(addr: SocketAddr) -> Ws {
+    let (ws, response) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(format!("ws://{addr}/")))
+        .await
+        .expect("in time")
+        .expect("upgrade");
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+/// Reads binary frames until their bytes contain `want`; returns everything read.
+async fn read_until<S>(ws: &mut S, want: &str) -> String
+where
+    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let mut text = String::new();
+    while !text.contains(want) {
+        match tokio::time::timeout(TIMEOUT, ws.next()).await.expect("a frame in time") {
+            Some(Ok(Message::Binary(b))) => text.push_str(&String::from_utf8_lossy(&b)),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            other => panic!("unexpected {other:?} while waiting for {want:?}; so far {text:?}"),
+        }
+    }
+    text
+}
+
+#[tokio::test]
+async fn a_websocket_client_talks_with_tcp_clients() {
+    let s = ws_server(plain()).await;
+    let mut ws = ws_connect(ws_addr(&s)).await;
+    let info = read_until(&mut ws, "\r\n").await;
+    assert!(info.starts_with("INFO {"), "{info}");
+    assert!(!info.contains("\"tls_required\":true"), "{info}");
+    // An operation may span frames, split anywhere.
+    for part in
+        ["CONNECT {\"verbose\":false,\"headers\":true,\"protocol\":1}\r\nPI", "NG\r\nSUB ws.", "in 1\r\nPING\r\n"]
+    {
+        ws.send(Message::binary(part.as_bytes().to_vec())).await.unwrap();
+    }
+    read_until(&mut ws, "PONG\r\nPONG\r\n").await;
+
+    let tcp = async_nats::connect(s.url()).await.unwrap();
+    let mut from_ws = tcp.subscribe("ws.out").await.unwrap();
+    tcp.flush().await.unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("Origin-Client", "tcp");
+    tcp.publish_with_headers("ws.in", headers, "hello browser".into()).await.unwrap();
+    let got = read_until(&mut ws, "hello browser").await;
+    assert!(got.starts_with("HMSG ws.in 1 "), "{got}");
+    assert!(got.contains("Origin-Client: tcp"), "{got}");
+    // Text frames are accepted too, as nats-server accepts them.
+    ws.send(Message::text("PUB ws.out 8\r\nfrom web\r\n")).await.unwrap();
+    let m = tokio::time::timeout(TIMEOUT, from_ws.next()).await.unwrap().unwrap();
+    assert_eq!(&m.payload[..], b"from web");
+}
+
+#[tokio::test]
+async fn request_reply_crosses_between_websocket_and_tcp() {
+    let s = ws_server(plain()).await;
+    let mut ws = ws_connect(ws_addr(&s)).await;
+    read_until(&mut ws, "\r\n").await;
+    ws.send(Message::binary(&b"CONNECT {\"verbose\":false}\r\nSUB svc.time 7\r\nPING\r\n"[..])).await.unwrap();
+    read_until(&mut ws, "PONG\r\n").await;
+    let tcp = async_nats::connect(s.url()).await.unwrap();
+    let request = tokio::spawn(async move { tcp.request("svc.time", "now?".into()).await });
+    let msg = read_until(&mut ws, "now?").await;
+    // MSG svc.time 7 <reply> 4
+    let reply = msg.split_whitespace().nth(3).expect("reply subject").to_string();
+    ws.send(Message::binary(format!("PUB {reply} 4\r\nnoon\r\n").into_bytes())).await.unwrap();
+    let answer = tokio::time::timeout(TIMEOUT, request).await.unwrap().unwrap().expect("answered");
+    assert_eq!(&answer.payload[..], b"noon");
+}
+
+/// Sends an upgrade request with `extra` headers over raw TCP; returns the socket and the
+/// response head.
+async fn raw_upgrade(addr: SocketAddr, extra: &str) -> (TcpStream, String, Vec<u8>) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let head_end = loop {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(TIMEOUT, tcp.read(&mut chunk)).await.expect("in time").unwrap();
+        assert!(n > 0, "closed before answering: {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    (tcp, head, buf[head_end..].to_vec())
+}
+
+#[tokio::test]
+async fn a_bad_origin_gets_403_as_on_nats_server() {
+    let s = ws_server(WebsocketOptions { allowed_origins: vec!["http://good.example:8080".into()], ..plain() }).await;
+    let (mut tcp, head, mut rest) = raw_upgrade(ws_addr(&s), "Origin: http://bad.example\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 403 Forbidden\r\n"), "{head}");
+    assert!(head.contains("Sec-Websocket-Version: 13\r\n"), "{head}");
+    let _ = tokio::time::timeout(TIMEOUT, tcp.read_to_end(&mut rest)).await;
+    assert!(String::from_utf8_lossy(&rest).contains("Forbidden\n"));
+    let (_, head, _) = raw_upgrade(ws_addr(&s), "Origin: http://good.example:8080\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 101 Switching Protocols\r\n"), "{head}");
+}
+
+fn masked_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [0x11, 0x22, 0x33, 0x44];
+    let mut f = vec![first_byte];
+    assert!(payload.len() < 65536);
+    if payload.len() < 126 {
+        f.push(0x80 | payload.len() as u8);
+    } else {
+        f.push(0x80 | 126);
+        f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    }
+    f.extend_from_slice(&key);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    f
+}
+
+/// Reads one server frame (unmasked) from `buf`, reading more from `tcp` as needed.
+async fn server_frame(tcp: &mut TcpStream, buf: &mut Vec<u8>) -> (u8, Vec<u8>) {
+    loop {
+        if buf.len() >= 2 {
+            let (len, at) = match buf[1] & 0x7f {
+                126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+                127 if buf.len() >= 10 => (u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize, 10),
+                126 | 127 => (usize::MAX, 0),
+                n => (n as usize, 2),
+            };
+            if len != usize::MAX && buf.len() >= at + len {
+                let first = buf[0];
+                let payload = buf[at..at + len].to_vec();
+                buf.drain(..at + len);
+                return (first, payload);
+            }
+        }
+        let mut chunk = [0u8; 8192];
+        let n = tokio::time::timeout(TIMEOUT, tcp.read(&mut chunk)).await.expect("a frame in time").unwrap();
+        assert!(n > 0, "closed while waiting for a frame");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test]
+async fn an_unmasked_frame_closes_with_a_protocol_error() {
+    let s = ws_server(plain()).await;
+    let (mut tcp, head, mut buf) = raw_upgrade(ws_addr(&s), "").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let (first, info) = server_frame(&mut tcp, &mut buf).await;
+    assert_eq!(first, 0x82);
+    assert!(info.starts_with(b"INFO "));
+    // An unmasked binary frame.
+    tcp.write_all(&[0x82, 6]).await.unwrap();
+    tcp.write_all(b"PING\r\n").await.unwrap();
+    let (first, close) = server_frame(&mut tcp, &mut buf).await;
+    assert_eq!(first, 0x88, "a close frame");
+    assert_eq!(&close[..2], &1002u16.to_be_bytes());
+    assert_eq!(&close[2..], b"mask bit missing");
+}
+
+#[tokio::test]
+async fn nats_no_masking_lets_a_client_send_plain_frames() {
+    let s = ws_server(plain()).await;
+    let (mut tcp, head, mut buf) = raw_upgrade(ws_addr(&s), "Nats-No-Masking: true\r\n").await;
+    assert!(head.contains("Nats-No-Masking: true\r\n"), "{head}");
+    server_frame(&mut tcp, &mut buf).await;
+    tcp.write_all(&[0x82, 6]).await.unwrap();
+    tcp.write_all(b"PING\r\n").await.unwrap();
+    assert_eq!(server_frame(&mut tcp, &mut buf).await, (0x82, b"PONG\r\n".to_vec()));
+}
+
+fn inflate(data: &[u8]) -> Vec<u8> {
+    let mut input = data.to_vec();
+    input.extend_from_slice(&[0, 0, 0xff, 0xff]);
+    let mut out = Vec::new();
+    let mut d = flate2::Decompress::new(false);
+    out.reserve(1 << 16);
+    d.decompress_vec(&input, &mut out, flate2::FlushDecompress::Sync).expect("inflates");
+    out
+}
+
+fn deflate(data: &[u8]) -> Vec<u8> {
+    let mut c = flate2::Compress::new(flate2::Compression::default(), false);
+    let mut out = Vec::with_capacity(data.len() + 64);
+    c.compress_vec(data, &mut out, flate2::FlushCompress::Sync).unwrap();
+    assert!(out.ends_with(&[0, 0, 0xff, 0xff]));
+    out.truncate(out.len() - 4);
+    out
+}
+
+#[tokio::test]
+async fn compression_is_negotiated_and_used_both_ways() {
+    let s = ws_server(WebsocketOptions { compression: true, ..plain() }).await;
+    let (mut tcp, head, mut buf) =
+        raw_upgrade(ws_addr(&s), "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n").await;
+    assert!(
+        head.contains(
+            "Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"
+        ),
+        "{head}"
+    );
+    // INFO is over 64 bytes: compressed (RSV1 set).
+    let (first, info) = server_frame(&mut tcp, &mut buf).await;
+    assert_eq!(first, 0xc2, "FIN, RSV1, binary");
+    assert!(inflate(&info).starts_with(b"INFO {"));
+    // A compressed request; the short PONG comes back uncompressed.
+    let frame = masked_frame(0xc2, &deflate(b"CONNECT {\"verbose\":false}\r\nSUB big 1\r\nPING\r\n"));
+    tcp.write_all(&frame).await.unwrap();
+    assert_eq!(server_frame(&mut tcp, &mut buf).await, (0x82, b"PONG\r\n".to_vec()));
+    let tcp_client = async_nats::connect(s.url()).await.unwrap();
+    tcp_client.publish("big", vec![b'q'; 1000].into()).await.unwrap();
+    tcp_client.flush().await.unwrap();
+    let (first, msg) = server_frame(&mut tcp, &mut buf).await;
+    assert_eq!(first, 0xc2);
+    let msg = inflate(&msg);
+    assert!(msg.starts_with(b"MSG big 1 1000\r\nqqqq"), "{:?}", String::from_utf8_lossy(&msg[..20]));
+    assert!(msg.len() < 1100);
+}
+
+#[tokio::test]
+async fn without_compression_configured_none_is_offered() {
+    let s = ws_server(plain()).await;
+    let (_, head, _) = raw_upgrade(ws_addr(&s), "Sec-WebSocket-Extensions: permessage-deflate\r\n").await;
+    assert!(!head.contains("permessage-deflate"), "{head}");
+}
+
+#[tokio::test]
+async fn a_ping_frame_gets_a_pong_on_an_idle_connection() {
+    let s = ws_server(plain()).await;
+    let (mut tcp, _, mut buf) = raw_upgrade(ws_addr(&s), "").await;
+    server_frame(&mut tcp, &mut buf).await;
+    tcp.write_all(&masked_frame(0x89, b"are you there")).await.unwrap();
+    assert_eq!(server_frame(&mut tcp, &mut buf).await, (0x8a, b"are you there".to_vec()));
+}
+
+#[tokio::test]
+async fn websocket_clients_show_in_connz() {
+    let s = TestServer::start(courier::Options {
+        websocket: Some(WebsocketOptions { host: Some("127.0.0.1".into()), ..plain() }),
+        http_port: Some(0),
+        ..options()
+    })
+    .await;
+    let mut ws = ws_connect(ws_addr(&s)).await;
+    read_until(&mut ws, "\r\n").await;
+    ws.send(Message::binary(&b"CONNECT {\"verbose\":false,\"name\":\"dashboard\"}\r\nPING\r\n"[..])).await.unwrap();
+    read_until(&mut ws, "PONG\r\n").await;
+    let http = s.handle.monitor_addr().unwrap();
+    let mut tcp = TcpStream::connect(http).await.unwrap();
+    tcp.write_all(b"GET /connz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(TIMEOUT, tcp.read_to_end(&mut raw)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+    let connz: serde_json::Value = serde_json::from_str(body).unwrap();
+    let c = &connz["connections"][0];
+    assert_eq!(c["type"], "websocket", "{connz}");
+    assert_eq!(c["name"], "dashboard");
+}
+
+#[tokio::test]
+async fn websocket_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert =
+        rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap().self_signed(&key).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
+    let tls = courier::tls::TlsOptions {
+        cert_file: dir.path().join("cert.pem"),
+        key_file: dir.path().join("key.pem"),
+        ..courier::tls::TlsOptions::default()
+    };
+    let s = ws_server(WebsocketOptions { tls: Some(tls), ..WebsocketOptions::default() }).await;
+    let addr = ws_addr(&s);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls_stream = connector.connect(name, tcp).await.expect("TLS");
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("wss://localhost:{}/", addr.port()), tls_stream)
+        .await
+        .expect("upgrade over TLS");
+    read_until(&mut ws, "\r\n").await;
+    ws.send(Message::binary(&b"CONNECT {\"verbose\":false}\r\nPING\r\n"[..])).await.unwrap();
+    read_until(&mut ws, "PONG\r\n").await;
+}
+
+#[test]
+fn a_websocket_block_without_tls_is_refused_as_on_nats_server() {
+    let map = courier::conf::parse_str("websocket { port: 8080 }", "ws.conf", None).unwrap();
+    let err = courier::config::apply(&map, &mut options()).expect_err("refused");
+    assert!(err.to_string().contains("websocket requires TLS configuration"), "{err}");
+    let map =
+        courier::conf::parse_str("websocket { port: 8080, no_tls: true, compression: true }", "ws.conf", None).unwrap();
+    let mut opts = options();
+    courier::config::apply(&map, &mut opts).expect("no_tls accepted");
+    let ws = opts.websocket.expect("websocket");
+    assert!(ws.compression && ws.no_tls && ws.port == 8080);
+}
+
+#[tokio::test]
+async fn websocket_clients_are_still_served_after_a_bad_one() {
+    let s = ws_server(plain()).await;
+    // Garbage instead of an upgrade.
+    let mut bad = TcpStream::connect(ws_addr(&s)).await.unwrap();
+    bad.write_all(b"\x16\x03\x01 not http at all\r\n\r\n").await.unwrap();
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(TIMEOUT, bad.read_to_end(&mut rest)).await;
+    assert!(
+        String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 400 Bad Request"),
+        "{:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    let mut ws = ws_connect(ws_addr(&s)).await;
+    read_until(&mut ws, "INFO").await;
+}
