@@ -355,3 +355,151 @@ async fn websocket_clients_are_still_served_after_a_bad_one() {
     let mut ws = ws_connect(ws_addr(&s)).await;
     read_until(&mut ws, "INFO").await;
 }
+
+/// Where the nats.ws bundle is: `.ci/run` installs it from the npm registry.
+fn nats_ws_bundle() -> Option<std::path::PathBuf> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/npm/node_modules/nats.ws/esm/nats.js");
+    path.is_file().then_some(path)
+}
+
+fn find_chromium() -> Option<&'static str> {
+    ["chromium", "chromium-browser"].into_iter().find(|b| {
+        std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(b).is_file()))
+    })
+}
+
+/// A child process killed (and reaped) when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Serves the test page and the bundle, and hands on what the page posts to `/result`.
+async fn serve_page(listener: tokio::net::TcpListener, page: String, bundle: Vec<u8>, results: tokio::sync::mpsc::UnboundedSender<String>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else { return };
+        let (page, bundle, results) = (page.clone(), bundle.clone(), results.clone());
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let head_end = loop {
+                let mut chunk = [0u8; 4096];
+                let Ok(n) = stream.read(&mut chunk).await else { return };
+                if n == 0 {
+                    return;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break i + 4;
+                }
+            };
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+            let (status, kind, body): (&str, &str, Vec<u8>) = if head.starts_with("GET / ") {
+                ("200 OK", "text/html", page.into_bytes())
+            } else if head.starts_with("GET /nats.js ") {
+                ("200 OK", "text/javascript", bundle)
+            } else if head.starts_with("POST /result ") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                    .unwrap_or(0);
+                while buf.len() < head_end + len {
+                    let mut chunk = [0u8; 4096];
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = results.send(String::from_utf8_lossy(&buf[head_end..]).to_string());
+                ("200 OK", "text/plain", b"ok".to_vec())
+            } else {
+                ("404 Not Found", "text/plain", b"no".to_vec())
+            };
+            let response = format!("HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.write_all(&body).await;
+        });
+    }
+}
+
+/// The official browser client, nats.ws from the npm registry, in headless Chromium: it
+/// connects over WebSocket, answers a request from a Rust client, and gets its own request
+/// answered by one. Needs Chromium and the bundle (`.ci/run` installs both); without them the
+/// test says so and passes, except under CI.
+#[tokio::test]
+async fn nats_ws_in_a_real_browser_talks_to_rust_clients() {
+    let (Some(chromium), Some(bundle)) = (find_chromium(), nats_ws_bundle()) else {
+        assert!(std::env::var_os("CI").is_none(), "chromium and target/npm/node_modules/nats.ws are needed under CI");
+        eprintln!("skipped: chromium or the nats.ws bundle is not installed");
+        return;
+    };
+    let s = ws_server(plain()).await;
+    let ws = ws_addr(&s);
+    let rust = async_nats::connect(s.url()).await.unwrap();
+    let mut service = rust.subscribe("rust.svc").await.unwrap();
+    rust.flush().await.unwrap();
+    let responder = {
+        let rust = rust.clone();
+        tokio::spawn(async move {
+            if let Some(m) = service.next().await {
+                let text = format!("pong:{}", String::from_utf8_lossy(&m.payload));
+                rust.publish(m.reply.expect("a reply subject"), text.into()).await.unwrap();
+                rust.flush().await.unwrap();
+            }
+        })
+    };
+    let page = format!(
+        r#"<!doctype html><html><body><script type="module">
+import {{ connect, StringCodec }} from "/nats.js";
+const sc = StringCodec();
+const report = (text) => fetch("/result", {{ method: "POST", body: text }});
+try {{
+  const nc = await connect({{ servers: "ws://{ws}" }});
+  const sub = nc.subscribe("browser.echo", {{ max: 1 }});
+  (async () => {{ for await (const m of sub) {{ m.respond(sc.encode("echo:" + sc.decode(m.data))); }} }})();
+  await nc.flush();
+  await report("ready");
+  const r = await nc.request("rust.svc", sc.encode("from the browser"), {{ timeout: 5000 }});
+  await report(sc.decode(r.data));
+}} catch (e) {{
+  await report("error: " + e);
+}}
+</script></body></html>"#
+    );
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http_addr = http.local_addr().unwrap();
+    let (tx, mut results) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(serve_page(http, page, std::fs::read(bundle).unwrap(), tx));
+    let profile = tempfile::tempdir().unwrap();
+    let _browser = KillOnDrop(std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            &format!("--user-data-dir={}", profile.path().display()),
+            &format!("http://{http_addr}/"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start chromium"));
+    let wait = std::time::Duration::from_secs(30);
+    let ready = tokio::time::timeout(wait, results.recv()).await.expect("the page reported in time").unwrap();
+    assert_eq!(ready, "ready");
+    let echo = tokio::time::timeout(TIMEOUT, rust.request("browser.echo", "hi from rust".into()))
+        .await
+        .expect("in time")
+        .expect("the browser answered");
+    assert_eq!(&echo.payload[..], b"echo:hi from rust");
+    let answer = tokio::time::timeout(wait, results.recv()).await.expect("the page reported in time").unwrap();
+    assert_eq!(answer, "pong:from the browser");
+    responder.await.unwrap();
+}
