@@ -379,7 +379,12 @@ impl Drop for KillOnDrop {
 }
 
 /// Serves the test page and the bundle, and hands on what the page posts to `/result`.
-async fn serve_page(listener: tokio::net::TcpListener, page: String, bundle: Vec<u8>, results: tokio::sync::mpsc::UnboundedSender<String>) {
+async fn serve_page(
+    listener: tokio::net::TcpListener,
+    page: String,
+    bundle: Vec<u8>,
+    results: tokio::sync::mpsc::UnboundedSender<String>,
+) {
     loop {
         let Ok((mut stream, _)) = listener.accept().await else { return };
         let (page, bundle, results) = (page.clone(), bundle.clone(), results.clone());
@@ -404,7 +409,9 @@ async fn serve_page(listener: tokio::net::TcpListener, page: String, bundle: Vec
             } else if head.starts_with("POST /result ") {
                 let len: usize = head
                     .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                    .find_map(|l| {
+                        l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0))
+                    })
                     .unwrap_or(0);
                 while buf.len() < head_end + len {
                     let mut chunk = [0u8; 4096];
@@ -418,7 +425,10 @@ async fn serve_page(listener: tokio::net::TcpListener, page: String, bundle: Vec
             } else {
                 ("404 Not Found", "text/plain", b"no".to_vec())
             };
-            let response = format!("HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
             let _ = stream.write_all(response.as_bytes()).await;
             let _ = stream.write_all(&body).await;
         });
@@ -474,23 +484,25 @@ try {{
     let (tx, mut results) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(serve_page(http, page, std::fs::read(bundle).unwrap(), tx));
     let profile = tempfile::tempdir().unwrap();
-    let _browser = KillOnDrop(std::process::Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            &format!("--user-data-dir={}", profile.path().display()),
-            &format!("http://{http_addr}/"),
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start chromium"));
+    let _browser = KillOnDrop(
+        std::process::Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                &format!("--user-data-dir={}", profile.path().display()),
+                &format!("http://{http_addr}/"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start chromium"),
+    );
     let wait = std::time::Duration::from_secs(30);
     let ready = tokio::time::timeout(wait, results.recv()).await.expect("the page reported in time").unwrap();
     assert_eq!(ready, "ready");

@@ -22,6 +22,8 @@ use crate::connection::{CloseReason, Connection};
 
 /// Frames sent to browsers carry at most this much, as nats-server does.
 pub const BROWSER_FRAME: usize = 4096;
+/// The most one write puts in one frame.
+pub const MAX_FRAME_BATCH: usize = 64 * 1024;
 /// Batches smaller than this are sent uncompressed.
 pub const COMPRESS_THRESHOLD: usize = 64;
 /// The largest control frame payload.
@@ -186,10 +188,7 @@ impl<R> WsReader<R> {
             }
             let mut chunk = self.raw.split_to(n);
             if let Some(mask) = self.mask {
-                for b in chunk.iter_mut() {
-                    *b ^= mask[self.mask_pos & 3];
-                    self.mask_pos += 1;
-                }
+                self.mask_pos = unmask(&mut chunk, mask, self.mask_pos);
             }
             if self.compressed {
                 if self.deflated.len() + chunk.len() > self.max_inflated {
@@ -232,9 +231,7 @@ impl<R> WsReader<R> {
                 self.raw.advance(header_len);
                 let mut payload = self.raw.split_to(len as usize);
                 if let Some(mask) = header.mask {
-                    for (i, b) in payload.iter_mut().enumerate() {
-                        *b ^= mask[i & 3];
-                    }
+                    unmask(&mut payload, mask, 0);
                 }
                 self.control_frame(code, &payload);
                 return Ok(true);
@@ -307,7 +304,9 @@ impl<R> WsReader<R> {
 impl<R: AsyncRead + Unpin> AsyncRead for WsReader<R> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        let start = buf.filled().len();
         loop {
+            // What a compressed message inflated to.
             if !this.ready.is_empty() {
                 let n = this.ready.len().min(buf.remaining());
                 buf.put_slice(&this.ready[..n]);
@@ -315,7 +314,25 @@ impl<R: AsyncRead + Unpin> AsyncRead for WsReader<R> {
                 if this.ready.is_empty() && this.ready.capacity() > 64 * 1024 {
                     this.ready = BytesMut::new();
                 }
+            }
+            if buf.remaining() == 0 {
                 return Poll::Ready(Ok(()));
+            }
+            // A plain data frame's payload goes straight into the caller's buffer, unmasked
+            // there: one copy from the socket's bytes to the parser's.
+            if this.frame_left > 0 && !this.compressed && !this.raw.is_empty() {
+                let n = (this.frame_left.min(this.raw.len() as u64) as usize).min(buf.remaining());
+                let at = buf.filled().len();
+                buf.put_slice(&this.raw[..n]);
+                this.raw.advance(n);
+                if let Some(mask) = this.mask {
+                    this.mask_pos = unmask(&mut buf.filled_mut()[at..], mask, this.mask_pos);
+                }
+                this.frame_left -= n as u64;
+                if this.frame_left == 0 {
+                    this.end_of_frame()?;
+                }
+                continue;
             }
             if this.done {
                 return Poll::Ready(Ok(()));
@@ -323,8 +340,36 @@ impl<R: AsyncRead + Unpin> AsyncRead for WsReader<R> {
             if this.decode()? {
                 continue;
             }
-            if this.raw.capacity() - this.raw.len() < 4096 {
-                this.raw.reserve(16 * 1024);
+            if buf.filled().len() > start {
+                // Hand over what there is rather than wait for more.
+                return Poll::Ready(Ok(()));
+            }
+            if this.frame_left > 0 && !this.compressed && this.raw.is_empty() {
+                // Inside a plain frame with nothing buffered: read its payload from the socket
+                // straight into the caller's buffer.
+                let want = (this.frame_left.min(buf.remaining() as u64)) as usize;
+                let at = buf.filled().len();
+                let mut part = buf.take(want);
+                ready!(Pin::new(&mut this.inner).poll_read(cx, &mut part))?;
+                let n = part.filled().len();
+                if n == 0 {
+                    this.done = true;
+                    continue;
+                }
+                // SAFETY: the read initialised the first `n` unfilled bytes.
+                unsafe { buf.assume_init(n) };
+                buf.advance(n);
+                if let Some(mask) = this.mask {
+                    this.mask_pos = unmask(&mut buf.filled_mut()[at..], mask, this.mask_pos);
+                }
+                this.frame_left -= n as u64;
+                if this.frame_left == 0 {
+                    this.end_of_frame()?;
+                }
+                continue;
+            }
+            if this.raw.capacity() - this.raw.len() < 8 * 1024 {
+                this.raw.reserve(64 * 1024);
             }
             let spare = this.raw.spare_capacity_mut();
             let mut read = ReadBuf::uninit(spare);
@@ -336,8 +381,30 @@ impl<R: AsyncRead + Unpin> AsyncRead for WsReader<R> {
             }
             // SAFETY: `n` bytes of the spare capacity were just initialised by the read.
             unsafe { this.raw.set_len(this.raw.len() + n) };
+            if this.raw.is_empty() {
+                continue;
+            }
         }
     }
+}
+
+/// XORs `buf` with `mask`, starting `pos` bytes into the masked payload; returns the position
+/// after it. Eight bytes at a time, since a payload is masked byte by byte otherwise.
+pub fn unmask(buf: &mut [u8], mask: [u8; 4], pos: usize) -> usize {
+    let r = pos & 3;
+    let turned = [mask[r], mask[(r + 1) & 3], mask[(r + 2) & 3], mask[(r + 3) & 3]];
+    let word =
+        u64::from_ne_bytes([turned[0], turned[1], turned[2], turned[3], turned[0], turned[1], turned[2], turned[3]]);
+    let mut chunks = buf.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(chunk);
+        chunk.copy_from_slice(&(u64::from_ne_bytes(bytes) ^ word).to_ne_bytes());
+    }
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= turned[i & 3];
+    }
+    pos + buf.len()
 }
 
 impl<R: AsyncRead + Unpin + Send> crate::client::ClientRead for WsReader<R> {
@@ -360,6 +427,14 @@ pub struct WsWriter<W> {
     /// Scratch space for a batch being compressed.
     scratch: Vec<u8>,
     shut: bool,
+    /// Mask every frame (the client's side of the protocol, for tools and tests).
+    mask: bool,
+    /// Payload bytes of the frame being written straight from the caller's buffers.
+    direct_left: usize,
+    /// That frame's header, and how much of it is written.
+    direct_head: [u8; 14],
+    direct_head_len: usize,
+    direct_head_pos: usize,
 }
 
 impl<W> WsWriter<W> {
@@ -375,6 +450,47 @@ impl<W> WsWriter<W> {
             no_compressed_fragments: upgrade.no_compressed_fragments,
             scratch: Vec::new(),
             shut: false,
+            mask: false,
+            direct_left: 0,
+            direct_head: [0; 14],
+            direct_head_len: 0,
+            direct_head_pos: 0,
+        }
+    }
+
+    /// A writer for the client's side of a connection: binary frames, masked unless the server
+    /// agreed to `Nats-No-Masking`.
+    pub fn client(inner: W, mask: bool) -> Self {
+        WsWriter {
+            inner,
+            control: Arc::new(Control::default()),
+            pending: Vec::new(),
+            written: 0,
+            compression: false,
+            browser: false,
+            no_compressed_fragments: false,
+            scratch: Vec::new(),
+            shut: true,
+            mask,
+            direct_left: 0,
+            direct_head: [0; 14],
+            direct_head_len: 0,
+            direct_head_pos: 0,
+        }
+    }
+
+    /// A frame header for `len` bytes, masked on the client's side; returns the mask.
+    fn header(&mut self, header: FrameHeader, len: usize) -> Option<[u8; 4]> {
+        let mask = self.mask.then(rand::random::<[u8; 4]>);
+        let header = FrameHeader { mask, ..header };
+        let _ = header.format(len as u64, &mut self.pending);
+        mask
+    }
+
+    /// Masks the payload bytes appended since `start`.
+    fn apply_mask(&mut self, mask: Option<[u8; 4]>, start: usize) {
+        if let Some(mask) = mask {
+            unmask(&mut self.pending[start..], mask, 0);
         }
     }
 
@@ -392,8 +508,10 @@ impl<W> WsWriter<W> {
                 opcode: OpCode::Data(if first { Data::Binary } else { Data::Continue }),
                 ..FrameHeader::default()
             };
-            let _ = header.format(n as u64, &mut self.pending);
+            let mask = self.header(header, n);
+            let start = self.pending.len();
             self.pending.extend_from_slice(&rest[..n]);
+            self.apply_mask(mask, start);
             rest = &rest[n..];
             first = false;
             if rest.is_empty() {
@@ -423,10 +541,12 @@ impl<W> WsWriter<W> {
             // One frame: its header, then every slice.
             if total <= max {
                 let header = FrameHeader { opcode: OpCode::Data(Data::Binary), ..FrameHeader::default() };
-                let _ = header.format(total as u64, &mut self.pending);
+                let mask = self.header(header, total);
+                let start = self.pending.len();
                 for b in bufs {
                     self.pending.extend_from_slice(b);
                 }
+                self.apply_mask(mask, start);
                 return;
             }
             self.frame(&bufs[0], false);
@@ -459,6 +579,44 @@ impl<W: AsyncWrite + Unpin> WsWriter<W> {
     }
 }
 
+impl<W: AsyncWrite + Unpin> WsWriter<W> {
+    /// Writes the current frame's header and payload straight from `bufs` (no copy); returns
+    /// how many payload bytes were taken.
+    fn poll_direct(&mut self, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<io::Result<usize>> {
+        loop {
+            let mut slices: [IoSlice<'_>; 16] = [IoSlice::new(&[]); 16];
+            let mut n = 0;
+            let head = &self.direct_head[self.direct_head_pos..self.direct_head_len];
+            if !head.is_empty() {
+                slices[0] = IoSlice::new(head);
+                n = 1;
+            }
+            let mut room = self.direct_left;
+            for b in bufs {
+                if room == 0 || n == slices.len() {
+                    break;
+                }
+                let take = b.len().min(room);
+                slices[n] = IoSlice::new(&b[..take]);
+                n += 1;
+                room -= take;
+            }
+            let written = ready!(Pin::new(&mut self.inner).poll_write_vectored(cx, &slices[..n]))?;
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            let from_head = written.min(self.direct_head_len - self.direct_head_pos);
+            self.direct_head_pos += from_head;
+            let payload = written - from_head;
+            if payload > 0 {
+                self.direct_left -= payload;
+                return Poll::Ready(Ok(payload));
+            }
+            // Only header bytes went out: go on until some payload does.
+        }
+    }
+}
+
 impl<W: AsyncWrite + Unpin> AsyncWrite for WsWriter<W> {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.poll_write_vectored(cx, &[IoSlice::new(buf)])
@@ -470,6 +628,10 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for WsWriter<W> {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
+        if this.direct_left > 0 {
+            // In the middle of a frame written from the caller's buffers: go on with it.
+            return this.poll_direct(cx, bufs);
+        }
         ready!(this.poll_drain(cx))?;
         if this.control.closing.load(std::sync::atomic::Ordering::Acquire) {
             // Nothing may follow a close frame; the bytes are dropped.
@@ -479,9 +641,46 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for WsWriter<W> {
             return Poll::Ready(Ok(total));
         }
         this.control.take(&mut this.pending);
-        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if !this.compression && !this.mask && !this.browser {
+            ready!(this.poll_drain(cx))?;
+            let total = bufs.iter().map(|b| b.len()).sum::<usize>().min(MAX_FRAME_BATCH);
+            if total == 0 {
+                return Poll::Ready(Ok(0));
+            }
+            let header = FrameHeader { opcode: OpCode::Data(Data::Binary), ..FrameHeader::default() };
+            let mut head = Cursor::new(&mut this.direct_head[..]);
+            let _ = header.format(total as u64, &mut head);
+            this.direct_head_len = head.position() as usize;
+            this.direct_head_pos = 0;
+            this.direct_left = total;
+            return this.poll_direct(cx, bufs);
+        }
+        // At most MAX_FRAME_BATCH bytes per frame, so that the frame buffer is reused rather
+        // than grown and freed batch after batch; the caller writes the rest next.
+        let mut total = 0;
+        let mut used = 0;
+        let mut tail = None;
+        for b in bufs {
+            if total + b.len() > MAX_FRAME_BATCH {
+                let take = MAX_FRAME_BATCH - total;
+                if take > 0 {
+                    tail = Some(&b[..take]);
+                    total += take;
+                }
+                break;
+            }
+            total += b.len();
+            used += 1;
+        }
         if total > 0 {
-            this.encode(bufs, total);
+            match tail {
+                None => this.encode(&bufs[..used], total),
+                Some(part) => {
+                    let mut slices: Vec<IoSlice<'_>> = bufs[..used].to_vec();
+                    slices.push(IoSlice::new(part));
+                    this.encode(&slices, total);
+                }
+            }
         }
         // Start writing now; what does not go out goes with the next call or the flush.
         let _ = this.poll_drain(cx)?;
@@ -494,6 +693,10 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for WsWriter<W> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.direct_left > 0 {
+            // A frame is half written; control frames wait for its end.
+            return Pin::new(&mut this.inner).poll_flush(cx);
+        }
         this.control.take(&mut this.pending);
         ready!(this.poll_drain(cx))?;
         Pin::new(&mut this.inner).poll_flush(cx)
@@ -501,6 +704,10 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for WsWriter<W> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        if this.direct_left > 0 {
+            // A frame cut short cannot be followed by a close frame.
+            this.shut = true;
+        }
         if !this.shut {
             this.shut = true;
             this.control.close_for_reason();
@@ -546,6 +753,21 @@ mod tests {
         let mut out = Vec::new();
         let r = reader.read_to_end(&mut out).await.map(|_| out);
         (r, control)
+    }
+
+    #[test]
+    fn unmasking_by_words_matches_byte_by_byte() {
+        let mask = [0x12, 0x34, 0x56, 0x78];
+        let data: Vec<u8> = (0..100u8).collect();
+        for pos in 0..5 {
+            for len in [0, 1, 7, 8, 9, 31, 100] {
+                let mut fast = data[..len].to_vec();
+                let end = unmask(&mut fast, mask, pos);
+                let slow: Vec<u8> = data[..len].iter().enumerate().map(|(i, b)| b ^ mask[(pos + i) % 4]).collect();
+                assert_eq!(fast, slow, "pos {pos} len {len}");
+                assert_eq!(end, pos + len);
+            }
+        }
     }
 
     #[tokio::test]
@@ -595,6 +817,54 @@ mod tests {
         let mut frames = Vec::new();
         control.take(&mut frames);
         assert_eq!(frames, [0x88, 5, 0x03, 0xe8, b'b', b'y', b'e']);
+    }
+
+    /// A socket that takes at most `step` bytes per write.
+    struct Narrow {
+        out: Vec<u8>,
+        step: usize,
+    }
+
+    impl AsyncWrite for Narrow {
+        fn poll_write(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            let n = buf.len().min(self.step);
+            self.out.extend_from_slice(&buf[..n]);
+            Poll::Ready(Ok(n))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_written_straight_from_the_callers_buffers_survive_short_writes() {
+        let up = super::super::Upgrade {
+            key: String::new(),
+            compress: false,
+            no_masking: false,
+            forwarded_for: None,
+            browser: false,
+            no_compressed_fragments: false,
+        };
+        let control = Arc::new(Control::default());
+        let mut w = WsWriter::new(Narrow { out: Vec::new(), step: 3 }, Arc::clone(&control), &up);
+        let big = vec![b'x'; 70_000];
+        w.write_all(b"PING\r\n").await.unwrap();
+        control.queue(ControlCode::Pong, b"p");
+        w.write_all(&big).await.unwrap();
+        w.flush().await.unwrap();
+        // Read the frames back as a client would.
+        let out = std::mem::take(&mut w.inner.out);
+        let mut reader = WsReader::new(&out[..], Arc::new(Control::default()), false, false, 1 << 20);
+        let mut back = Vec::new();
+        reader.read_to_end(&mut back).await.unwrap();
+        assert_eq!(back.len(), 6 + 70_000);
+        assert!(back.starts_with(b"PING\r\n") && back[6..].iter().all(|&b| b == b'x'));
+        // The pong went out between frames, whole.
+        assert!(out.windows(3).any(|w| w == [0x8a, 1, b'p']));
     }
 
     #[tokio::test]

@@ -280,13 +280,25 @@ pub fn run(args: &CompareArgs) -> Result<ExitCode> {
             let port = free_port()?;
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             let log = log_dir.join(format!("courier-bench-{}-{side}{i}.log", std::process::id()));
-            let mut server = Server::start(cmd, port, taskset, log)?;
-            if let Err(e) = server.wait_ready(addr, args.startup_timeout) {
+            let ws_port = match args.ws_port {
+                _ if cmd.contains("{ws_port}") => Some(free_port()?),
+                fixed => fixed,
+            };
+            let line = match ws_port {
+                Some(ws) => cmd.replace("{ws_port}", &ws.to_string()),
+                None => cmd.to_string(),
+            };
+            let mut server = Server::start(&line, port, taskset, log)?;
+            let target = ws_port.map_or(addr, |ws| SocketAddr::from((Ipv4Addr::LOCALHOST, ws)));
+            if let Err(e) = server
+                .wait_ready(addr, args.startup_timeout)
+                .and_then(|_| server.wait_ready(target, args.startup_timeout))
+            {
                 server.stop();
                 return Err(e.context(format!("server {side} ({cmd})")));
             }
-            spec.addr = addr;
-            spec.server = format!("nats://127.0.0.1:{port}");
+            spec.addr = crate::proto::Endpoint { addr: target, websocket: ws_port.is_some() };
+            spec.server = spec.addr.to_string();
             spec.server_pid = Some(server.child.id());
             let result = rt.block_on(crate::scenarios::run(&spec));
             server.stop();

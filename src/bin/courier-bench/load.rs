@@ -13,10 +13,9 @@ use anyhow::{anyhow, bail, Result};
 use bytes::{Buf, BytesMut};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 
-use crate::proto::{encode_pub, parse, Conn, Frame, SharedWriter, READ_CHUNK, WRITE_BATCH};
+use crate::proto::{encode_pub, parse, Conn, Frame, ReadHalf, SharedWriter, READ_CHUNK, WRITE_BATCH};
 use crate::stats::{nanos_since_epoch, new_histogram, Checks, SeqSeen};
 
 /// How long a receiver waits for more messages, once every publisher is done, before it counts
@@ -65,7 +64,7 @@ pub async fn wait_until(t: Instant) {
 /// Reads frames in the background for a connection whose main task only writes: answers PINGs,
 /// forwards PONGs, and records -ERR lines and unexpected messages.
 async fn background_reader(
-    mut rd: OwnedReadHalf,
+    mut rd: ReadHalf,
     mut rbuf: BytesMut,
     wr: SharedWriter,
     pongs: mpsc::UnboundedSender<()>,

@@ -61,7 +61,8 @@ pub enum PayloadPattern {
 /// Flags shared by every scenario.
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// Server URL; only loopback hosts are accepted (127.0.0.0/8, ::1, localhost).
+    /// Server URL, `nats://` (TCP) or `ws://` (WebSocket, frames masked as a browser sends
+    /// them); only loopback hosts are accepted (127.0.0.0/8, ::1, localhost).
     #[arg(long, default_value = "nats://127.0.0.1:4222")]
     pub server: String,
     /// The server's process id: report its CPU time (and memory for `conns`) from /proc.
@@ -302,6 +303,10 @@ pub struct CompareArgs {
     /// Do not pin the servers to CPU 0 and the bench to CPU 1.
     #[arg(long)]
     pub no_pin: bool,
+    /// Load the servers over WebSocket on this loopback port (their configurations listen
+    /// there). With commands holding `{ws_port}`, a free port is chosen each run instead.
+    #[arg(long)]
+    pub ws_port: Option<u16>,
     /// The scenario and its flags, after `--` (its --server and --server-pid are replaced).
     #[arg(last = true, required = true, value_name = "SCENARIO")]
     pub scenario: Vec<String>,
@@ -330,11 +335,24 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(v * scale))
 }
 
+/// Resolves a server URL (`nats://` for TCP, `ws://` for WebSocket) to a loopback endpoint,
+/// refusing anything else.
+pub fn endpoint(url: &str) -> Result<proto::Endpoint> {
+    let websocket = url.split_once("://").is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("ws"));
+    let mut addr = loopback_addr(url)?;
+    if websocket && !url.rsplit_once('@').map_or(url, |(_, h)| h).trim_start_matches("ws://").contains(':') {
+        addr.set_port(80);
+    }
+    Ok(proto::Endpoint { addr, websocket })
+}
+
 /// Resolves a server URL to a loopback socket address, refusing anything else.
 pub fn loopback_addr(url: &str) -> Result<SocketAddr> {
     let rest = match url.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("nats") => rest,
-        Some((scheme, _)) => bail!("unsupported scheme {scheme}:// in --server {url}: only nats:// (plain TCP)"),
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("nats") || scheme.eq_ignore_ascii_case("ws") => rest,
+        Some((scheme, _)) => {
+            bail!("unsupported scheme {scheme}:// in --server {url}: only nats:// (plain TCP) and ws:// (WebSocket)")
+        }
         None => url,
     };
     let hostport = rest.rsplit_once('@').map_or(rest, |(_, h)| h).trim_end_matches('/');
@@ -388,7 +406,7 @@ fn build_spec(cmd: &Command) -> Result<(Spec, Common)> {
         Command::Jsconsume { common, .. } => (Kind::Jsconsume, common),
         Command::Compare(_) => bail!("compare cannot be nested"),
     };
-    let addr = loopback_addr(&common.server)?;
+    let addr = endpoint(&common.server)?;
     if common.size > 64 * 1024 * 1024 {
         bail!("--size is limited to 64 MiB");
     }
@@ -552,6 +570,9 @@ mod tests {
         assert!(loopback_addr("nats://[::1]:4222").unwrap().ip().is_loopback());
         assert!(loopback_addr("::1").unwrap().ip().is_loopback());
         assert!(loopback_addr("nats://user:pw@127.0.0.1:1").is_ok());
+        let ws = endpoint("ws://127.0.0.1:8080").unwrap();
+        assert!(ws.websocket && ws.addr.port() == 8080);
+        assert!(!endpoint("nats://127.0.0.1:4222").unwrap().websocket);
         for bad in ["nats://10.0.0.1:4222", "192.168.1.1", "nats://example.com:4222", "tls://127.0.0.1", "[::2]:1"] {
             let err = loopback_addr(bad).unwrap_err().to_string();
             assert!(err.contains("loopback") || err.contains("scheme"), "{bad}: {err}");

@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
@@ -159,30 +158,81 @@ pub fn pub_prefix(subject: &str, size: usize) -> Vec<u8> {
     format!("PUB {subject} {size}\r\n").into_bytes()
 }
 
+/// The read half of a connection: plain TCP, or the bytes inside WebSocket frames.
+pub type ReadHalf = Box<dyn AsyncRead + Unpin + Send>;
+/// The write half of a connection.
+pub type WriteHalf = Box<dyn AsyncWrite + Unpin + Send>;
+
 /// A write half shared between a connection's sending task and its reading task (which answers
 /// the server's PINGs).
-pub type SharedWriter = Arc<Mutex<OwnedWriteHalf>>;
+pub type SharedWriter = Arc<Mutex<WriteHalf>>;
+
+/// Where the server is: its loopback address, and whether to speak over WebSocket there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The loopback socket address.
+    pub addr: SocketAddr,
+    /// WebSocket (`ws://`): the protocol goes in masked binary frames, as a browser sends it.
+    pub websocket: bool,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}://{}", if self.websocket { "ws" } else { "nats" }, self.addr)
+    }
+}
 
 /// An established connection: the handshake is done and the server answered our first PING.
 pub struct Conn {
     /// The read half.
-    pub rd: OwnedReadHalf,
+    pub rd: ReadHalf,
     /// The write half.
-    pub wr: OwnedWriteHalf,
+    pub wr: WriteHalf,
     /// Bytes read but not parsed yet.
     pub rbuf: BytesMut,
+}
+
+/// Upgrades `stream` to WebSocket; returns the framed halves.
+async fn upgrade(mut stream: TcpStream, addr: SocketAddr) -> Result<(ReadHalf, WriteHalf)> {
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: Y291cmllci1iZW5jaC1rZXk=\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    // Byte by byte, so that nothing after the response head is taken from the frames.
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await? == 0 || head.len() > 8192 {
+            bail!("the server closed or garbled the WebSocket upgrade");
+        }
+        head.push(byte[0]);
+    }
+    if !head.starts_with(b"HTTP/1.1 101") {
+        bail!("WebSocket upgrade refused: {}", String::from_utf8_lossy(&head).lines().next().unwrap_or(""));
+    }
+    let (rd, wr) = stream.into_split();
+    let control = Arc::new(courier::websocket::Control::default());
+    let reader = courier::websocket::WsReader::new(rd, control, false, false, 64 << 20);
+    Ok((Box::new(reader), Box::new(courier::websocket::WsWriter::client(wr, true))))
 }
 
 impl Conn {
     /// Connects, reads INFO, sends CONNECT and PING, and waits for the PONG. Fails if the
     /// server's max_payload is below `payload`.
-    pub async fn connect(addr: SocketAddr, payload: usize) -> Result<Conn> {
+    pub async fn connect(endpoint: Endpoint, payload: usize) -> Result<Conn> {
+        let addr = endpoint.addr;
         if !addr.ip().is_loopback() {
             bail!("refusing to connect to {addr}: only loopback addresses are allowed");
         }
-        let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+        let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {endpoint}"))?;
         stream.set_nodelay(true)?;
-        let (rd, wr) = stream.into_split();
+        let (rd, wr): (ReadHalf, WriteHalf) = if endpoint.websocket {
+            upgrade(stream, addr).await?
+        } else {
+            let (rd, wr) = stream.into_split();
+            (Box::new(rd), Box::new(wr))
+        };
         let mut conn = Conn { rd, wr, rbuf: BytesMut::with_capacity(READ_CHUNK) };
         // The server speaks first with INFO.
         let mut max_payload = None;

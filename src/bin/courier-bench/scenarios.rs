@@ -1,7 +1,6 @@
 //! The scenarios: each sets up its connections, runs the load tasks, and turns what they saw into
 //! a [`Report`].
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,7 +77,7 @@ pub struct Spec {
     /// The server URL as given.
     pub server: String,
     /// The server's loopback socket address.
-    pub addr: SocketAddr,
+    pub addr: crate::proto::Endpoint,
     /// The server's process id, for CPU and memory readings.
     pub server_pid: Option<u32>,
     /// Messages per publisher (requests per requester).
