@@ -148,6 +148,9 @@ pub struct WsReader<R> {
     max_inflated: usize,
     /// The client closed, or broke the framing: end of stream after `ready`.
     done: bool,
+    /// A framing error found after bytes were already handed over in the same read: reported
+    /// on the next read, so that what came before it is not lost.
+    failed: Option<io::Error>,
 }
 
 impl<R> WsReader<R> {
@@ -169,6 +172,7 @@ impl<R> WsReader<R> {
             compression,
             max_inflated,
             done: false,
+            failed: None,
         }
     }
 
@@ -305,6 +309,24 @@ impl<R: AsyncRead + Unpin> AsyncRead for WsReader<R> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let this = &mut *self;
         let start = buf.filled().len();
+        match this.poll_decoded(cx, buf, start) {
+            Poll::Ready(Err(e)) if buf.filled().len() > start => {
+                this.failed = Some(e);
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> WsReader<R> {
+    fn poll_decoded(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>, start: usize) -> Poll<io::Result<()>> {
+        let this = self;
+        if this.ready.is_empty() {
+            if let Some(e) = this.failed.take() {
+                return Poll::Ready(Err(e));
+            }
+        }
         loop {
             // What a compressed message inflated to.
             if !this.ready.is_empty() {
