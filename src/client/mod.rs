@@ -67,6 +67,8 @@ pub async fn run<R, W>(
     R: ClientRead,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    // Taken apart at once, so that nothing of it is kept across the connection's awaits.
+    let Greeting { info, nonce, tls_version, websocket, attach } = greeting;
     let opts = state.opts();
     let shared = Arc::new(Connection::new(cid, Kind::Client, opts.max_pending));
     {
@@ -74,15 +76,13 @@ pub async fn run<R, W>(
         meta.peer = Some(peer);
         meta.start = Some(std::time::SystemTime::now());
         meta.account = crate::account::GLOBAL_ACCOUNT.to_string();
-        meta.tls_version = greeting.tls_version.clone();
-        meta.websocket = greeting.websocket;
+        meta.tls_version = tls_version;
+        meta.websocket = websocket;
     }
-    let mut greeting = greeting;
-    if let Some(attach) = greeting.attach.take() {
+    if let Some(attach) = attach {
         attach(&shared);
     }
     shared.stats.last_activity.store(unix_nanos(std::time::SystemTime::now()), Ordering::Relaxed);
-    let Greeting { info, nonce, .. } = greeting;
     if !info.is_empty() {
         let _ = shared.outbound.push_bytes(&info);
     }

@@ -33,6 +33,39 @@ const ACCOUNT_ENDPOINTS: &[&str] = &["CONNZ", "STATZ", "SUBSZ", "JSZ", "INFO"];
 /// Queued requests the service task has not answered yet, beyond which requests are dropped.
 const MAX_QUEUED: usize = 1024;
 
+/// Watches the system account for clients' subscriptions, so that connection events are only
+/// built while somebody could hear them.
+struct ClientInterest {
+    state: std::sync::Weak<ServerState>,
+    subjects: parking_lot::Mutex<rustc_hash::FxHashSet<InterestKey>>,
+}
+
+/// A subject and queue group with interest.
+type InterestKey = (Vec<u8>, Option<Vec<u8>>);
+
+impl crate::account::InterestListener for ClientInterest {
+    fn interest_changed(&self, change: &crate::account::InterestChange<'_>) {
+        if !matches!(
+            change.kind,
+            crate::delivery::TargetKind::Client
+                | crate::delivery::TargetKind::Leaf
+                | crate::delivery::TargetKind::Route
+        ) {
+            return;
+        }
+        let mut subjects = self.subjects.lock();
+        let key = (change.subject.to_vec(), change.queue.map(<[u8]>::to_vec));
+        if change.count == 0 {
+            subjects.remove(&key);
+        } else {
+            subjects.insert(key);
+        }
+        if let Some(state) = self.state.upgrade() {
+            state.events.set_wanted(!subjects.is_empty());
+        }
+    }
+}
+
 /// Takes requests on the publisher's task and queues them for the service task.
 struct Requests {
     queue: mpsc::Sender<OwnedMessage>,
@@ -74,6 +107,11 @@ pub fn start(state: &Arc<ServerState>, jetstream: Option<Arc<JetStream>>) {
     let names = std::iter::once(crate::account::GLOBAL_ACCOUNT).chain(links.iter().map(|l| l.name.as_str()));
     state.accounts.link_system(&opts.system_account, names);
     let events = state.events.listen();
+    let watch: Arc<dyn crate::account::InterestListener> =
+        Arc::new(ClientInterest { state: Arc::downgrade(state), subjects: Default::default() });
+    for change in account.listen(Arc::clone(&watch)) {
+        watch.interest_changed(&change.as_change());
+    }
     let service =
         Service { state: Arc::clone(state), jetstream, sampler: CpuSampler::default(), seq: AtomicU64::new(0) };
     tokio::spawn(service.run(rx, events, account));

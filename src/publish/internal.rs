@@ -13,13 +13,24 @@ use crate::state::ServerState;
 /// has no read loop, so each publish wakes its consumers at once and nothing stalls it.
 pub struct InternalPublisher {
     state: Arc<ServerState>,
-    publisher: Mutex<Publisher>,
+    /// The publisher, with the account its cache answers for.
+    publisher: Mutex<(Publisher, usize)>,
+}
+
+/// The publisher, its cache emptied first if `account` is not the one it answers for.
+fn for_account<'a>(slot: &'a mut (Publisher, usize), account: &Account) -> &'a mut Publisher {
+    let id = std::ptr::from_ref(account) as usize;
+    if slot.1 != id {
+        slot.0.reset_cache();
+        slot.1 = id;
+    }
+    &mut slot.0
 }
 
 impl InternalPublisher {
     /// A publisher into `state`'s accounts.
     pub fn new(state: Arc<ServerState>) -> Self {
-        InternalPublisher { state, publisher: Mutex::new(Publisher::new(rand::random())) }
+        InternalPublisher { state, publisher: Mutex::new((Publisher::new(rand::random()), 0)) }
     }
 
     /// Publishes `msg` in `account`; returns whether anyone got it.
@@ -27,7 +38,7 @@ impl InternalPublisher {
         // Re-entered from an internal consumer's flush (a store acknowledging what it wrote),
         // or busy on another thread: a publisher of its own for this one message.
         match self.publisher.try_lock() {
-            Some(mut publisher) => self.publish_with(&mut publisher, account, msg),
+            Some(mut slot) => self.publish_with(for_account(&mut slot, account), account, msg),
             None => self.publish_with(&mut Publisher::new(rand::random()), account, msg),
         }
     }
@@ -41,7 +52,7 @@ impl InternalPublisher {
             delivered
         };
         match self.publisher.try_lock() {
-            Some(mut publisher) => publish(&mut publisher),
+            Some(mut slot) => publish(for_account(&mut slot, account)),
             None => publish(&mut Publisher::new(rand::random())),
         }
     }
@@ -51,16 +62,16 @@ impl InternalPublisher {
     pub fn batch<R>(&self, f: impl FnOnce(&mut Batch<'_>) -> R) -> R {
         let mut own;
         let mut guard = self.publisher.try_lock();
-        let publisher: &mut Publisher = match guard.as_deref_mut() {
+        let slot: &mut (Publisher, usize) = match guard.as_deref_mut() {
             Some(p) => p,
             None => {
-                own = Publisher::new(rand::random());
+                own = (Publisher::new(rand::random()), 0);
                 &mut own
             }
         };
-        let mut batch = Batch { state: &self.state, publisher };
+        let mut batch = Batch { state: &self.state, slot };
         let r = f(&mut batch);
-        batch.publisher.flush(&self.state);
+        batch.slot.0.flush(&self.state);
         r
     }
 
@@ -74,13 +85,13 @@ impl InternalPublisher {
 /// A burst of internal publishes, flushed once at its end ([`InternalPublisher::batch`]).
 pub struct Batch<'a> {
     state: &'a ServerState,
-    publisher: &'a mut Publisher,
+    slot: &'a mut (Publisher, usize),
 }
 
 impl Batch<'_> {
     /// Publishes `msg` (with its own subject) to the subscriptions matching `route`; returns
     /// whether anyone got it.
     pub fn publish_to(&mut self, account: &Account, route: &[u8], msg: &Message<'_>) -> bool {
-        self.publisher.publish_to(self.state, account, Origin::Internal, route, msg)
+        for_account(self.slot, account).publish_to(self.state, account, Origin::Internal, route, msg)
     }
 }

@@ -78,7 +78,7 @@ pub struct Publisher {
     /// Payload bytes delivered since the last flush.
     out_bytes: u64,
     /// The largest fan-out this publisher has reported to the server's counters.
-    max_fanout: u64,
+    max_fanout: u32,
     /// How many imports deep the current delivery is.
     import_depth: u8,
 }
@@ -146,9 +146,9 @@ impl Publisher {
     ) -> bool {
         let mut delivered = false;
         let fanout = matches.psubs.len() + matches.qsubs.len();
-        if fanout as u64 > self.max_fanout {
-            self.max_fanout = fanout as u64;
-            server.stats.max_fanout.fetch_max(self.max_fanout, Ordering::Relaxed);
+        if fanout > self.max_fanout as usize {
+            self.max_fanout = u32::try_from(fanout).unwrap_or(u32::MAX);
+            server.stats.max_fanout.fetch_max(u64::from(self.max_fanout), Ordering::Relaxed);
         }
         for sub in &matches.psubs {
             delivered |= self.deliver(server, account, origin, sub, msg, None);
@@ -372,7 +372,8 @@ impl Publisher {
         self.out_msgs
     }
 
-    /// Forgets cached matches (when the publisher moves to another account).
+    /// Forgets cached matches: a publisher that moves to another account must, since its cache
+    /// answers for one account's trie.
     pub fn reset_cache(&mut self) {
         self.cache.clear();
     }

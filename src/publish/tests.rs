@@ -109,18 +109,21 @@ async fn internal_consumers_and_clients_share_the_path() {
 }
 
 #[tokio::test]
-async fn one_publisher_in_two_accounts_keeps_their_subjects_apart() {
-    let state = state();
+async fn the_servers_publisher_in_two_accounts_keeps_their_subjects_apart() {
+    let state = Arc::new(state());
     let (a, b) = (Account::new("A"), Account::new("B"));
     let (in_a, in_b) = (conn(1, Kind::Client), conn(2, Kind::Client));
     a.add_subscription(sub(Target::Client(Arc::clone(&in_a)), "same.subject", None));
     b.add_subscription(sub(Target::Client(Arc::clone(&in_b)), "same.subject", None));
-    let mut publisher = Publisher::new(7);
+    let publisher = InternalPublisher::new(Arc::clone(&state));
     for _ in 0..3 {
-        assert!(publisher.publish(&state, &a, Origin::Internal, &msg(b"same.subject", None, b"for a")));
+        assert!(publisher.publish(&a, &msg(b"same.subject", None, b"for a")));
     }
-    assert!(publisher.publish(&state, &b, Origin::Internal, &msg(b"same.subject", None, b"for b")));
-    publisher.flush(&state);
-    assert_eq!(written(&in_b).await, b"MSG same.subject 1 5\r\nfor b\r\n");
-    assert_eq!(written(&in_a).await.len(), 3 * b"MSG same.subject 1 5\r\nfor a\r\n".len());
+    assert!(publisher.publish(&b, &msg(b"same.subject", None, b"for b")));
+    publisher.batch(|batch| {
+        assert!(batch.publish_to(&a, b"same.subject", &msg(b"same.subject", None, b"for a")));
+        assert!(batch.publish_to(&b, b"same.subject", &msg(b"same.subject", None, b"for b")));
+    });
+    assert_eq!(written(&in_b).await, b"MSG same.subject 1 5\r\nfor b\r\n".repeat(2));
+    assert_eq!(written(&in_a).await.len(), 4 * b"MSG same.subject 1 5\r\nfor a\r\n".len());
 }

@@ -1,7 +1,8 @@
 //! Connection events for the system account: who connected, who left and why, who failed to
 //! authenticate. Connections report them here; the system services turn them into
 //! nats-server's advisories (`$SYS.ACCOUNT.<account>.CONNECT` and the rest), and only while
-//! the services run, so a server without them pays one atomic load per event.
+//! the services run and a client of the system account subscribes, so a server where nobody
+//! listens pays one atomic load per event.
 
 use std::sync::{Arc, OnceLock};
 
@@ -27,6 +28,8 @@ pub enum ConnectionEvent {
 #[derive(Default)]
 pub struct Events {
     queue: OnceLock<mpsc::Sender<ConnectionEvent>>,
+    /// Some client of the system account subscribes to something: events are worth building.
+    wanted: std::sync::atomic::AtomicBool,
 }
 
 impl Events {
@@ -43,8 +46,14 @@ impl Events {
         }
     }
 
-    /// Whether anybody listens.
+    /// Whether anybody listens: the system services run and some client of the system
+    /// account has a subscription.
     pub fn is_listened(&self) -> bool {
-        self.queue.get().is_some()
+        self.wanted.load(std::sync::atomic::Ordering::Relaxed) && self.queue.get().is_some()
+    }
+
+    /// Says whether clients of the system account subscribe to anything.
+    pub fn set_wanted(&self, wanted: bool) {
+        self.wanted.store(wanted, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -235,14 +235,11 @@ pub struct PublisherCache<S> {
     /// Lookups and hits since [`PublisherCache::take_counts`] was last called.
     lookups: u64,
     hits: u64,
-    /// The address of the trie the entries came from: a publisher that moves to another
-    /// account's trie (the server's own publisher does, message by message) starts afresh.
-    owner: usize,
 }
 
 impl<S> Default for PublisherCache<S> {
     fn default() -> Self {
-        PublisherCache { table: Vec::new(), transient: None, lookups: 0, hits: 0, owner: 0 }
+        PublisherCache { table: Vec::new(), transient: None, lookups: 0, hits: 0 }
     }
 }
 
@@ -250,15 +247,11 @@ impl<S> Default for PublisherCache<S> {
 const FIRST_TABLE: usize = 4;
 
 impl<S: Subscribable> PublisherCache<S> {
-    /// The subscriptions matching the literal `subject`. Borrowed, so that a subject nobody
-    /// listens to costs no reference count.
+    /// The subscriptions matching the literal `subject` in `sublist`, which must be the trie
+    /// every earlier lookup was made in (clear the cache before moving to another). Borrowed,
+    /// so that a subject nobody listens to costs no reference count.
     #[inline]
     pub fn get(&mut self, sublist: &Sublist<S>, subject: &[u8]) -> &Arc<Matches<S>> {
-        let owner = std::ptr::from_ref(sublist) as usize;
-        if owner != self.owner {
-            self.clear();
-            self.owner = owner;
-        }
         self.lookups += 1;
         let hash = FxBuildHasher.hash_one(subject);
         let i = (hash as usize) & self.table.len().wrapping_sub(1);
