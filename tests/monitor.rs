@@ -266,6 +266,7 @@ async fn live_page_shows_rates_in_a_browser() {
     assert!(rate("rate-in") > 0.0, "messages in /s shown as zero:\n{html}");
     assert!(rate("rate-out") > 0.0, "messages out /s shown as zero");
     assert!(html.contains("<td>page") || html.contains("127.0.0.1:"), "connections listed");
+    assert!(html.contains("<td>TCP</td>"), "each connection's transport shown");
 }
 
 /// The live page lists a consumer with its lag and dead letters, rendered by a real browser.

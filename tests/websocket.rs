@@ -289,6 +289,11 @@ async fn websocket_clients_show_in_connz() {
     let c = &connz["connections"][0];
     assert_eq!(c["type"], "websocket", "{connz}");
     assert_eq!(c["name"], "dashboard");
+    let mut tcp = TcpStream::connect(http).await.unwrap();
+    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(TIMEOUT, tcp.read_to_end(&mut raw)).await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&raw).contains("\ncourier_websocket_connections 1\n"));
 }
 
 #[tokio::test]

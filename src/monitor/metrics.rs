@@ -25,6 +25,10 @@ pub(crate) fn render(state: &StateView, js: Option<&crate::jetstream::JetStream>
         "Client connections open now.",
         s.connections.load(Ordering::Relaxed),
     );
+    if state.opts().websocket.is_some() {
+        let ws = state.connections(crate::connection::Kind::Client).iter().filter(|c| c.meta.lock().websocket).count();
+        metric(&mut out, "courier_websocket_connections", "gauge", "Client connections over WebSocket open now.", ws);
+    }
     metric(
         &mut out,
         "courier_connections_total",
