@@ -520,3 +520,129 @@ try {{
     assert_eq!(answer, "pong:from the browser");
     responder.await.unwrap();
 }
+
+/// Sends CONNECT (with `fields`) and PING; returns what came back up to PONG or an error.
+async fn login_over_ws(ws: &mut Ws, fields: &str) -> String {
+    let info = read_until(ws, "\r\n").await;
+    assert!(info.starts_with("INFO "), "{info}");
+    ws.send(Message::binary(format!("CONNECT {{\"verbose\":false{fields}}}\r\nPING\r\n").into_bytes())).await.unwrap();
+    let mut text = String::new();
+    while !text.contains("PONG\r\n") && !text.contains("-ERR") {
+        match tokio::time::timeout(TIMEOUT, ws.next()).await.expect("an answer in time") {
+            Some(Ok(Message::Binary(b))) => text.push_str(&String::from_utf8_lossy(&b)),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break,
+        }
+    }
+    text
+}
+
+fn configured_opts(text: &str) -> courier::Options {
+    let map = courier::conf::parse_str(text, "ws.conf", None).expect("parse");
+    let mut opts = options();
+    courier::config::apply(&map, &mut opts).expect("apply");
+    opts.port = 0;
+    opts
+}
+
+#[tokio::test]
+async fn the_websocket_listener_has_its_own_authorization_and_no_auth_user() {
+    let s = TestServer::start(configured_opts(
+        r#"
+        authorization { users [ {user: alice, password: a1}, {user: guest, password: g1, permissions: {publish: "public.>", subscribe: "public.>"}} ] }
+        websocket { host: "127.0.0.1", port: 0, no_tls: true, authorization { user: browser, password: b1 } }
+        "#,
+    ))
+    .await;
+    let mut ws = ws_connect(ws_addr(&s)).await;
+    assert!(login_over_ws(&mut ws, r#","user":"browser","pass":"b1""#).await.contains("PONG"));
+    let mut ws = ws_connect(ws_addr(&s)).await;
+    let refused = login_over_ws(&mut ws, r#","user":"alice","pass":"a1""#).await;
+    assert!(refused.contains("-ERR 'Authorization Violation'"), "{refused}");
+    // TCP clients keep the server's users.
+    let tcp = async_nats::ConnectOptions::with_user_and_password("alice".into(), "a1".into()).connect(s.url()).await;
+    assert!(tcp.is_ok());
+    let mut raw = TcpStream::connect(s.addr).await.unwrap();
+    raw.write_all(b"CONNECT {\"verbose\":false,\"user\":\"browser\",\"pass\":\"b1\"}\r\nPING\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(TIMEOUT, raw.read_to_end(&mut answer)).await;
+    assert!(
+        String::from_utf8_lossy(&answer).contains("-ERR 'Authorization Violation'"),
+        "the listener's user is not a TCP user: {}",
+        String::from_utf8_lossy(&answer)
+    );
+
+    let s = TestServer::start(configured_opts(
+        r#"
+        authorization { users [ {user: alice, password: a1}, {user: guest, password: g1, permissions: {publish: "public.>", subscribe: "public.>"}} ] }
+        websocket { host: "127.0.0.1", port: 0, no_tls: true, no_auth_user: guest }
+        "#,
+    ))
+    .await;
+    let mut ws = ws_connect(ws_addr(&s)).await;
+    assert!(login_over_ws(&mut ws, "").await.contains("PONG"), "a browser without credentials is guest");
+    ws.send(Message::binary(&b"PUB private.x 2\r\nno\r\nPING\r\n"[..])).await.unwrap();
+    let answer = read_until(&mut ws, "PONG").await;
+    assert!(
+        answer.contains("-ERR 'Permissions Violation for Publish to \"private.x\"'"),
+        "guest's permissions apply: {answer}"
+    );
+}
+
+#[test]
+fn a_websocket_no_auth_user_must_be_a_user() {
+    let map = courier::conf::parse_str(
+        "authorization { users [ {user: a, password: b} ] }\nwebsocket { port: 1, no_tls: true, no_auth_user: ghost }",
+        "ws.conf",
+        None,
+    )
+    .unwrap();
+    let err = courier::config::apply(&map, &mut options()).expect_err("refused");
+    assert!(err.to_string().contains("websocket no_auth_user: \"ghost\" not present as user or nkey"), "{err}");
+}
+
+fn encode_jwt(claims: serde_json::Value, signer: &nkeys::KeyPair) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let signed = format!("{}.{}", b64.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#), b64.encode(claims.to_string()));
+    format!("{signed}.{}", b64.encode(signer.sign(signed.as_bytes()).unwrap()))
+}
+
+#[tokio::test]
+async fn a_browser_can_bring_its_jwt_in_the_configured_cookie() {
+    let operator = nkeys::KeyPair::new_operator();
+    let account = nkeys::KeyPair::new_account();
+    let op_jwt = encode_jwt(serde_json::json!({"iss": operator.public_key(), "sub": operator.public_key()}), &operator);
+    let acc_jwt = encode_jwt(
+        serde_json::json!({"iss": operator.public_key(), "sub": account.public_key(), "nats": {}}),
+        &operator,
+    );
+    let user = nkeys::KeyPair::new_user();
+    let bearer = encode_jwt(
+        serde_json::json!({"iss": account.public_key(), "sub": user.public_key(), "nats": {"bearer_token": true}}),
+        &account,
+    );
+    let trust =
+        courier::auth::Trust::new([op_jwt.as_str()], [(account.public_key().as_str(), acc_jwt.as_str())]).unwrap();
+    let ws = WebsocketOptions {
+        host: Some("127.0.0.1".into()),
+        no_tls: true,
+        jwt_cookie: Some("nats_jwt".into()),
+        ..WebsocketOptions::default()
+    };
+    let s = TestServer::start(courier::Options {
+        authorization: courier::auth::Authorization { trust: Some(trust), ..Default::default() },
+        websocket: Some(ws),
+        ..options()
+    })
+    .await;
+    let addr = ws_addr(&s);
+    let mut request =
+        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!("ws://{addr}/"))
+            .unwrap();
+    request.headers_mut().insert("Cookie", format!("theme=dark; nats_jwt={bearer}").parse().unwrap());
+    let (mut with_cookie, _) = tokio_tungstenite::connect_async(request).await.expect("upgrade");
+    assert!(login_over_ws(&mut with_cookie, "").await.contains("PONG"), "the cookie's JWT logs the browser in");
+    let mut without = ws_connect(addr).await;
+    assert!(login_over_ws(&mut without, "").await.contains("-ERR 'Authorization Violation'"));
+}

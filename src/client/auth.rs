@@ -22,13 +22,20 @@ const MAX_CACHED_PERMISSIONS: usize = 1024;
 /// not hold up every other connection on the runtime's thread.
 async fn check_off_runtime(
     limits: &Arc<Options>,
+    websocket: bool,
     connect: &ConnectOptions,
     nonce: &str,
 ) -> Result<Authenticated, AuthError> {
     let (limits, connect, nonce) = (Arc::clone(limits), connect.clone(), nonce.to_string());
-    tokio::task::spawn_blocking(move || limits.authorization.check(&connect, nonce.as_bytes()))
-        .await
-        .unwrap_or(Err(AuthError::BadCredentials))
+    tokio::task::spawn_blocking(move || {
+        let auth = match (&limits.websocket_authorization, websocket) {
+            (Some(own), true) => own,
+            _ => &limits.authorization,
+        };
+        auth.check(&connect, nonce.as_bytes())
+    })
+    .await
+    .unwrap_or(Err(AuthError::BadCredentials))
 }
 
 impl Conn {
@@ -44,17 +51,22 @@ impl Conn {
         if &*self.opts.name == super::tests::PANIC_NAME {
             panic!("connection task panics on purpose");
         }
-        if self.limits.authorization.is_expensive(&self.opts) {
+        if self.opts.jwt.is_none() {
+            if let Some(jwt) = self.websocket.as_ref().and_then(|w| w.jwt_cookie.clone()) {
+                self.opts.jwt = Some(jwt.into());
+            }
+        }
+        if self.authorization().is_expensive(&self.opts) {
             return Ok(Handled::Authenticate);
         }
-        let result = self.limits.authorization.check(&self.opts, self.nonce.as_bytes());
+        let result = self.authorization().check(&self.opts, self.nonce.as_bytes());
         self.finish_connect(result)?;
         Ok(Handled::Done)
     }
 
     /// Checks the CONNECT's credentials off the runtime, then finishes it.
     pub(super) async fn authenticate(&mut self) -> Result<(), CloseReason> {
-        let result = check_off_runtime(&self.limits, &self.opts, &self.nonce).await;
+        let result = check_off_runtime(&self.limits, self.websocket.is_some(), &self.opts, &self.nonce).await;
         self.finish_connect(result)
     }
 
@@ -137,10 +149,10 @@ impl Conn {
         if !self.connected {
             return Ok(());
         }
-        let result = if self.limits.authorization.is_expensive(&self.opts) {
-            check_off_runtime(&self.limits, &self.opts, &self.nonce).await
+        let result = if self.authorization().is_expensive(&self.opts) {
+            check_off_runtime(&self.limits, self.websocket.is_some(), &self.opts, &self.nonce).await
         } else {
-            self.limits.authorization.check(&self.opts, self.nonce.as_bytes())
+            self.authorization().check(&self.opts, self.nonce.as_bytes())
         };
         match result {
             Ok(who) => self.set_permissions(who.permissions),

@@ -45,10 +45,17 @@ pub struct Greeting {
     pub nonce: String,
     /// The negotiated TLS version, for TLS connections.
     pub tls_version: Option<String>,
-    /// It came in over WebSocket.
-    pub websocket: bool,
+    /// It came in over WebSocket, with what its upgrade said.
+    pub websocket: Option<Box<WebsocketClient>>,
     /// Called with the connection once it exists (a WebSocket's framing attaches to it).
     pub attach: Option<Attach>,
+}
+
+/// What a WebSocket client's upgrade request said that matters after it.
+#[derive(Debug, Clone, Default)]
+pub struct WebsocketClient {
+    /// The user JWT from the configured cookie, used when CONNECT carries none.
+    pub jwt_cookie: Option<String>,
 }
 
 /// A hook [`run`] calls with the new connection.
@@ -77,7 +84,7 @@ pub async fn run<R, W>(
         meta.start = Some(std::time::SystemTime::now());
         meta.account = crate::account::GLOBAL_ACCOUNT.to_string();
         meta.tls_version = tls_version;
-        meta.websocket = websocket;
+        meta.websocket = websocket.is_some();
     }
     if let Some(attach) = attach {
         attach(&shared);
@@ -109,6 +116,7 @@ pub async fn run<R, W>(
         shared.close(CloseReason::ServerShutdown);
     }
     let mut conn = Conn::new(Arc::clone(&state), Arc::clone(&shared), cid, nonce);
+    conn.websocket = websocket;
     let reason = conn.read_loop(reader).await;
     shared.close(reason);
     drop(conn);
@@ -154,6 +162,8 @@ struct Conn {
     in_bytes: u64,
     /// Whether the cleanup on drop has run.
     cleaned: bool,
+    /// Set for a WebSocket client: it is checked against the listener's authorization.
+    websocket: Option<Box<WebsocketClient>>,
 }
 
 impl Conn {
@@ -184,6 +194,16 @@ impl Conn {
             in_msgs: 0,
             in_bytes: 0,
             cleaned: false,
+            websocket: None,
+        }
+    }
+
+    /// What this client's credentials are checked against: the WebSocket listener's
+    /// authorization for a WebSocket client that has one of its own, the server's otherwise.
+    fn authorization(&self) -> &crate::auth::Authorization {
+        match (&self.websocket, &self.limits.websocket_authorization) {
+            (Some(_), Some(own)) => own,
+            _ => &self.limits.authorization,
         }
     }
 

@@ -86,7 +86,7 @@ impl Conn {
         // comes first.
         let start = Instant::now();
         let mut next_ping = start + self.limits.ping_interval.min(FIRST_PING);
-        let auth_deadline = start + self.limits.authorization.timeout.unwrap_or(self.limits.auth_timeout);
+        let auth_deadline = start + self.authorization().timeout.unwrap_or(self.limits.auth_timeout);
         let timer = tokio::time::sleep_until(self.next_timer(next_ping, auth_deadline));
         tokio::pin!(timer);
         let mut first_ping = true;
@@ -272,7 +272,7 @@ impl Conn {
     }
 
     fn awaiting_auth(&self) -> bool {
-        !self.connected && self.limits.authorization.required()
+        !self.connected && self.authorization().required()
     }
 
     fn on_ping_timer(&mut self, first: bool) -> Result<(), CloseReason> {

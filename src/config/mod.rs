@@ -50,6 +50,7 @@ pub fn apply(map: &Map, opts: &mut Options) -> Result<Vec<String>, ConfigError> 
     let mut store_dir: Option<(&Item, std::path::PathBuf)> = None;
     let mut account_users: Vec<(String, Login)> = Vec::new();
     let mut no_auth_user: Option<(&Item, String)> = None;
+    let mut websocket_item: Option<&Item> = None;
     for (key, item) in map.iter() {
         if map.is_referenced(key) {
             continue;
@@ -126,7 +127,10 @@ pub fn apply(map: &Map, opts: &mut Options) -> Result<Vec<String>, ConfigError> 
             "trusted_keys" => return Err(invalid(item, format!("{key}: not supported yet"))),
             "jetstream" => opts.jetstream = jetstream(item, opts.jetstream.take(), &mut warnings)?,
             "store_dir" | "storedir" => store_dir = Some((item, item.expect_str()?.into())),
-            "websocket" | "ws" => opts.websocket = Some(websocket(item, &mut warnings)?),
+            "websocket" | "ws" => {
+                opts.websocket = Some(websocket(item, &mut warnings)?);
+                websocket_item = Some(item);
+            }
             "cluster" | "leafnodes" | "leaf" | "gateway" | "mqtt" => {
                 warnings.push(format!("{}: {key} is not served by this server; ignored", item.pos))
             }
@@ -171,6 +175,22 @@ pub fn apply(map: &Map, opts: &mut Options) -> Result<Vec<String>, ConfigError> 
             ));
         }
         opts.authorization.no_auth_user = Some(name);
+    }
+    if let (Some(ws), Some(ws_item)) = (&opts.websocket, websocket_item) {
+        if let Some(name) = &ws.no_auth_user {
+            let auth = &opts.authorization;
+            if ws.authorization.as_ref().is_some_and(|a| !a.users.is_empty()) {
+                return Err(invalid(ws_item, "websocket no_auth_user not compatible with provided username"));
+            }
+            if !auth.users.iter().any(|u| &u.name == name) && !auth.nkeys.iter().any(|u| &u.nkey == name) {
+                return Err(invalid(
+                    ws_item,
+                    format!(
+                        "websocket no_auth_user: \"{name}\" not present as user or nkey in authorization block or account configuration"
+                    ),
+                ));
+            }
+        }
     }
     if let (Some((item, dir)), Some(js)) = (store_dir, opts.jetstream.as_mut()) {
         if js.store_dir.is_some() {
@@ -350,9 +370,18 @@ fn websocket(block: &Item, warnings: &mut Vec<String>) -> Result<WebsocketOption
             }
             "compression" => ws.compression = item.expect_bool()?,
             "handshake_timeout" => ws.handshake_timeout = conf::duration_of(item)?,
-            "authorization" | "authentication" | "jwt_cookie" | "no_auth_user" => {
-                return Err(invalid(item, format!("websocket {key}: not supported yet")));
+            "authorization" | "authentication" => {
+                let auth = authorization(item.expect_map()?)?;
+                if !auth.nkeys.is_empty() || auth.users.len() > 1 || auth.default_permissions.is_some() {
+                    return Err(invalid(
+                        item,
+                        "websocket authorization takes a user and password, or a token, and a timeout",
+                    ));
+                }
+                ws.authorization = Some(auth);
             }
+            "no_auth_user" => ws.no_auth_user = Some(item.expect_str()?.to_string()),
+            "jwt_cookie" => ws.jwt_cookie = Some(item.expect_str()?.to_string()),
             _ => return Err(invalid(item, format!("unknown field \"{key}\" in websocket"))),
         }
     }

@@ -60,13 +60,7 @@ pub(super) fn new_nonce() -> String {
 
 fn greeting(live: &Live, cid: u64, peer: SocketAddr) -> Greeting {
     let nonce = if live.opts.authorization.needs_nonce() { new_nonce() } else { String::new() };
-    Greeting {
-        info: info_line(&live.info, cid, peer, &nonce),
-        nonce,
-        tls_version: None,
-        websocket: false,
-        attach: None,
-    }
+    Greeting { info: info_line(&live.info, cid, peer, &nonce), nonce, tls_version: None, websocket: None, attach: None }
 }
 
 /// Tells a client the server is full, then closes it.

@@ -138,7 +138,9 @@ async fn upgrade_and_run<S>(
     // TLS, if any, is the WebSocket's: the NATS protocol inside it is plain.
     info.tls_required = false;
     info.tls_verify = false;
-    let nonce = if live.opts.authorization.needs_nonce() { new_nonce() } else { String::new() };
+    let auth = live.opts.websocket_authorization.as_ref().unwrap_or(&live.opts.authorization);
+    info.auth_required = auth.required();
+    let nonce = if auth.needs_nonce() { new_nonce() } else { String::new() };
     let mut info = info_line(&info, cid, client_peer, &nonce);
     drop(live);
     if over {
@@ -167,6 +169,7 @@ async fn upgrade_and_run<S>(
         let control = Arc::clone(&control);
         Box::new(move |conn: &Arc<crate::connection::Connection>| control.attach(conn))
     };
-    let greeting = Greeting { info, nonce, tls_version, websocket: true, attach: Some(attach) };
+    let client = crate::client::WebsocketClient { jwt_cookie: upgrade.jwt_cookie.clone() };
+    let greeting = Greeting { info, nonce, tls_version, websocket: Some(Box::new(client)), attach: Some(attach) };
     client::run(state, cid, client_peer, reader, writer, greeting).await;
 }

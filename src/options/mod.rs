@@ -73,6 +73,24 @@ pub struct WebsocketOptions {
     pub compression: bool,
     /// How long the HTTP upgrade may take.
     pub handshake_timeout: Duration,
+    /// The listener's own `authorization { user, password | token, timeout }`.
+    pub authorization: Option<Authorization>,
+    /// The user (of the server's users) a WebSocket client without credentials connects as.
+    pub no_auth_user: Option<String>,
+    /// The cookie a browser's user JWT may come in, for clients that send none in CONNECT.
+    pub jwt_cookie: Option<String>,
+}
+
+impl WebsocketOptions {
+    /// The authorization WebSocket clients are checked against, when it is not the server's:
+    /// the listener's own, or the server's with the listener's `no_auth_user`.
+    pub fn effective_authorization(&self, server: &Authorization) -> Option<Authorization> {
+        if let Some(own) = &self.authorization {
+            return Some(own.clone());
+        }
+        let user = self.no_auth_user.as_ref()?;
+        Some(Authorization { no_auth_user: Some(user.clone()), ..server.clone() })
+    }
 }
 
 impl Default for WebsocketOptions {
@@ -87,6 +105,9 @@ impl Default for WebsocketOptions {
             allowed_origins: Vec::new(),
             compression: false,
             handshake_timeout: Duration::from_secs(2),
+            authorization: None,
+            no_auth_user: None,
+            jwt_cookie: None,
         }
     }
 }
@@ -185,6 +206,9 @@ pub struct Options {
     pub jetstream_limits: Vec<(String, JetStreamAccountLimits)>,
     /// The WebSocket listener, when configured.
     pub websocket: Option<WebsocketOptions>,
+    /// What WebSocket clients are checked against when it differs from `authorization`
+    /// (derived from `websocket` by [`Options::apply_baseline`]).
+    pub websocket_authorization: Option<Authorization>,
     /// Exports and imports of the configuration file's accounts.
     pub account_links: Vec<accounts::AccountLinks>,
     /// The account the server's own services and events live in (`system_account`).
@@ -209,6 +233,8 @@ impl Options {
     /// file's `ping_max: 0` or `max_connections: 0` means "the default", not "none").
     pub fn apply_baseline(&mut self) {
         let d = Options::default();
+        self.websocket_authorization =
+            self.websocket.as_ref().and_then(|ws| ws.effective_authorization(&self.authorization));
         if self.max_payload == 0 {
             self.max_payload = d.max_payload;
         }
@@ -287,6 +313,7 @@ impl Default for Options {
             jetstream_limits: Vec::new(),
             account_links: Vec::new(),
             websocket: None,
+            websocket_authorization: None,
             system_account: SYSTEM_ACCOUNT.to_string(),
         }
     }

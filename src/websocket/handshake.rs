@@ -119,6 +119,8 @@ pub struct Upgrade {
     pub browser: bool,
     /// Safari: compressed messages are not split into frames.
     pub no_compressed_fragments: bool,
+    /// The value of the configured JWT cookie, when the request carried it.
+    pub jwt_cookie: Option<String>,
 }
 
 impl Upgrade {
@@ -201,7 +203,21 @@ pub fn check(head: &[u8], opts: &WebsocketOptions, tls: bool) -> Result<Upgrade,
             && compress
             && user_agent.contains("Version/")
             && user_agent.contains("Safari/"),
+        jwt_cookie: opts.jwt_cookie.as_deref().and_then(|name| cookie(headers, name)),
     })
+}
+
+/// The value of cookie `name` in the request's Cookie headers.
+fn cookie(headers: &[httparse::Header<'_>], name: &str) -> Option<String> {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("Cookie"))
+        .filter_map(|h| std::str::from_utf8(h.value).ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"').to_string())
+        .filter(|v| !v.is_empty())
 }
 
 fn check_origin(
@@ -305,6 +321,10 @@ mod tests {
         )
         .unwrap();
         assert!(up.compress && up.no_masking && up.browser && up.no_compressed_fragments);
+        assert_eq!(up.jwt_cookie, None);
+        let with_cookie = WebsocketOptions { jwt_cookie: Some("jwt".into()), ..opts() };
+        let cooked = check(&req("Cookie: theme=dark; jwt=eyJabc.def\r\n"), &with_cookie, false).unwrap();
+        assert_eq!(cooked.jwt_cookie.as_deref(), Some("eyJabc.def"));
         assert_eq!(up.forwarded_for, Some("10.1.2.3".parse().unwrap()));
         let text = String::from_utf8(up.response()).unwrap();
         assert!(text.contains(

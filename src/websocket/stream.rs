@@ -870,6 +870,7 @@ mod tests {
             forwarded_for: None,
             browser: false,
             no_compressed_fragments: false,
+            jwt_cookie: None,
         };
         let control = Arc::new(Control::default());
         let mut w = WsWriter::new(Narrow { out: Vec::new(), step: 3 }, Arc::clone(&control), &up);
@@ -898,6 +899,7 @@ mod tests {
             forwarded_for: None,
             browser: true,
             no_compressed_fragments: false,
+            jwt_cookie: None,
         };
         let mut out = Vec::new();
         {
