@@ -161,6 +161,12 @@ impl Server {
                     let limits = opts.jetstream_limits.iter().find(|(n, _)| n == name).map(|(_, l)| *l);
                     js.enable_with(&state.accounts.get_or_create(name), limits.unwrap_or_default());
                 }
+                // Account JWTs that allow JetStream.
+                if let Some(trust) = &opts.authorization.trust {
+                    for (key, limits) in trust.jetstream_accounts() {
+                        js.enable_with(&state.accounts.get_or_create(key), *limits);
+                    }
+                }
                 Some(js)
             }
             None => None,

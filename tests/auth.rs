@@ -326,3 +326,57 @@ async fn account_jwt_exports_and_imports_link_accounts() {
     // The token-protected stream never arrived (it was published before the metrics one).
     assert!(tokio::time::timeout(Duration::from_millis(100), private.next()).await.is_err());
 }
+
+/// An account JWT whose limits allow JetStream gets it, with its stream limit; an account
+/// JWT without JetStream limits has none.
+#[tokio::test]
+async fn account_jwts_with_jetstream_limits_get_jetstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let operator = nkeys::KeyPair::new_operator();
+    let op_jwt = encode_jwt(serde_json::json!({"iss": operator.public_key(), "sub": operator.public_key()}), &operator);
+    let (with_js, without) = (nkeys::KeyPair::new_account(), nkeys::KeyPair::new_account());
+    let account_jwt = |acc: &nkeys::KeyPair, nats: serde_json::Value| {
+        encode_jwt(serde_json::json!({"iss": operator.public_key(), "sub": acc.public_key(), "nats": nats}), &operator)
+    };
+    let js_jwt = account_jwt(
+        &with_js,
+        serde_json::json!({"limits": {"mem_storage": -1, "disk_storage": 1_000_000, "streams": 1}, "version": 2}),
+    );
+    let plain_jwt = account_jwt(&without, serde_json::json!({"version": 2}));
+    let trust = Trust::new(
+        [op_jwt.as_str()],
+        [(with_js.public_key().as_str(), js_jwt.as_str()), (without.public_key().as_str(), plain_jwt.as_str())],
+    )
+    .unwrap();
+    let server = TestServer::start(courier::Options {
+        authorization: Authorization { trust: Some(trust), ..Default::default() },
+        jetstream: Some(courier::options::JetStreamOptions {
+            store_dir: Some(dir.path().into()),
+            ..Default::default()
+        }),
+        ..options()
+    })
+    .await;
+    let user_in = |acc: &nkeys::KeyPair| {
+        let user = Arc::new(nkeys::KeyPair::new_user());
+        let jwt = encode_jwt(serde_json::json!({"iss": acc.public_key(), "sub": user.public_key(), "nats": {}}), acc);
+        jwt_opts(jwt, user)
+    };
+    let client = try_connect(&server, user_in(&with_js)).await.expect("user with JetStream");
+    let api = |subject: &'static str, body: serde_json::Value| {
+        let client = client.clone();
+        async move {
+            let reply = client.request(subject, body.to_string().into()).await.expect("answered");
+            serde_json::from_slice::<serde_json::Value>(&reply.payload).unwrap()
+        }
+    };
+    let info = api("$JS.API.INFO", serde_json::json!({})).await;
+    assert_eq!(info["limits"]["max_storage"], 1_000_000, "{info}");
+    assert!(api("$JS.API.STREAM.CREATE.ONE", serde_json::json!({"name": "ONE", "subjects": ["one"]})).await["error"]
+        .is_null());
+    let second = api("$JS.API.STREAM.CREATE.TWO", serde_json::json!({"name": "TWO", "subjects": ["two"]})).await;
+    assert_eq!(second["error"]["err_code"], 10027, "{second}");
+    let other = try_connect(&server, user_in(&without)).await.expect("user without JetStream");
+    let err = other.request("$JS.API.INFO", "".into()).await.expect_err("no JetStream there");
+    assert_eq!(err.kind(), async_nats::RequestErrorKind::NoResponders);
+}

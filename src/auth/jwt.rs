@@ -116,6 +116,39 @@ pub struct NatsClaims {
     /// An account's imports.
     #[serde(default)]
     pub imports: Vec<JwtImport>,
+    /// An account's limits (JetStream's among them).
+    #[serde(default)]
+    pub limits: Option<JwtAccountLimits>,
+}
+
+/// The limits of an account JWT that Courier applies: JetStream's.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct JwtAccountLimits {
+    /// Memory bytes for streams; 0 with `disk_storage` 0 means no JetStream, -1 no limit.
+    #[serde(default)]
+    pub mem_storage: i64,
+    /// File bytes for streams.
+    #[serde(default)]
+    pub disk_storage: i64,
+    /// Streams; 0 (or absent) means no limit.
+    #[serde(default)]
+    pub streams: i64,
+    /// Consumers per stream; 0 (or absent) means no limit.
+    #[serde(default)]
+    pub consumer: i64,
+}
+
+impl JwtAccountLimits {
+    /// The JetStream limits, when the account has JetStream (as nats-server decides: some
+    /// memory or file storage allowed).
+    pub fn jetstream(&self) -> Option<crate::options::JetStreamAccountLimits> {
+        (self.mem_storage != 0 || self.disk_storage != 0).then_some(crate::options::JetStreamAccountLimits {
+            max_memory: self.mem_storage.max(-1),
+            max_store: self.disk_storage.max(-1),
+            max_streams: self.streams.max(-1),
+            max_consumers: self.consumer.max(-1),
+        })
+    }
 }
 
 /// An export in an account JWT.
@@ -327,6 +360,8 @@ pub struct Trust {
     accounts: FxHashMap<String, TrustedAccount>,
     /// Each trusted account's exports and imports.
     links: Vec<AccountLinks>,
+    /// The trusted accounts with JetStream, and their limits.
+    jetstream: Vec<(String, crate::options::JetStreamAccountLimits)>,
 }
 
 impl PartialEq for Trust {
@@ -369,6 +404,9 @@ impl Trust {
             let signing_keys = claims.nats.signing_keys.iter().map(|k| k.key().to_string()).collect();
             trust.accounts.insert(key.to_string(), TrustedAccount { signing_keys });
             trust.links.push(claims.nats.links(key));
+            if let Some(js) = claims.nats.limits.and_then(|l| l.jetstream()) {
+                trust.jetstream.push((key.to_string(), js));
+            }
         }
         Ok(trust)
     }
@@ -376,6 +414,11 @@ impl Trust {
     /// Whether the account with this key is trusted.
     pub fn has_account(&self, key: &str) -> bool {
         self.accounts.contains_key(key)
+    }
+
+    /// The trusted accounts whose JWTs allow JetStream, with their limits.
+    pub fn jetstream_accounts(&self) -> &[(String, crate::options::JetStreamAccountLimits)] {
+        &self.jetstream
     }
 
     /// The exports and imports of the trusted accounts.

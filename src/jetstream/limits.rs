@@ -79,8 +79,9 @@ impl AccountTally {
 
     /// Whether the account may have another stream, having `streams` now.
     pub(crate) fn allows_stream(&self, streams: usize) -> Result<(), ApiError> {
+        // As nats-server: 0 means no limit on streams (and on consumers), unlike storage.
         let max = self.limits.max_streams;
-        if max >= 0 && streams as i64 >= max {
+        if max > 0 && streams as i64 >= max {
             return Err(ApiError::maximum_streams());
         }
         Ok(())
@@ -90,7 +91,7 @@ impl AccountTally {
     /// `max_consumers` caps each stream, as in nats-server.
     pub(crate) fn allows_consumer(&self, consumers: usize) -> Result<(), ApiError> {
         let max = self.limits.max_consumers;
-        if max >= 0 && consumers as i64 >= max {
+        if max > 0 && consumers as i64 >= max {
             return Err(ApiError::new(400, 10026, "maximum consumers limit reached"));
         }
         Ok(())
