@@ -171,6 +171,16 @@ pub fn check(links: &[AccountLinks], known: impl Fn(&str) -> bool) -> Result<(),
             if !subject::is_valid_subscription(local.as_bytes()) {
                 return fail("invalid subject");
             }
+            let mut visited = vec![account.name.as_str()];
+            if forms_cycle(
+                links,
+                &import.account,
+                if import.service { &import.subject } else { &local },
+                import.service,
+                &mut visited,
+            ) {
+                return fail("import forms a cycle");
+            }
             if let Err(e) = subject::SubjectTransform::new(
                 if import.service { local.as_bytes() } else { import.subject.as_bytes() },
                 if import.service { import.subject.as_bytes() } else { local.as_bytes() },
@@ -180,6 +190,52 @@ pub fn check(links: &[AccountLinks], known: impl Fn(&str) -> bool) -> Result<(),
         }
     }
     Ok(())
+}
+
+/// Whether following `account`'s imports of the same kind from `subject` leads back to an
+/// account already visited, as nats-server checks before adding an import: a message would
+/// otherwise travel the loop until the delivery depth stops it, reaching subscribers more than
+/// once.
+fn forms_cycle<'a>(
+    links: &'a [AccountLinks],
+    account: &str,
+    subject: &str,
+    service: bool,
+    visited: &mut Vec<&'a str>,
+) -> bool {
+    if visited.len() > 64 {
+        return true;
+    }
+    let Some(links_of) = links.iter().find(|l| l.name == account) else { return false };
+    if !service
+        && !links_of
+            .exports
+            .iter()
+            .any(|e| e.service.is_none() && subject::is_subset(subject.as_bytes(), e.subject.as_bytes()))
+    {
+        return false;
+    }
+    for import in links_of.imports.iter().filter(|i| i.service == service) {
+        let local = import.local_subject();
+        if !subject::collide(subject.as_bytes(), local.as_bytes()) {
+            continue;
+        }
+        if visited.contains(&import.account.as_str()) {
+            return true;
+        }
+        visited.push(links_of.name.as_str());
+        let next = if service {
+            import.subject.clone()
+        } else if subject::is_subset(local.as_bytes(), subject.as_bytes()) {
+            local
+        } else {
+            subject.to_string()
+        };
+        if forms_cycle(links, &import.account, &next, service, visited) {
+            return true;
+        }
+    }
+    false
 }
 
 /// The export of `exporter` that lets `importer` take `import`, if any.

@@ -91,9 +91,33 @@ pub fn is_subset(subject: &[u8], filter: &[u8]) -> bool {
     }
 }
 
+/// Whether some literal subject matches both `a` and `b` (either may hold wildcards).
+pub fn collide(a: &[u8], b: &[u8]) -> bool {
+    let mut x = a.split(|&c| c == SEP);
+    let mut y = b.split(|&c| c == SEP);
+    loop {
+        match (x.next(), y.next()) {
+            (Some(s), _) | (_, Some(s)) if s == FWC => return true,
+            (Some(s), Some(t)) if s == PWC || t == PWC || s == t => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn collisions() {
+        for (a, b) in [("a.b", "a.b"), ("a.*", "a.b"), ("a.>", "a.b.c"), (">", "x"), ("*.b", "a.*")] {
+            assert!(collide(a.as_bytes(), b.as_bytes()), "{a} {b}");
+        }
+        for (a, b) in [("a.b", "a.c"), ("a.*", "a.b.c"), ("a", "a.b"), ("b.>", "a.>")] {
+            assert!(!collide(a.as_bytes(), b.as_bytes()), "{a} {b}");
+        }
+    }
 
     #[test]
     fn subsets() {
