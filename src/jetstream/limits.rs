@@ -9,24 +9,19 @@ use super::api::errors::ApiError;
 use super::api::types::Storage;
 pub use crate::options::JetStreamAccountLimits;
 
-/// An account's limits and its usage.
+/// Bytes streams hold and bytes their `max_bytes` reserve, by storage: the server's in all,
+/// or one account's.
 #[derive(Debug, Default)]
-pub struct AccountTally {
-    /// The limits; -1 means none.
-    pub limits: JetStreamAccountLimits,
+pub struct Usage {
     memory_used: AtomicI64,
     store_used: AtomicI64,
     memory_reserved: AtomicI64,
     store_reserved: AtomicI64,
 }
 
-impl AccountTally {
-    /// A tally under `limits`, with nothing used.
-    pub fn new(limits: JetStreamAccountLimits) -> Self {
-        AccountTally { limits, ..AccountTally::default() }
-    }
-
-    fn used(&self, storage: Storage) -> &AtomicI64 {
+impl Usage {
+    /// Bytes held in this storage.
+    pub(crate) fn used(&self, storage: Storage) -> &AtomicI64 {
         if storage == Storage::Memory {
             &self.memory_used
         } else {
@@ -34,12 +29,36 @@ impl AccountTally {
         }
     }
 
-    fn reserved(&self, storage: Storage) -> &AtomicI64 {
+    /// Bytes reserved in this storage.
+    pub(crate) fn reserved(&self, storage: Storage) -> &AtomicI64 {
         if storage == Storage::Memory {
             &self.memory_reserved
         } else {
             &self.store_reserved
         }
+    }
+}
+
+/// An account's limits and its usage.
+#[derive(Debug, Default)]
+pub struct AccountTally {
+    /// The limits; -1 means none.
+    pub limits: JetStreamAccountLimits,
+    usage: Usage,
+}
+
+impl AccountTally {
+    /// A tally under `limits`, with nothing used.
+    pub fn new(limits: JetStreamAccountLimits) -> Self {
+        AccountTally { limits, usage: Usage::default() }
+    }
+
+    fn used(&self, storage: Storage) -> &AtomicI64 {
+        self.usage.used(storage)
+    }
+
+    fn reserved(&self, storage: Storage) -> &AtomicI64 {
+        self.usage.reserved(storage)
     }
 
     fn max(&self, storage: Storage) -> i64 {

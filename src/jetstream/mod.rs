@@ -60,12 +60,8 @@ pub struct Shared {
     max_memory: i64,
     /// Bytes file streams may hold in all.
     max_store: i64,
-    /// Bytes memory and file streams hold now.
-    memory_used: AtomicI64,
-    store_used: AtomicI64,
-    /// Bytes reserved by streams' max_bytes.
-    memory_reserved: AtomicI64,
-    store_reserved: AtomicI64,
+    /// Bytes memory and file streams hold now, and reserve by their max_bytes.
+    usage: limits::Usage,
     /// fsync before acknowledging.
     sync_always: bool,
     /// How often to fsync otherwise.
@@ -74,19 +70,11 @@ pub struct Shared {
 
 impl Shared {
     fn used(&self, storage: Storage) -> &AtomicI64 {
-        if storage == Storage::Memory {
-            &self.memory_used
-        } else {
-            &self.store_used
-        }
+        self.usage.used(storage)
     }
 
     fn reserved(&self, storage: Storage) -> &AtomicI64 {
-        if storage == Storage::Memory {
-            &self.memory_reserved
-        } else {
-            &self.store_reserved
-        }
+        self.usage.reserved(storage)
     }
 
     pub(crate) fn add_usage(&self, storage: Storage, delta: i64) {
@@ -626,10 +614,7 @@ impl JetStream {
             max_memory: opts.max_memory.map_or_else(default_max_memory, |m| m as i64),
             max_store: opts.max_store.map_or_else(|| default_max_store(&root), |m| m as i64),
             root,
-            memory_used: AtomicI64::new(0),
-            store_used: AtomicI64::new(0),
-            memory_reserved: AtomicI64::new(0),
-            store_reserved: AtomicI64::new(0),
+            usage: limits::Usage::default(),
             sync_always,
             sync_interval,
         });
@@ -690,7 +675,8 @@ impl JetStream {
     /// The limits and usage for monitoring: (max memory, max store, memory used, store used).
     pub fn totals(&self) -> (i64, i64, i64, i64) {
         let s = &self.shared;
-        (s.max_memory, s.max_store, s.memory_used.load(Ordering::Relaxed), s.store_used.load(Ordering::Relaxed))
+        let (memory, store) = (s.used(Storage::Memory), s.used(Storage::File));
+        (s.max_memory, s.max_store, memory.load(Ordering::Relaxed), store.load(Ordering::Relaxed))
     }
 
     /// Where the streams are.

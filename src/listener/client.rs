@@ -21,6 +21,22 @@ use crate::state::{Live, ServerState};
 
 /// Accepts clients until shutdown or lame duck mode, each on a task of `tracker`.
 pub(super) async fn accept_loop(state: Arc<ServerState>, listener: TcpListener, tracker: TaskTracker) {
+    let serving = Arc::clone(&state);
+    accept_each(&state, &listener, "client", |stream, peer| {
+        tracker.spawn(serve(Arc::clone(&serving), stream, peer));
+    })
+    .await;
+}
+
+/// Accepts connections on `listener` until shutdown or lame duck mode, handing each to
+/// `serve`; an accept error (out of file descriptors and the like) backs off instead of
+/// spinning.
+pub(super) async fn accept_each(
+    state: &ServerState,
+    listener: &TcpListener,
+    what: &str,
+    mut serve: impl FnMut(TcpStream, SocketAddr),
+) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -31,11 +47,10 @@ pub(super) async fn accept_loop(state: Arc<ServerState>, listener: TcpListener, 
         match accepted {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
-                tracker.spawn(serve(Arc::clone(&state), stream, peer));
+                serve(stream, peer);
             }
             Err(e) => {
-                // Out of file descriptors and the like: back off instead of spinning.
-                error!("Error accepting client connection: {e}");
+                error!("Error accepting {what} connection: {e}");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }

@@ -12,7 +12,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error};
 
-use super::client::{info_line, new_nonce};
+use super::client::{accept_each, info_line, new_nonce};
 use crate::client::{self, ConnectionSlot, Greeting};
 use crate::options::WebsocketOptions;
 use crate::state::ServerState;
@@ -27,26 +27,12 @@ pub(super) async fn accept_loop(
     tracker: TaskTracker,
 ) {
     let opts = Arc::new(opts);
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let accepted = tokio::select! {
-            _ = state.shutdown.cancelled() => break,
-            _ = state.lame_duck.cancelled() => break,
-            r = listener.accept() => r,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                backoff = Duration::from_millis(5);
-                let _ = stream.set_nodelay(true);
-                tracker.spawn(serve(Arc::clone(&state), stream, peer, tls.clone(), Arc::clone(&opts)));
-            }
-            Err(e) => {
-                error!("Error accepting websocket connection: {e}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
+    let serving = Arc::clone(&state);
+    accept_each(&state, &listener, "websocket", |stream, peer| {
+        let _ = stream.set_nodelay(true);
+        tracker.spawn(serve(Arc::clone(&serving), stream, peer, tls.clone(), Arc::clone(&opts)));
+    })
+    .await;
 }
 
 async fn serve(

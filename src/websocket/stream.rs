@@ -320,6 +320,19 @@ impl<R: AsyncRead + Unpin> AsyncRead for WsReader<R> {
 }
 
 impl<R: AsyncRead + Unpin> WsReader<R> {
+    /// Accounts for payload bytes of a plain frame just put in the caller's buffer: unmasks
+    /// them there and ends the frame when they were its last.
+    fn took_payload(&mut self, bytes: &mut [u8]) -> io::Result<()> {
+        if let Some(mask) = self.mask {
+            self.mask_pos = unmask(bytes, mask, self.mask_pos);
+        }
+        self.frame_left -= bytes.len() as u64;
+        if self.frame_left == 0 {
+            self.end_of_frame()?;
+        }
+        Ok(())
+    }
+
     fn poll_decoded(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>, start: usize) -> Poll<io::Result<()>> {
         let this = self;
         if this.ready.is_empty() {
@@ -347,13 +360,7 @@ impl<R: AsyncRead + Unpin> WsReader<R> {
                 let at = buf.filled().len();
                 buf.put_slice(&this.raw[..n]);
                 this.raw.advance(n);
-                if let Some(mask) = this.mask {
-                    this.mask_pos = unmask(&mut buf.filled_mut()[at..], mask, this.mask_pos);
-                }
-                this.frame_left -= n as u64;
-                if this.frame_left == 0 {
-                    this.end_of_frame()?;
-                }
+                this.took_payload(&mut buf.filled_mut()[at..])?;
                 continue;
             }
             if this.done {
@@ -381,13 +388,7 @@ impl<R: AsyncRead + Unpin> WsReader<R> {
                 // SAFETY: the read initialised the first `n` unfilled bytes.
                 unsafe { buf.assume_init(n) };
                 buf.advance(n);
-                if let Some(mask) = this.mask {
-                    this.mask_pos = unmask(&mut buf.filled_mut()[at..], mask, this.mask_pos);
-                }
-                this.frame_left -= n as u64;
-                if this.frame_left == 0 {
-                    this.end_of_frame()?;
-                }
+                this.took_payload(&mut buf.filled_mut()[at..])?;
                 continue;
             }
             if this.raw.capacity() - this.raw.len() < 8 * 1024 {
