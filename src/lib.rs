@@ -30,6 +30,8 @@
 //!   at least once, and the `$JS.API` that serves both.
 //! - [`client`]: one client connection: its read loop and timers, protocol handlers, and
 //!   authentication and permissions.
+//! - [`mqtt`]: the MQTT 3.1.1 packet codec and the topic ↔ subject mapping (the listener and
+//!   sessions on the stream store are still to come).
 //! - [`websocket`]: the HTTP upgrade with nats-server's checks, and the frames that carry a
 //!   client's byte stream (with permessage-deflate), so a WebSocket client runs as any client.
 //! - [`monitor`]: HTTP monitoring: nats-server's JSON endpoints, Prometheus metrics, a live
@@ -52,6 +54,7 @@ pub mod jetstream;
 pub mod listener;
 pub mod logging;
 pub mod monitor;
+pub mod mqtt;
 pub mod options;
 pub mod proto;
 pub mod publish;
