@@ -127,16 +127,16 @@ pub struct WsReader<R> {
     control: Arc<Control>,
     /// Bytes read from the socket, not yet decoded.
     raw: BytesMut,
-    /// Decoded bytes not yet handed out.
-    ready: BytesMut,
+    /// What compressed messages inflated to, handed out from `inflated_at`. (A plain frame's
+    /// payload goes straight to the caller.)
+    inflated: Vec<u8>,
+    inflated_at: usize,
     /// Payload bytes of the current data frame still to come.
     frame_left: u64,
-    /// Whether the current data frame ends its message.
+    /// Whether the last data frame ended its message (false inside a fragmented message).
     frame_final: bool,
     mask: Option<[u8; 4]>,
     mask_pos: usize,
-    /// A message's first frame was seen and its final one not yet.
-    in_message: bool,
     /// The current message is compressed; its bytes gather in `deflated`.
     compressed: bool,
     deflated: Vec<u8>,
@@ -154,18 +154,20 @@ pub struct WsReader<R> {
 }
 
 impl<R> WsReader<R> {
-    /// A reader over `inner`, after an upgrade. `early` holds bytes read past the request.
+    /// A reader over `inner`, after an upgrade: frames must be masked when `require_mask`,
+    /// may be compressed when `compression`, and a compressed message may inflate to at most
+    /// `max_inflated` bytes.
     pub fn new(inner: R, control: Arc<Control>, require_mask: bool, compression: bool, max_inflated: usize) -> Self {
         WsReader {
             inner,
             control,
             raw: BytesMut::new(),
-            ready: BytesMut::new(),
+            inflated: Vec::new(),
+            inflated_at: 0,
             frame_left: 0,
             frame_final: true,
             mask: None,
             mask_pos: 0,
-            in_message: false,
             compressed: false,
             deflated: Vec::new(),
             require_mask,
@@ -183,24 +185,23 @@ impl<R> WsReader<R> {
         io::Error::new(io::ErrorKind::InvalidData, reason.to_string())
     }
 
-    /// Decodes what `raw` holds; returns whether it made progress.
+    /// Decodes what `raw` holds (frame headers, control frames, compressed payloads); returns
+    /// whether it made progress.
     fn decode(&mut self) -> io::Result<bool> {
         if self.frame_left > 0 {
+            // Only a compressed frame's payload is left here; a plain one goes to the caller.
             let n = (self.frame_left.min(self.raw.len() as u64)) as usize;
             if n == 0 {
                 return Ok(false);
             }
-            let mut chunk = self.raw.split_to(n);
-            if let Some(mask) = self.mask {
-                self.mask_pos = unmask(&mut chunk, mask, self.mask_pos);
+            if self.deflated.len() + n > self.max_inflated {
+                return Err(self.protocol_error("compressed message too large"));
             }
-            if self.compressed {
-                if self.deflated.len() + chunk.len() > self.max_inflated {
-                    return Err(self.protocol_error("compressed message too large"));
-                }
-                self.deflated.extend_from_slice(&chunk);
-            } else {
-                self.ready.extend_from_slice(&chunk);
+            let start = self.deflated.len();
+            self.deflated.extend_from_slice(&self.raw[..n]);
+            self.raw.advance(n);
+            if let Some(mask) = self.mask {
+                self.mask_pos = unmask(&mut self.deflated[start..], mask, self.mask_pos);
             }
             self.frame_left -= n as u64;
             if self.frame_left == 0 {
@@ -241,12 +242,12 @@ impl<R> WsReader<R> {
                 return Ok(true);
             }
             OpCode::Data(Data::Continue) => {
-                if !self.in_message || header.rsv1 {
+                if self.frame_final || header.rsv1 {
                     return Err(self.protocol_error("invalid continuation frame"));
                 }
             }
             OpCode::Data(_) => {
-                if self.in_message {
+                if !self.frame_final {
                     return Err(
                         self.protocol_error("new message started before final frame for previous message was received")
                     );
@@ -258,7 +259,6 @@ impl<R> WsReader<R> {
             }
         }
         self.raw.advance(header_len);
-        self.in_message = !header.is_final;
         self.frame_final = header.is_final;
         self.frame_left = len;
         self.mask = header.mask;
@@ -272,11 +272,16 @@ impl<R> WsReader<R> {
     /// A data frame is complete: a compressed message that ends here is inflated.
     fn end_of_frame(&mut self) -> io::Result<()> {
         if self.frame_final && self.compressed {
-            let mut out = Vec::new();
-            if deflate::decompress(&self.deflated, self.max_inflated, &mut out).is_err() {
+            if self.inflated_at == self.inflated.len() {
+                self.inflated.clear();
+                self.inflated_at = 0;
+            }
+            let before = self.inflated.len();
+            if deflate::decompress(&self.deflated, self.max_inflated, &mut self.inflated).is_err() {
+                // Nothing of a message that does not inflate is handed on.
+                self.inflated.truncate(before);
                 return Err(self.protocol_error("invalid compressed message"));
             }
-            self.ready.extend_from_slice(&out);
             self.deflated = Vec::new();
             self.compressed = false;
         }
@@ -335,19 +340,20 @@ impl<R: AsyncRead + Unpin> WsReader<R> {
 
     fn poll_decoded(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>, start: usize) -> Poll<io::Result<()>> {
         let this = self;
-        if this.ready.is_empty() {
+        if this.inflated_at == this.inflated.len() {
             if let Some(e) = this.failed.take() {
                 return Poll::Ready(Err(e));
             }
         }
         loop {
             // What a compressed message inflated to.
-            if !this.ready.is_empty() {
-                let n = this.ready.len().min(buf.remaining());
-                buf.put_slice(&this.ready[..n]);
-                this.ready.advance(n);
-                if this.ready.is_empty() && this.ready.capacity() > 64 * 1024 {
-                    this.ready = BytesMut::new();
+            if this.inflated_at < this.inflated.len() {
+                let n = (this.inflated.len() - this.inflated_at).min(buf.remaining());
+                buf.put_slice(&this.inflated[this.inflated_at..this.inflated_at + n]);
+                this.inflated_at += n;
+                if this.inflated_at == this.inflated.len() && this.inflated.capacity() > 64 * 1024 {
+                    this.inflated = Vec::new();
+                    this.inflated_at = 0;
                 }
             }
             if buf.remaining() == 0 {
@@ -482,24 +488,18 @@ impl<W> WsWriter<W> {
     }
 
     /// A writer for the client's side of a connection: binary frames, masked unless the server
-    /// agreed to `Nats-No-Masking`.
+    /// agreed to `Nats-No-Masking`, and no close frame of its own at the end.
     pub fn client(inner: W, mask: bool) -> Self {
-        WsWriter {
-            inner,
-            control: Arc::new(Control::default()),
-            pending: Vec::new(),
-            written: 0,
-            compression: false,
+        let plain = super::Upgrade {
+            key: String::new(),
+            compress: false,
+            no_masking: !mask,
+            forwarded_for: None,
             browser: false,
             no_compressed_fragments: false,
-            scratch: Vec::new(),
-            shut: true,
-            mask,
-            direct_left: 0,
-            direct_head: [0; 14],
-            direct_head_len: 0,
-            direct_head_pos: 0,
-        }
+            jwt_cookie: None,
+        };
+        WsWriter { shut: true, mask, ..WsWriter::new(inner, Arc::new(Control::default()), &plain) }
     }
 
     /// A frame header for `len` bytes, masked on the client's side; returns the mask.
@@ -517,69 +517,61 @@ impl<W> WsWriter<W> {
         }
     }
 
-    /// Appends `payload` as one message: binary frames, split for browsers.
-    fn frame(&mut self, payload: &[u8], compressed: bool) {
+    /// Appends the first `total` bytes of `parts` as one message: binary frames (split for
+    /// browsers), the first marked compressed when `compressed`.
+    fn frame(&mut self, parts: &[IoSlice<'_>], total: usize, compressed: bool) {
         let max =
             if self.browser && !(compressed && self.no_compressed_fragments) { BROWSER_FRAME } else { usize::MAX };
+        let (mut part, mut offset) = (0, 0);
+        let mut left = total;
         let mut first = true;
-        let mut rest = payload;
-        loop {
-            let n = rest.len().min(max);
+        while left > 0 {
+            let n = left.min(max);
             let header = FrameHeader {
-                is_final: n == rest.len(),
+                is_final: n == left,
                 rsv1: compressed && first,
                 opcode: OpCode::Data(if first { Data::Binary } else { Data::Continue }),
                 ..FrameHeader::default()
             };
             let mask = self.header(header, n);
             let start = self.pending.len();
-            self.pending.extend_from_slice(&rest[..n]);
-            self.apply_mask(mask, start);
-            rest = &rest[n..];
-            first = false;
-            if rest.is_empty() {
-                break;
+            let mut need = n;
+            while need > 0 {
+                let rest = &parts[part][offset..];
+                let take = rest.len().min(need);
+                self.pending.extend_from_slice(&rest[..take]);
+                need -= take;
+                offset += take;
+                if offset == parts[part].len() {
+                    part += 1;
+                    offset = 0;
+                }
             }
+            self.apply_mask(mask, start);
+            left -= n;
+            first = false;
         }
     }
 
+    /// Appends the first `total` bytes of `bufs` as one message, compressed when that was
+    /// negotiated and the message is worth it.
     fn encode(&mut self, bufs: &[IoSlice<'_>], total: usize) {
-        if self.compression && total >= COMPRESS_THRESHOLD {
-            let mut plain = std::mem::take(&mut self.scratch);
-            plain.clear();
-            for b in bufs {
-                plain.extend_from_slice(b);
-            }
-            let mut packed = Vec::with_capacity(total / 2 + 16);
-            deflate::compress(&plain, &mut packed);
-            self.frame(&packed, true);
-            self.scratch = plain;
-            if self.scratch.capacity() > 256 * 1024 {
-                self.scratch = Vec::new();
-            }
+        if !self.compression || total < COMPRESS_THRESHOLD {
+            self.frame(bufs, total, false);
             return;
         }
-        let max = if self.browser { BROWSER_FRAME } else { usize::MAX };
-        if bufs.len() == 1 || total <= max {
-            // One frame: its header, then every slice.
-            if total <= max {
-                let header = FrameHeader { opcode: OpCode::Data(Data::Binary), ..FrameHeader::default() };
-                let mask = self.header(header, total);
-                let start = self.pending.len();
-                for b in bufs {
-                    self.pending.extend_from_slice(b);
-                }
-                self.apply_mask(mask, start);
-                return;
-            }
-            self.frame(&bufs[0], false);
-            return;
-        }
-        let mut plain = Vec::with_capacity(total);
+        let mut plain = std::mem::take(&mut self.scratch);
+        plain.clear();
         for b in bufs {
-            plain.extend_from_slice(b);
+            let take = b.len().min(total - plain.len());
+            plain.extend_from_slice(&b[..take]);
         }
-        self.frame(&plain, false);
+        let mut packed = Vec::with_capacity(total / 2 + 16);
+        deflate::compress(&plain, &mut packed);
+        self.frame(&[IoSlice::new(&packed)], packed.len(), true);
+        if plain.capacity() <= 256 * 1024 {
+            self.scratch = plain;
+        }
     }
 }
 
@@ -680,30 +672,9 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for WsWriter<W> {
         }
         // At most MAX_FRAME_BATCH bytes per frame, so that the frame buffer is reused rather
         // than grown and freed batch after batch; the caller writes the rest next.
-        let mut total = 0;
-        let mut used = 0;
-        let mut tail = None;
-        for b in bufs {
-            if total + b.len() > MAX_FRAME_BATCH {
-                let take = MAX_FRAME_BATCH - total;
-                if take > 0 {
-                    tail = Some(&b[..take]);
-                    total += take;
-                }
-                break;
-            }
-            total += b.len();
-            used += 1;
-        }
+        let total = bufs.iter().map(|b| b.len()).sum::<usize>().min(MAX_FRAME_BATCH);
         if total > 0 {
-            match tail {
-                None => this.encode(&bufs[..used], total),
-                Some(part) => {
-                    let mut slices: Vec<IoSlice<'_>> = bufs[..used].to_vec();
-                    slices.push(IoSlice::new(part));
-                    this.encode(&slices, total);
-                }
-            }
+            this.encode(bufs, total);
         }
         // Start writing now; what does not go out goes with the next call or the flush.
         let _ = this.poll_drain(cx)?;
@@ -829,6 +800,21 @@ mod tests {
         frame[0] |= 0x40;
         let (got, _) = read_all(frame, true).await;
         assert_eq!(got.unwrap(), b"PUB a 2\r\nok\r\n");
+    }
+
+    #[tokio::test]
+    async fn nothing_of_a_message_that_does_not_inflate_is_handed_on() {
+        let mut frame = client_frame(2, true, &[0x13], Some([0, 0, 0, 0]));
+        frame[0] |= 0x40;
+        let (got, _) = read_all(frame, true).await;
+        assert!(got.is_err());
+        let mut frame = client_frame(2, true, &[0xff, 0xff, 0xff], Some([1, 2, 3, 4]));
+        frame[0] |= 0x40;
+        let control = Arc::new(Control::default());
+        let mut reader = WsReader::new(&frame[..], control, true, true, 1 << 20);
+        let mut out = Vec::new();
+        assert!(reader.read_to_end(&mut out).await.is_err());
+        assert!(out.is_empty(), "{out:?}");
     }
 
     #[tokio::test]
