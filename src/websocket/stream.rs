@@ -803,21 +803,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn nothing_of_a_message_that_does_not_inflate_is_handed_on() {
-        let mut frame = client_frame(2, true, &[0x13], Some([0, 0, 0, 0]));
-        frame[0] |= 0x40;
-        let (got, _) = read_all(frame, true).await;
-        assert!(got.is_err());
-        let mut frame = client_frame(2, true, &[0xff, 0xff, 0xff], Some([1, 2, 3, 4]));
-        frame[0] |= 0x40;
-        let control = Arc::new(Control::default());
-        let mut reader = WsReader::new(&frame[..], control, true, true, 1 << 20);
-        let mut out = Vec::new();
-        assert!(reader.read_to_end(&mut out).await.is_err());
-        assert!(out.is_empty(), "{out:?}");
-    }
-
-    #[tokio::test]
     async fn a_close_frame_is_answered_and_ends_the_stream() {
         let mut wire = client_frame(8, true, &[0x03, 0xe8, b'b', b'y', b'e'], Some([0, 0, 0, 0]));
         wire.extend(client_frame(2, true, b"after", Some([0, 0, 0, 0])));
