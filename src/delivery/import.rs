@@ -130,20 +130,13 @@ impl ResponseRouter {
     /// with its response.
     pub fn route(&self, subject: &[u8]) -> Option<WayBack> {
         let now = Instant::now();
-        let singleton = {
-            let way = self.pending.get(subject)?;
-            if way.expires <= now {
-                drop(way);
-                self.pending.remove(subject);
-                return None;
-            }
-            if way.response != ResponseType::Singleton {
-                return Some(way.clone());
-            }
-            true
-        };
-        debug_assert!(singleton);
-        self.pending.remove(subject).map(|(_, w)| w)
+        // A singleton's way back, or one past its time, closes now.
+        if let Some((_, way)) =
+            self.pending.remove_if(subject, |_, w| w.expires <= now || w.response == ResponseType::Singleton)
+        {
+            return (way.expires > now).then_some(way);
+        }
+        self.pending.get(subject).map(|w| w.clone())
     }
 
     /// Ways back open now.

@@ -25,7 +25,7 @@ pub mod stream;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,53 +56,12 @@ pub struct Shared {
     pub(crate) publisher: InternalPublisher,
     /// `<store_dir>/jetstream`.
     root: PathBuf,
-    /// Bytes memory streams may hold in all.
-    max_memory: i64,
-    /// Bytes file streams may hold in all.
-    max_store: i64,
-    /// Bytes memory and file streams hold now, and reserve by their max_bytes.
-    usage: limits::Usage,
+    /// What memory and file streams may hold in all, hold, and reserve.
+    budget: Arc<limits::Budget>,
     /// fsync before acknowledging.
     sync_always: bool,
     /// How often to fsync otherwise.
     sync_interval: Duration,
-}
-
-impl Shared {
-    fn used(&self, storage: Storage) -> &AtomicI64 {
-        self.usage.used(storage)
-    }
-
-    fn reserved(&self, storage: Storage) -> &AtomicI64 {
-        self.usage.reserved(storage)
-    }
-
-    pub(crate) fn add_usage(&self, storage: Storage, delta: i64) {
-        self.used(storage).fetch_add(delta, Ordering::Relaxed);
-    }
-
-    pub(crate) fn add_reserved(&self, storage: Storage, delta: i64) {
-        self.reserved(storage).fetch_add(delta, Ordering::Relaxed);
-    }
-
-    /// Whether the server's storage of this kind is used up.
-    pub(crate) fn limits_exceeded(&self, storage: Storage) -> bool {
-        let max = if storage == Storage::Memory { self.max_memory } else { self.max_store };
-        max >= 0 && self.used(storage).load(Ordering::Relaxed) > max
-    }
-
-    /// Whether a stream reserving `bytes` more fits in the server's limits.
-    fn fits(&self, storage: Storage, bytes: i64) -> Result<(), ApiError> {
-        let (max, err) = if storage == Storage::Memory {
-            (self.max_memory, ApiError::memory_resources_exceeded())
-        } else {
-            (self.max_store, ApiError::storage_resources_exceeded())
-        };
-        if max >= 0 && self.reserved(storage).load(Ordering::Relaxed) + bytes > max {
-            return Err(err);
-        }
-        Ok(())
-    }
 }
 
 /// JetStream in one account: its streams and its API.
@@ -410,7 +369,6 @@ impl JsAccount {
             return if existing.config() == cfg { Ok(existing) } else { Err(ApiError::stream_name_exists()) };
         }
         self.tally.allows_stream(self.stream_count())?;
-        self.shared.fits(cfg.storage, stream::reservation(&cfg))?;
         self.tally.fits(cfg.storage, stream::reservation(&cfg))?;
         self.check_overlap(&cfg, None)?;
         let created = now_nanos();
@@ -433,7 +391,6 @@ impl JsAccount {
             let _ = s.delete();
             return Err(ApiError::stream_create("error creating store for stream"));
         }
-        self.shared.add_reserved(cfg.storage, stream::reservation(&cfg));
         self.tally.add_reserved(cfg.storage, stream::reservation(&cfg));
         s.subscribe();
         self.streams.write().insert(cfg.name.clone(), Arc::clone(&s));
@@ -448,7 +405,6 @@ impl JsAccount {
         let old = s.config();
         let cfg = config::check_update(&old, &cfg)?;
         self.check_overlap(&cfg, Some(&cfg.name))?;
-        self.shared.fits(cfg.storage, stream::reservation(&cfg) - stream::reservation(&old))?;
         self.tally.fits(cfg.storage, stream::reservation(&cfg) - stream::reservation(&old))?;
         s.update(cfg)?;
         self.stream_advisory(s.name(), "modify");
@@ -511,7 +467,6 @@ impl JsAccount {
                 created,
                 store,
             );
-            self.shared.add_reserved(cfg.storage, stream::reservation(&cfg));
             self.tally.add_reserved(cfg.storage, stream::reservation(&cfg));
             s.subscribe();
             let st = s.info(false, None).map(|(i, _)| i.state);
@@ -611,16 +566,17 @@ impl JetStream {
         };
         let shared = Arc::new(Shared {
             publisher: InternalPublisher::new(Arc::clone(state)),
-            max_memory: opts.max_memory.map_or_else(default_max_memory, |m| m as i64),
-            max_store: opts.max_store.map_or_else(|| default_max_store(&root), |m| m as i64),
+            budget: Arc::new(limits::Budget::new(
+                opts.max_memory.map_or_else(default_max_memory, |m| m as i64),
+                opts.max_store.map_or_else(|| default_max_store(&root), |m| m as i64),
+            )),
             root,
-            usage: limits::Usage::default(),
             sync_always,
             sync_interval,
         });
         info!("Starting JetStream");
-        info!("    Max Memory:      {}", bytes_text(shared.max_memory));
-        info!("    Max Storage:     {}", bytes_text(shared.max_store));
+        info!("    Max Memory:      {}", bytes_text(shared.budget.max(Storage::Memory)));
+        info!("    Max Storage:     {}", bytes_text(shared.budget.max(Storage::File)));
         info!("    Store Directory: \"{}\"", shared.root.display());
         let js = Arc::new(JetStream {
             shared,
@@ -651,7 +607,7 @@ impl JetStream {
             api_total: AtomicU64::new(0),
             api_errors: AtomicU64::new(0),
             push_interest: Arc::default(),
-            tally: Arc::new(limits::AccountTally::new(limits)),
+            tally: Arc::new(limits::AccountTally::new(limits, Arc::clone(&self.shared.budget))),
         });
         acc.recover();
         let sink: Arc<dyn InternalSink> = Arc::clone(&acc) as Arc<dyn InternalSink>;
@@ -674,9 +630,8 @@ impl JetStream {
 
     /// The limits and usage for monitoring: (max memory, max store, memory used, store used).
     pub fn totals(&self) -> (i64, i64, i64, i64) {
-        let s = &self.shared;
-        let (memory, store) = (s.used(Storage::Memory), s.used(Storage::File));
-        (s.max_memory, s.max_store, memory.load(Ordering::Relaxed), store.load(Ordering::Relaxed))
+        let b = &self.shared.budget;
+        (b.max(Storage::Memory), b.max(Storage::File), b.used(Storage::Memory), b.used(Storage::File))
     }
 
     /// Where the streams are.

@@ -152,7 +152,6 @@ impl Stream {
             }
         }
         let reported_bytes = store.state().bytes;
-        shared.add_usage(config.storage, reported_bytes as i64);
         tally.add_usage(config.storage, reported_bytes as i64);
         let inner = Inner {
             ack_prefix: ack_prefix(&config.name),
@@ -235,8 +234,6 @@ impl Stream {
         for sub in inner.subs.drain(..).chain(inner.direct.drain(..)) {
             self.account.remove_subscription(&sub, Removal::Owner);
         }
-        self.shared.add_usage(inner.config.storage, -(inner.reported_bytes as i64));
-        self.shared.add_reserved(inner.config.storage, -reservation(&inner.config));
         self.tally.add_usage(inner.config.storage, -(inner.reported_bytes as i64));
         self.tally.add_reserved(inner.config.storage, -reservation(&inner.config));
         inner.reported_bytes = 0;
@@ -252,7 +249,6 @@ impl Stream {
         let Some(store) = &inner.store else { return };
         let bytes = store.state().bytes;
         if bytes != inner.reported_bytes {
-            self.shared.add_usage(inner.config.storage, bytes as i64 - inner.reported_bytes as i64);
             self.tally.add_usage(inner.config.storage, bytes as i64 - inner.reported_bytes as i64);
             inner.reported_bytes = bytes;
         }
@@ -352,11 +348,10 @@ impl Stream {
         if hdr.len() > usize::from(u16::MAX) {
             return Outcome::Refused(ApiError::header_exceeds_maximum());
         }
-        if self.shared.limits_exceeded(inner.config.storage) {
-            return Outcome::Refused(ApiError::insufficient_resources());
-        }
-        if self.tally.would_exceed(inner.config.storage, record::message_len(subject.as_bytes(), hdr, data)) {
-            return Outcome::Refused(ApiError::new(400, 10002, "resource limits exceeded for account"));
+        if let Some(e) =
+            self.tally.refuses_message(inner.config.storage, record::message_len(subject.as_bytes(), hdr, data))
+        {
+            return Outcome::Refused(e);
         }
         let Some(store) = inner.store.as_mut() else { return Outcome::Dropped };
         if super::config::drops_without_interest(&inner.config) && !self.has_interest_in(subject) {
@@ -582,7 +577,6 @@ impl Stream {
             store.set_limits(super::config::limits(&cfg));
             let _ = store.flush();
         }
-        self.shared.add_reserved(cfg.storage, reservation(&cfg) - before);
         self.tally.add_reserved(cfg.storage, reservation(&cfg) - before);
         inner.ack_prefix = ack_prefix(&cfg.name);
         inner.config = cfg;
