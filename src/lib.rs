@@ -55,6 +55,7 @@ pub mod listener;
 pub mod logging;
 pub mod monitor;
 pub mod mqtt;
+pub mod mqtt_server;
 pub mod options;
 pub mod proto;
 pub mod publish;

@@ -49,6 +49,7 @@ pub struct ServerHandle {
     jetstream: Option<Arc<JetStream>>,
     addr: SocketAddr,
     websocket: Option<SocketAddr>,
+    mqtt: Option<SocketAddr>,
 }
 
 impl ServerHandle {
@@ -68,6 +69,11 @@ impl ServerHandle {
     /// Where WebSocket clients connect, when the listener is on.
     pub fn websocket_addr(&self) -> Option<SocketAddr> {
         self.websocket
+    }
+
+    /// Where MQTT devices connect, when the listener is on.
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.mqtt
     }
 
     /// Starts a graceful shutdown: stop accepting, flush and close every client.
@@ -144,6 +150,14 @@ impl Server {
     pub async fn bind(opts: Options) -> io::Result<Server> {
         let mut opts = opts;
         opts.apply_baseline();
+        if opts.mqtt.is_some() {
+            if opts.server_name.is_empty() {
+                return Err(io::Error::other("mqtt requires server name to be explicitly set"));
+            }
+            if opts.jetstream.is_none() {
+                return Err(io::Error::other("mqtt requires JetStream to be enabled if running in standalone mode"));
+            }
+        }
         let listeners = Listeners::bind(&opts).await?;
         let addr = listeners.client_addr()?;
         let live = Live::build(opts, &new_server_id(), addr.port()).map_err(io::Error::other)?;
@@ -186,6 +200,7 @@ impl Server {
             jetstream: self.jetstream.clone(),
             addr: self.addr,
             websocket: self.listeners.websocket_addr(),
+            mqtt: self.listeners.mqtt_addr(),
         }
     }
 

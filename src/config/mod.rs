@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::auth::permissions::{ResponsePermission, Rule, SubjectRules};
 use crate::auth::{Authorization, NkeyUser, Permissions, User};
 use crate::conf::{self, ConfError, Item, Map, Pos, Value};
-use crate::options::{self, JetStreamOptions, Options, SyncInterval, WebsocketOptions};
+use crate::options::{self, JetStreamOptions, MqttOptions, Options, SyncInterval, WebsocketOptions};
 use crate::tls::{HandshakeFirst, TlsOptions};
 
 mod accounts;
@@ -51,6 +51,7 @@ pub fn apply(map: &Map, opts: &mut Options) -> Result<Vec<String>, ConfigError> 
     let mut account_users: Vec<(String, Login)> = Vec::new();
     let mut no_auth_user: Option<(&Item, String)> = None;
     let mut websocket_item: Option<&Item> = None;
+    let mut mqtt_item: Option<&Item> = None;
     for (key, item) in map.iter() {
         if map.is_referenced(key) {
             continue;
@@ -131,7 +132,11 @@ pub fn apply(map: &Map, opts: &mut Options) -> Result<Vec<String>, ConfigError> 
                 opts.websocket = Some(websocket(item, &mut warnings)?);
                 websocket_item = Some(item);
             }
-            "cluster" | "leafnodes" | "leaf" | "gateway" | "mqtt" => {
+            "mqtt" => {
+                opts.mqtt = Some(mqtt(item, &mut warnings)?);
+                mqtt_item = Some(item);
+            }
+            "cluster" | "leafnodes" | "leaf" | "gateway" => {
                 warnings.push(format!("{}: {key} is not served by this server; ignored", item.pos))
             }
             _ => return Err(invalid(item, format!("unknown field \"{key}\""))),
@@ -175,6 +180,9 @@ pub fn apply(map: &Map, opts: &mut Options) -> Result<Vec<String>, ConfigError> 
             ));
         }
         opts.authorization.no_auth_user = Some(name);
+    }
+    if let (Some(m), Some(m_item)) = (&opts.mqtt, mqtt_item) {
+        check_mqtt(opts, m, m_item)?;
     }
     if let (Some(ws), Some(ws_item)) = (&opts.websocket, websocket_item) {
         if let Some(name) = &ws.no_auth_user {
@@ -389,6 +397,86 @@ fn websocket(block: &Item, warnings: &mut Vec<String>) -> Result<WebsocketOption
         return Err(invalid(block, "websocket requires TLS configuration"));
     }
     Ok(ws)
+}
+
+/// nats-server's checks of an `mqtt {}` block against the rest of the file.
+fn check_mqtt(opts: &Options, m: &MqttOptions, item: &Item) -> Result<(), ConfigError> {
+    let auth = &opts.authorization;
+    if let Some(name) = &m.no_auth_user {
+        if !auth.users.iter().any(|u| &u.name == name) && !auth.nkeys.iter().any(|u| &u.nkey == name) {
+            return Err(invalid(
+                item,
+                format!("no_auth_user: \"{name}\" not present as user or nkey in authorization block or account configuration"),
+            ));
+        }
+    }
+    if !auth.users.is_empty() || !auth.nkeys.is_empty() {
+        if let Some(own) = &m.authorization {
+            if !own.users.is_empty() {
+                return Err(invalid(item, "mqtt authentication username not compatible with presence of users/nkeys"));
+            }
+            if own.token.is_some() {
+                return Err(invalid(item, "mqtt authentication token not compatible with presence of users/nkeys"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `mqtt { listen | host + port, tls {...}, authorization {...}, no_auth_user, ack_wait,
+/// max_ack_pending }`; the replica and domain settings of a cluster are accepted and have no
+/// effect on one server.
+fn mqtt(block: &Item, warnings: &mut Vec<String>) -> Result<MqttOptions, ConfigError> {
+    let mut m = MqttOptions::default();
+    for (key, item) in block.expect_map()?.iter() {
+        match key.to_ascii_lowercase().as_str() {
+            "listen" => {
+                let (host, port) = host_port(item)?;
+                m.host = host.or(m.host);
+                m.port = port;
+            }
+            "port" => m.port = port_of(item)?,
+            "host" | "net" => m.host = Some(item.expect_str()?.to_string()),
+            "tls" => m.tls = Some(tls(item.expect_map()?, warnings)?),
+            "authorization" | "authentication" => {
+                let auth = authorization(item.expect_map()?)?;
+                if !auth.nkeys.is_empty() || auth.users.len() > 1 || auth.default_permissions.is_some() {
+                    return Err(invalid(
+                        item,
+                        "mqtt authorization takes a user and password, or a token, and a timeout",
+                    ));
+                }
+                m.authorization = Some(auth);
+            }
+            "no_auth_user" => m.no_auth_user = Some(item.expect_str()?.to_string()),
+            "ack_wait" | "ackwait" => {
+                m.ack_wait = conf::duration_of(item)?;
+                if m.ack_wait.is_zero() {
+                    m.ack_wait = MqttOptions::default().ack_wait;
+                }
+            }
+            "max_ack_pending" | "max_pending" | "max_inflight" => {
+                let n = item.expect_integer()?;
+                m.max_ack_pending = match u16::try_from(n) {
+                    Ok(0) => MqttOptions::default().max_ack_pending,
+                    Ok(n) => n,
+                    Err(_) => {
+                        return Err(invalid(item, format!("invalid value {n}, should be in [0..{}] range", u16::MAX)))
+                    }
+                };
+            }
+            "js_domain"
+            | "stream_replicas"
+            | "consumer_replicas"
+            | "consumer_memory_storage"
+            | "consumer_inactive_threshold"
+            | "consumer_auto_cleanup" => {
+                warnings.push(format!("{}: mqtt {key} has no effect on a server outside a cluster", item.pos))
+            }
+            _ => return Err(invalid(item, format!("unknown field \"{key}\" in mqtt"))),
+        }
+    }
+    Ok(m)
 }
 
 fn tls(map: &Map, warnings: &mut Vec<String>) -> Result<TlsOptions, ConfigError> {

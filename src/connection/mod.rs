@@ -66,6 +66,8 @@ pub enum CloseReason {
     AuthenticationViolation,
     /// CONNECT did not arrive in time.
     AuthenticationTimeout,
+    /// Another MQTT connection took over its client id.
+    DuplicateClientId,
     /// The connection's task ended without saying why (it panicked).
     Internal,
 }
@@ -97,6 +99,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::MaxConnectionsExceeded => "Maximum Connections Exceeded",
             CloseReason::AuthenticationViolation => "Authentication Failure",
             CloseReason::AuthenticationTimeout => "Authentication Timeout",
+            CloseReason::DuplicateClientId => "Duplicate Client ID",
             CloseReason::Internal => "Internal Error",
         })
     }
@@ -159,12 +162,16 @@ pub struct ConnMeta {
     pub tls_version: Option<String>,
     /// It came in over WebSocket.
     pub websocket: bool,
+    /// An MQTT device, with its client id (empty until its CONNECT is accepted).
+    pub mqtt_client: Option<String>,
 }
 
 impl ConnMeta {
     /// The client type nats-server names in monitoring and advisories.
     pub fn client_type(&self) -> &'static str {
-        if self.websocket {
+        if self.mqtt_client.is_some() {
+            "mqtt"
+        } else if self.websocket {
             "websocket"
         } else {
             "nats"

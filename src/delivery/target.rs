@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::{Import, InternalSink};
 use crate::connection::Connection;
+use crate::mqtt::MqttTarget;
 
 /// The consumer behind a subscription.
 ///
@@ -13,11 +14,15 @@ use crate::connection::Connection;
 /// - a route gets `RMSG` (one per message, naming the queue groups it should serve) and a leaf
 ///   node `LMSG`; they are cut at max_pending like clients, but a message arriving from a route
 ///   or leaf never stalls that link's read loop, since that would stall every client behind it;
+/// - an MQTT device gets PUBLISH packets, at the QoS its subscription was granted, under the
+///   same stall and slow-consumer policy as a client;
 /// - an internal consumer is called with the borrowed message and decides for itself.
 #[derive(Clone)]
 pub enum Target {
     /// An application's connection.
     Client(Arc<Connection>),
+    /// An MQTT device's subscription.
+    Mqtt(Arc<MqttTarget>),
     /// A route to another server of the cluster.
     Route(Arc<Connection>),
     /// A leaf node connection.
@@ -33,6 +38,8 @@ pub enum Target {
 pub enum TargetKind {
     /// A client connection.
     Client,
+    /// An MQTT device.
+    Mqtt,
     /// A route.
     Route,
     /// A leaf node.
@@ -49,6 +56,7 @@ impl Target {
     pub fn kind(&self) -> TargetKind {
         match self {
             Target::Client(_) => TargetKind::Client,
+            Target::Mqtt(_) => TargetKind::Mqtt,
             Target::Route(_) => TargetKind::Route,
             Target::Leaf(_) => TargetKind::Leaf,
             Target::Internal(_) => TargetKind::Internal,
@@ -61,6 +69,7 @@ impl Target {
     pub fn connection(&self) -> Option<&Arc<Connection>> {
         match self {
             Target::Client(c) | Target::Route(c) | Target::Leaf(c) => Some(c),
+            Target::Mqtt(t) => Some(&t.conn),
             Target::Internal(_) | Target::Import(_) => None,
         }
     }

@@ -385,6 +385,34 @@ impl Stream {
         Outcome::Stored(seq)
     }
 
+    /// Stores a message the server keeps for itself (an MQTT device's QoS 1 publish, session
+    /// or retained message) with a publish's checks, written before its sequence is returned.
+    pub(crate) fn append(&self, subject: &str, hdr: &[u8], data: &[u8]) -> Result<u64, ApiError> {
+        let outcome = {
+            let mut inner = self.inner.lock();
+            if inner.config.sealed {
+                return Err(ApiError::stream_sealed());
+            }
+            let outcome = self.store_checked(&mut inner, subject, hdr, data);
+            self.report_usage(&mut inner);
+            outcome
+        };
+        self.flush_now();
+        match outcome {
+            Outcome::Stored(seq) | Outcome::Skipped(seq) | Outcome::Duplicate(seq) => Ok(seq),
+            Outcome::Refused(e) => Err(e),
+            Outcome::Dropped => Err(ApiError::stream_not_found()),
+        }
+    }
+
+    /// Removes every message on `subject` (an MQTT session ended, a retained message cleared).
+    pub(crate) fn purge_subject(self: &Arc<Self>, subject: &str) {
+        let purged = self.with_store(|store, _| store.purge(Some(subject), 0, 0).unwrap_or(0)).unwrap_or(0);
+        if purged > 0 {
+            self.removed_messages();
+        }
+    }
+
     /// Writes what was stored and sends the acknowledgements waiting for it.
     pub(crate) fn flush_now(&self) {
         let acks = {

@@ -2,6 +2,7 @@
 //! monitoring, WebSocket; routes, leaf nodes and MQTT join here.
 
 mod client;
+mod mqtt;
 mod websocket;
 
 use std::io;
@@ -23,6 +24,8 @@ pub struct Listeners {
     monitor: Option<TcpListener>,
     /// WebSocket, when configured, with its TLS.
     websocket: Option<(TcpListener, Option<tokio_rustls::TlsAcceptor>, crate::options::WebsocketOptions)>,
+    /// MQTT, when configured, with its TLS and handshake timeout.
+    mqtt: Option<(TcpListener, Option<(tokio_rustls::TlsAcceptor, std::time::Duration)>)>,
 }
 
 impl Listeners {
@@ -48,7 +51,24 @@ impl Listeners {
             }
             None => None,
         };
-        Ok(Listeners { client, monitor, websocket })
+        let mqtt = match &opts.mqtt {
+            Some(m) => {
+                let host = m.host.clone().unwrap_or_else(|| opts.host.clone());
+                let listener = TcpListener::bind((host.as_str(), m.port)).await?;
+                let tls = match &m.tls {
+                    Some(t) => Some((crate::tls::acceptor(t).map_err(io::Error::other)?, t.timeout)),
+                    None => None,
+                };
+                Some((listener, tls))
+            }
+            None => None,
+        };
+        Ok(Listeners { client, monitor, websocket, mqtt })
+    }
+
+    /// Where MQTT devices connect, when it is on.
+    pub fn mqtt_addr(&self) -> Option<SocketAddr> {
+        self.mqtt.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// Where WebSocket clients connect, when it is on.
@@ -69,9 +89,9 @@ impl Listeners {
     /// Starts monitoring (with JetStream's figures when it is on), then accepts clients (each on a task of `tracker`) until shutdown or
     /// lame duck mode.
     pub async fn run(self, state: Arc<ServerState>, jetstream: Option<Arc<JetStream>>, tracker: TaskTracker) {
-        let Listeners { client, monitor, websocket } = self;
+        let Listeners { client, monitor, websocket, mqtt } = self;
         if let Some(monitor) = monitor {
-            tokio::spawn(crate::monitor::serve(state.view(), jetstream, monitor));
+            tokio::spawn(crate::monitor::serve(state.view(), jetstream.clone(), monitor));
         }
         if let Some((listener, tls, opts)) = websocket {
             info!(
@@ -83,6 +103,15 @@ impl Listeners {
                 tracing::warn!("Websocket not configured with TLS. DO NOT USE IN PRODUCTION!");
             }
             tokio::spawn(websocket::accept_loop(Arc::clone(&state), listener, tls, opts, tracker.clone()));
+        }
+        if let (Some((listener, tls)), Some(js)) = (mqtt, &jetstream) {
+            info!(
+                "Listening for MQTT clients on {}://{}",
+                if tls.is_some() { "tls" } else { "tcp" },
+                listener.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string())
+            );
+            let server = crate::mqtt_server::MqttServer::new(Arc::clone(&state), Arc::clone(js));
+            tokio::spawn(mqtt::accept_loop(server, listener, tls, tracker.clone()));
         }
         info!(
             "Listening for client connections on {}",

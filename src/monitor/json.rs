@@ -326,6 +326,8 @@ struct ConnInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     account: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    mqtt_client: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     subscriptions_list: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     subscriptions_list_detail: Option<Vec<SubDetail>>,
@@ -394,7 +396,7 @@ fn subscriptions_by_client(state: &StateView) -> FxHashMap<u64, Vec<SubDetail>> 
     let mut by_cid: FxHashMap<u64, Vec<SubDetail>> = FxHashMap::default();
     for account in state.accounts() {
         for sub in account.sublist.all() {
-            if matches!(sub.target, crate::delivery::Target::Client(_)) {
+            if matches!(sub.target, crate::delivery::Target::Client(_) | crate::delivery::Target::Mqtt(_)) {
                 by_cid.entry(sub.target.cid()).or_default().push(detail(&account.name, &sub));
             }
         }
@@ -492,6 +494,7 @@ fn conn_info(s: Snapshot, now: SystemTime, q: &ConnzQuery, subs: Option<&FxHashM
         tls_version: s.meta.tls_version,
         authorized_user: if q.auth { s.meta.user } else { None },
         account: if q.auth { Some(s.meta.account) } else { None },
+        mqtt_client: s.meta.mqtt_client.filter(|id| !id.is_empty()),
         subscriptions_list: if q.detail {
             None
         } else {

@@ -1,6 +1,8 @@
 //! The fixed header every packet starts with (type, flags, remaining length), the strings and
 //! packet ids inside packets, and why a packet is refused.
 
+use bytes::BufMut;
+
 /// The packet types of MQTT 3.1.1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -163,15 +165,15 @@ pub fn string<'a>(body: &'a [u8], at: &mut usize) -> Result<&'a str, DecodeError
 }
 
 /// Appends a fixed header for `kind` with `flags` and `len` bytes to follow.
-pub fn put_fixed(out: &mut Vec<u8>, kind: PacketType, flags: u8, mut len: usize) {
-    out.push(((kind as u8) << 4) | (flags & 0x0f));
+pub fn put_fixed(out: &mut impl BufMut, kind: PacketType, flags: u8, mut len: usize) {
+    out.put_u8(((kind as u8) << 4) | (flags & 0x0f));
     loop {
         let mut b = (len & 0x7f) as u8;
         len >>= 7;
         if len > 0 {
             b |= 0x80;
         }
-        out.push(b);
+        out.put_u8(b);
         if len == 0 {
             break;
         }
@@ -179,10 +181,10 @@ pub fn put_fixed(out: &mut Vec<u8>, kind: PacketType, flags: u8, mut len: usize)
 }
 
 /// Appends a length-prefixed field.
-pub fn put_bytes(out: &mut Vec<u8>, field: &[u8]) {
+pub fn put_bytes(out: &mut impl BufMut, field: &[u8]) {
     let len = u16::try_from(field.len()).unwrap_or(u16::MAX);
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&field[..usize::from(len)]);
+    out.put_u16(len);
+    out.put_slice(&field[..usize::from(len)]);
 }
 
 #[cfg(test)]

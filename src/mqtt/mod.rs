@@ -10,12 +10,14 @@
 //! CONNACK return code 1) as nats-server does.
 
 pub mod connect;
+pub mod deliver;
 pub mod header;
 pub mod publish;
 pub mod subscribe;
 pub mod topic;
 
 pub use connect::{Connect, Will};
+pub use deliver::{Inflight, MqttTarget};
 pub use header::{DecodeError, PacketType};
 pub use publish::Publish;
 pub use subscribe::{Subscribe, Unsubscribe};

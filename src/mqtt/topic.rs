@@ -22,10 +22,18 @@ pub enum TopicError {
 
 /// The subject of a PUBLISH topic.
 pub fn topic_to_subject(topic: &str) -> Result<String, TopicError> {
+    let mut out = String::with_capacity(topic.len() + 4);
+    topic_to_subject_in(topic, &mut out)?;
+    Ok(out)
+}
+
+/// The subject of a PUBLISH topic, written over `out` (a buffer the caller reuses, so that a
+/// publish allocates nothing).
+pub fn topic_to_subject_in(topic: &str, out: &mut String) -> Result<(), TopicError> {
     if topic.contains(['+', '#']) {
         return Err(TopicError::Wildcard(topic.to_string()));
     }
-    convert(topic)
+    convert_in(topic, out)
 }
 
 /// The subscription subject of a SUBSCRIBE filter; the caller also subscribes to the parent of
@@ -39,13 +47,19 @@ pub fn filter_to_subject(filter: &str) -> Result<String, TopicError> {
 }
 
 fn convert(topic: &str) -> Result<String, TopicError> {
+    let mut out = String::with_capacity(topic.len() + 4);
+    convert_in(topic, &mut out)?;
+    Ok(out)
+}
+
+fn convert_in(topic: &str, out: &mut String) -> Result<(), TopicError> {
+    out.clear();
     if topic.is_empty() {
         return Err(TopicError::Empty);
     }
     if topic.contains(['.', ' ']) {
         return Err(TopicError::Unmappable(topic.to_string()));
     }
-    let mut out = String::with_capacity(topic.len() + 4);
     let mut previous = None;
     for (i, c) in topic.char_indices() {
         match c {
@@ -61,7 +75,7 @@ fn convert(topic: &str) -> Result<String, TopicError> {
     if previous == Some('/') {
         out.push('/');
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The topic an MQTT subscriber sees for a message on `subject`.

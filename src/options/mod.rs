@@ -112,6 +112,51 @@ impl Default for WebsocketOptions {
     }
 }
 
+/// The MQTT listener (`mqtt {}`), for devices speaking MQTT 3.1.1.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MqttOptions {
+    /// Interface to listen on; the client host when unset.
+    pub host: Option<String>,
+    /// Port; 0 picks a free one.
+    pub port: u16,
+    /// TLS for the listener.
+    pub tls: Option<TlsOptions>,
+    /// The listener's own `authorization { user, password | token, timeout }`.
+    pub authorization: Option<Authorization>,
+    /// The user (of the server's users) a device without credentials connects as.
+    pub no_auth_user: Option<String>,
+    /// How long a QoS 1 message waits for its PUBACK before it is sent again.
+    pub ack_wait: Duration,
+    /// QoS 1 messages in flight to one subscription at most (65,535 per session in all).
+    pub max_ack_pending: u16,
+}
+
+impl MqttOptions {
+    /// The authorization devices are checked against, when it is not the server's: the
+    /// listener's own, or the server's with the listener's `no_auth_user`.
+    pub fn effective_authorization(&self, server: &Authorization) -> Option<Authorization> {
+        if let Some(own) = &self.authorization {
+            return Some(own.clone());
+        }
+        let user = self.no_auth_user.as_ref()?;
+        Some(Authorization { no_auth_user: Some(user.clone()), ..server.clone() })
+    }
+}
+
+impl Default for MqttOptions {
+    fn default() -> Self {
+        MqttOptions {
+            host: None,
+            port: 0,
+            tls: None,
+            authorization: None,
+            no_auth_user: None,
+            ack_wait: Duration::from_secs(30),
+            max_ack_pending: 1024,
+        }
+    }
+}
+
 /// An account's JetStream limits (`jetstream { max_mem, max_file, max_streams, max_consumers }`
 /// inside an account); -1 means no limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +254,11 @@ pub struct Options {
     /// What WebSocket clients are checked against when it differs from `authorization`
     /// (derived from `websocket` by [`Options::apply_baseline`]).
     pub websocket_authorization: Option<Authorization>,
+    /// The MQTT listener, when configured.
+    pub mqtt: Option<MqttOptions>,
+    /// What MQTT devices are checked against when it differs from `authorization` (derived
+    /// from `mqtt` by [`Options::apply_baseline`]).
+    pub mqtt_authorization: Option<Authorization>,
     /// Exports and imports of the configuration file's accounts.
     pub account_links: Vec<accounts::AccountLinks>,
     /// The account the server's own services and events live in (`system_account`).
@@ -235,6 +285,7 @@ impl Options {
         let d = Options::default();
         self.websocket_authorization =
             self.websocket.as_ref().and_then(|ws| ws.effective_authorization(&self.authorization));
+        self.mqtt_authorization = self.mqtt.as_ref().and_then(|m| m.effective_authorization(&self.authorization));
         if self.max_payload == 0 {
             self.max_payload = d.max_payload;
         }
@@ -314,6 +365,8 @@ impl Default for Options {
             account_links: Vec::new(),
             websocket: None,
             websocket_authorization: None,
+            mqtt: None,
+            mqtt_authorization: None,
             system_account: SYSTEM_ACCOUNT.to_string(),
         }
     }

@@ -278,6 +278,25 @@ impl Publisher {
                     }
                 }
             }
+            Target::Mqtt(target) => {
+                if target.conn.is_closing() || !self.admit(account, sub) {
+                    return false;
+                }
+                match target.push(msg) {
+                    None => true,
+                    Some(Push::Queued) => {
+                        self.out_msgs += 1;
+                        self.out_bytes += msg.payload.len() as u64;
+                        self.touch(&target.conn);
+                        true
+                    }
+                    Some(Push::Closed) => false,
+                    Some(Push::SlowConsumer) => {
+                        server.slow_consumer(&target.conn, CloseReason::SlowConsumerPendingBytes);
+                        false
+                    }
+                }
+            }
             Target::Route(conn) => {
                 // One hop only: what came from the cluster stays on this server.
                 if conn.is_closing() || matches!(origin, Origin::Route(_)) {

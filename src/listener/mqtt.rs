@@ -1,0 +1,48 @@
+//! The MQTT listener: TLS when configured, then a device connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
+use tracing::debug;
+
+use super::client::accept_each;
+use crate::mqtt_server::{self, MqttServer};
+
+/// Accepts MQTT devices until shutdown or lame duck mode.
+pub(super) async fn accept_loop(
+    server: Arc<MqttServer>,
+    listener: TcpListener,
+    tls: Option<(TlsAcceptor, Duration)>,
+    tracker: TaskTracker,
+) {
+    let state = Arc::clone(server.state());
+    accept_each(&state, &listener, "mqtt", |stream, peer| {
+        let _ = stream.set_nodelay(true);
+        tracker.spawn(serve(Arc::clone(&server), stream, peer, tls.clone()));
+    })
+    .await;
+}
+
+async fn serve(server: Arc<MqttServer>, stream: TcpStream, peer: SocketAddr, tls: Option<(TlsAcceptor, Duration)>) {
+    let Some((acceptor, timeout)) = tls else {
+        let (reader, writer) = stream.into_split();
+        return mqtt_server::serve(server, reader, writer, peer, None).await;
+    };
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(tls_stream)) => {
+            let version = tls_stream.get_ref().1.protocol_version().map(|v| match v {
+                rustls::ProtocolVersion::TLSv1_3 => "1.3".to_string(),
+                rustls::ProtocolVersion::TLSv1_2 => "1.2".to_string(),
+                other => format!("{other:?}"),
+            });
+            let (reader, writer) = tokio::io::split(tls_stream);
+            Box::pin(mqtt_server::serve(server, reader, writer, peer, version)).await
+        }
+        Ok(Err(e)) => debug!(%peer, "MQTT TLS handshake error: {e}"),
+        Err(_) => debug!(%peer, "MQTT TLS handshake timeout"),
+    }
+}
