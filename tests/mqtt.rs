@@ -569,3 +569,232 @@ async fn devices_authenticate_with_the_listeners_credentials() {
     raw.send(&user_pass(b"s3cret")).await;
     raw.expect(&CONNACK_OK).await;
 }
+
+#[tokio::test]
+async fn a_thousand_devices_at_once_each_get_their_commands_and_send_telemetry() {
+    const DEVICES: usize = 1000;
+    raise_open_files();
+    let s = start().await;
+    let nc = nats(&s).await;
+    let mut telemetry = nc.subscribe("fleet.*.t").await.unwrap();
+    nc.flush().await.unwrap();
+    let mut devices = Vec::with_capacity(DEVICES);
+    for i in 0..DEVICES {
+        let mut raw = Raw::connect(s.mqtt).await;
+        raw.send(&[connect(&format!("dev-{i}")), subscribe(1, &[(&format!("fleet/{i}/cmd"), 0)])].concat()).await;
+        devices.push(raw);
+    }
+    for raw in devices.iter_mut() {
+        raw.expect(&CONNACK_OK).await;
+        raw.expect(&[0x90, 0x03, 0x00, 0x01, 0x00]).await;
+    }
+    for i in 0..DEVICES {
+        nc.publish(format!("fleet.{i}.cmd"), format!("go {i}").into()).await.unwrap();
+    }
+    nc.flush().await.unwrap();
+    for (i, raw) in devices.iter_mut().enumerate() {
+        let topic = format!("fleet/{i}/cmd");
+        let body = format!("go {i}");
+        let p = raw.packet().await;
+        assert_eq!(
+            p,
+            [
+                &[0x30, (2 + topic.len() + body.len()) as u8, 0, topic.len() as u8][..],
+                topic.as_bytes(),
+                body.as_bytes()
+            ]
+            .concat()
+        );
+        raw.send(&publish(&format!("fleet/{i}/t"), 0, 0, b"22")).await;
+    }
+    let mut from = std::collections::HashSet::new();
+    while from.len() < DEVICES {
+        let m = next_msg(&mut telemetry).await;
+        assert!(from.insert(m.subject.to_string()), "one message per device");
+    }
+    assert_eq!(s.server.connections(), DEVICES + 1);
+}
+
+/// Lets this test process open as many sockets as the machine allows.
+fn raise_open_files() {
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+    unsafe {
+        let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) == 0 && rl.rlim_cur < rl.rlim_max {
+            let raised = libc::rlimit { rlim_cur: rl.rlim_max, rlim_max: rl.rlim_max };
+            libc::setrlimit(libc::RLIMIT_NOFILE, &raised);
+        }
+    }
+}
+
+/// A server process on a store directory, killed when dropped.
+struct Proc {
+    child: std::process::Child,
+    mqtt: SocketAddr,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `courier` with an MQTT listener and JetStream in `dir`, and waits for it to listen.
+fn start_process(dir: &std::path::Path) -> Proc {
+    let conf = dir.join("courier.conf");
+    let log = dir.join("courier.log");
+    let store = dir.join("store");
+    std::fs::write(
+        &conf,
+        format!(
+            "server_name: edge\nlisten: 127.0.0.1:-1\njetstream {{ store_dir: {:?} }}\nmqtt {{ listen: 127.0.0.1:-1 }}\n",
+            store.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let _ = std::fs::remove_file(&log);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_courier"))
+        .args(["-c", conf.to_str().unwrap(), "-l", log.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start courier");
+    let mut proc = Proc { child, mqtt: "0.0.0.0:0".parse().unwrap() };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("Server is ready") {
+            let line =
+                text.lines().find(|l| l.contains("Listening for MQTT clients on tcp://")).expect("MQTT listening");
+            proc.mqtt = line.rsplit("tcp://").next().unwrap().parse().unwrap();
+            return proc;
+        }
+        assert!(std::time::Instant::now() < deadline, "courier did not start: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn sessions_held_messages_and_retained_messages_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_process(dir.path());
+    let mut keeper = Raw::connect(server.mqtt).await;
+    keeper.send(&connect_packet(b"MQTT", 4, 0x00, 30, &[b"keeper"])).await;
+    keeper.expect(&CONNACK_OK).await;
+    keeper.send(&subscribe(1, &[("orders/+", 1)])).await;
+    keeper.expect(&[0x90, 0x03, 0x00, 0x01, 0x01]).await;
+    keeper.send(&[0xe0, 0x00]).await;
+    keeper.expect_closed().await;
+
+    let mut producer = raw_device(server.mqtt, "producer").await;
+    producer.send(&publish("orders/1", 1, 1, b"o1")).await;
+    producer.expect(&[0x40, 0x02, 0x00, 0x01]).await;
+    producer.send(&publish("config/site", 1, 2, b"v2")).await;
+    // Retained: the flag is bit 0 of the first byte.
+    let mut retained = publish("config/site", 1, 3, b"v3");
+    retained[0] |= 0x01;
+    producer.send(&retained).await;
+    producer.expect(&[0x40, 0x02, 0x00, 0x02, 0x40, 0x02, 0x00, 0x03]).await;
+
+    // SIGKILL: nothing is flushed or closed on the way out.
+    drop(server);
+    let server = start_process(dir.path());
+    let mut producer = raw_device(server.mqtt, "producer").await;
+    producer.send(&publish("orders/2", 1, 4, b"o2")).await;
+    producer.expect(&[0x40, 0x02, 0x00, 0x04]).await;
+
+    let mut keeper = Raw::connect(server.mqtt).await;
+    keeper.send(&connect_packet(b"MQTT", 4, 0x00, 30, &[b"keeper"])).await;
+    keeper.expect(&[0x20, 0x02, 0x01, 0x00]).await;
+    let mut got = Vec::new();
+    for _ in 0..2 {
+        let p = keeper.packet().await;
+        assert_eq!(p[0], 0x32, "QoS 1: {p:02x?}");
+        let topic_len = usize::from(p[3]);
+        got.push((p[4..4 + topic_len].to_vec(), p[4 + topic_len + 2..].to_vec()));
+        keeper.send(&[0x40, 0x02, p[4 + topic_len], p[5 + topic_len]]).await;
+    }
+    got.sort();
+    assert_eq!(got, vec![(b"orders/1".to_vec(), b"o1".to_vec()), (b"orders/2".to_vec(), b"o2".to_vec())]);
+
+    let mut fresh = raw_device(server.mqtt, "fresh").await;
+    fresh.send(&subscribe(1, &[("config/#", 0)])).await;
+    fresh.expect(&[0x90, 0x03, 0x00, 0x01, 0x00]).await;
+    fresh.expect(&[&[0x31, 0x0f, 0x00, 0x0b][..], b"config/site", b"v3"].concat()).await;
+}
+
+async fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    timeout(TIMEOUT, tcp.read_to_end(&mut raw)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    text[text.find("\r\n\r\n").unwrap() + 4..].to_string()
+}
+
+#[tokio::test]
+async fn devices_show_in_connz_and_metrics_with_their_client_id() {
+    let s = start_with(|o| o.http_port = Some(0)).await;
+    let mut dev = raw_device(s.mqtt, "meter-12").await;
+    dev.send(&subscribe(1, &[("m/12/#", 0)])).await;
+    dev.expect(&[0x90, 0x03, 0x00, 0x01, 0x00]).await;
+    let http = s.server.handle.monitor_addr().unwrap();
+    let connz: serde_json::Value = serde_json::from_str(&http_get(http, "/connz?subs=1").await).unwrap();
+    let c = &connz["connections"][0];
+    assert_eq!(c["type"], "mqtt", "{connz}");
+    assert_eq!(c["mqtt_client"], "meter-12");
+    assert_eq!(c["subscriptions"], 2, "m/12/# is m.12.> and m.12");
+    let mut subs: Vec<&str> = c["subscriptions_list"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    subs.sort();
+    assert_eq!(subs, ["m.12", "m.12.>"]);
+    assert!(http_get(http, "/metrics").await.contains("\ncourier_mqtt_connections 1\n"));
+}
+
+#[tokio::test]
+async fn permissions_apply_to_devices_as_to_nats_clients() {
+    use courier::auth::permissions::{Permissions, Rule, SubjectRules};
+    let allow = |s: &str| SubjectRules { allow: Some(vec![Rule::parse(s)]), deny: vec![] };
+    let perms =
+        Permissions { publish: Some(allow("telemetry.>")), subscribe: Some(allow("cmd.>")), ..Default::default() };
+    let s = start_with(|o| {
+        o.authorization.users = vec![
+            courier::auth::User { name: "dev".into(), password: "pw".into(), permissions: Some(perms) },
+            courier::auth::User { name: "ops".into(), password: "pw2".into(), permissions: None },
+        ];
+    })
+    .await;
+    let mut raw = Raw::connect(s.mqtt).await;
+    raw.send(&connect_packet(b"MQTT", 4, 0xc2, 30, &[b"p1", b"dev", b"pw"])).await;
+    raw.expect(&CONNACK_OK).await;
+    raw.send(&subscribe(1, &[("cmd/#", 0), ("secrets/#", 0)])).await;
+    raw.expect(&[0x90, 0x04, 0x00, 0x01, 0x00, 0x80]).await;
+    let ops = s.server.nats_with(async_nats::ConnectOptions::with_user_and_password("ops".into(), "pw2".into())).await;
+    let mut all = ops.subscribe(">").await.unwrap();
+    ops.flush().await.unwrap();
+    // A denied publish is dropped (and still acknowledged, as nats-server does); an allowed
+    // one goes through.
+    raw.send(&publish("other/x", 1, 1, b"no")).await;
+    raw.expect(&[0x40, 0x02, 0x00, 0x01]).await;
+    raw.send(&publish("telemetry/x", 1, 2, b"yes")).await;
+    raw.expect(&[0x40, 0x02, 0x00, 0x02]).await;
+    let m = next_msg(&mut all).await;
+    assert_eq!((m.subject.as_str(), &m.payload[..]), ("telemetry.x", &b"yes"[..]));
+    // What the device may not subscribe to does not reach it; what it may does.
+    ops.publish("secrets.key", "k".into()).await.unwrap();
+    ops.publish("cmd.go", "go".into()).await.unwrap();
+    ops.flush().await.unwrap();
+    assert_eq!(raw.packet().await, [&[0x30, 0x0a, 0x00, 0x06][..], b"cmd/go", b"go"].concat());
+}
+
+#[tokio::test]
+async fn an_mqtt_listener_needs_a_server_name_and_jetstream() {
+    let dir = tempfile::tempdir().unwrap();
+    let no_name = Options { server_name: String::new(), ..mqtt_options(dir.path()) };
+    let err = courier::Server::bind(no_name).await.err().expect("refused");
+    assert_eq!(err.to_string(), "mqtt requires server name to be explicitly set");
+    let no_js = Options { jetstream: None, ..mqtt_options(dir.path()) };
+    let err = courier::Server::bind(no_js).await.err().expect("refused");
+    assert_eq!(err.to_string(), "mqtt requires JetStream to be enabled if running in standalone mode");
+}

@@ -728,4 +728,30 @@ mod tests {
         let (o, _) = load("PORT = 4999\nport: $PORT").unwrap();
         assert_eq!(o.port, 4999);
     }
+
+    #[test]
+    fn maps_mqtt_with_nats_servers_checks() {
+        let (o, w) = load(
+            "mqtt { listen: 127.0.0.1:1883, ack_wait: \"5s\", max_ack_pending: 100, stream_replicas: 1,\n\
+             authorization { user: dev, password: pw, timeout: 3 } }",
+        )
+        .unwrap();
+        let m = o.mqtt.unwrap();
+        assert_eq!((m.host.as_deref(), m.port), (Some("127.0.0.1"), 1883));
+        assert_eq!((m.ack_wait, m.max_ack_pending), (std::time::Duration::from_secs(5), 100));
+        assert_eq!(m.authorization.unwrap().users[0].name, "dev");
+        assert_eq!(w.len(), 1, "stream_replicas has no effect on one server: {w:?}");
+        let (o, _) = load("mqtt { port: 1883, ack_wait: 0, max_ack_pending: 0 }").unwrap();
+        assert_eq!(o.mqtt.unwrap(), MqttOptions { port: 1883, ..Default::default() }, "zero means the default");
+
+        let err = |text: &str| load(text).unwrap_err().to_string();
+        assert!(err("mqtt { port: 1883, max_ack_pending: 70000 }")
+            .contains("invalid value 70000, should be in [0..65535] range"));
+        assert!(err("mqtt { port: 1883, nope: 1 }").contains("unknown field \"nope\" in mqtt"));
+        assert!(err("authorization { users: [{user: a, password: b}] }\nmqtt { port: 1, authorization { user: x, password: y } }")
+            .contains("mqtt authentication username not compatible with presence of users/nkeys"));
+        assert!(err("authorization { users: [{user: a, password: b}] }\nmqtt { port: 1, authorization { token: t } }")
+            .contains("mqtt authentication token not compatible with presence of users/nkeys"));
+        assert!(err("mqtt { port: 1, no_auth_user: ghost }").contains("no_auth_user: \"ghost\" not present as user"));
+    }
 }

@@ -29,6 +29,10 @@ pub(crate) fn render(state: &StateView, js: Option<&crate::jetstream::JetStream>
         let ws = state.connections(crate::connection::Kind::Client).iter().filter(|c| c.meta.lock().websocket).count();
         metric(&mut out, "courier_websocket_connections", "gauge", "Client connections over WebSocket open now.", ws);
     }
+    if state.opts().mqtt.is_some() {
+        let mqtt = state.connections(Kind::Client).iter().filter(|c| c.meta.lock().mqtt_client.is_some()).count();
+        metric(&mut out, "courier_mqtt_connections", "gauge", "MQTT device connections open now.", mqtt);
+    }
     metric(
         &mut out,
         "courier_connections_total",

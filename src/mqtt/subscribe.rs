@@ -31,8 +31,8 @@ pub fn decode_subscribe(body: &[u8]) -> Result<Subscribe<'_>, DecodeError> {
     while at < body.len() {
         let filter = string(body, &mut at)?;
         let qos = *body.get(at).ok_or(DecodeError::Malformed("requested QoS"))?;
-        if qos & 0xfc != 0 {
-            return Err(DecodeError::Malformed("requested QoS"));
+        if qos > 2 {
+            return Err(DecodeError::Malformed("subscribe QoS value must be 0, 1 or 2"));
         }
         at += 1;
         filters.push((filter, qos));
@@ -94,10 +94,12 @@ mod tests {
     #[test]
     fn empty_and_bad_subscribes_are_refused() {
         assert_eq!(decode_subscribe(&[0x00, 0x01]), Err(DecodeError::NoFilters));
-        assert_eq!(
-            decode_subscribe(&[0x00, 0x01, 0x00, 0x01, b'a', 0x04]),
-            Err(DecodeError::Malformed("requested QoS"))
-        );
+        for qos in [3, 4] {
+            assert_eq!(
+                decode_subscribe(&[0x00, 0x01, 0x00, 0x01, b'a', qos]),
+                Err(DecodeError::Malformed("subscribe QoS value must be 0, 1 or 2"))
+            );
+        }
         assert_eq!(decode_unsubscribe(&[0x00, 0x02, 0x00, 0x01, b'a']).unwrap().filters, vec!["a"]);
         let mut out = Vec::new();
         encode_unsuback(&mut out, 2);

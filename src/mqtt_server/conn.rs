@@ -22,6 +22,7 @@ use crate::client::ConnectionSlot;
 use crate::connection::outbound::{write_loop, WriterEnd};
 use crate::connection::{unix_nanos, CloseReason, Connection, Kind, Push};
 use crate::delivery::{Message, Subscription, Target};
+use crate::mqtt::subscribe::FAILURE as SUBSCRIBE_FAILED;
 use crate::mqtt::topic::{filter_to_subject, topic_to_subject_in, TopicError};
 use crate::mqtt::{self, Connect, DecodeError, Inflight, MqttTarget, Packet, Publish, Subscribe, Unsubscribe};
 use crate::options::Options;
@@ -36,8 +37,6 @@ const UNACCEPTABLE_PROTOCOL: u8 = 1;
 const IDENTIFIER_REJECTED: u8 = 2;
 const SERVER_UNAVAILABLE: u8 = 3;
 const NOT_AUTHORIZED: u8 = 5;
-/// SUBACK's failure code.
-const SUBSCRIBE_FAILED: u8 = 0x80;
 /// How long a device taking over a client id waits for the old connection to finish.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 /// Bytes one read asks for at least.
