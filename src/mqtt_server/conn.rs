@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
@@ -18,7 +18,7 @@ use super::store::{client_id_hash, AccountStore, PersistedSession};
 use super::{nuid, ClientIdSlot, MqttServer};
 use crate::account::{Account, Removal};
 use crate::auth::{Authenticated, Permissions};
-use crate::client::ConnectionSlot;
+use crate::client::{ClientRead, ConnectionSlot};
 use crate::connection::outbound::{write_loop, WriterEnd};
 use crate::connection::{unix_nanos, CloseReason, Connection, Kind, Push};
 use crate::delivery::{Message, Subscription, Target};
@@ -45,7 +45,7 @@ const MIN_READ: usize = 512;
 /// Runs one accepted MQTT connection to its end.
 pub async fn serve<R, W>(server: Arc<MqttServer>, reader: R, writer: W, peer: SocketAddr, tls_version: Option<String>)
 where
-    R: AsyncRead + Unpin + Send,
+    R: ClientRead,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let state = Arc::clone(&server.state);
@@ -197,8 +197,8 @@ impl MqttConn {
         self.store.is_some()
     }
 
-    async fn read_loop<R: AsyncRead + Unpin>(&mut self, mut reader: R) -> CloseReason {
-        let mut buf = BytesMut::with_capacity(MIN_READ);
+    async fn read_loop<R: ClientRead>(&mut self, mut reader: R) -> CloseReason {
+        let mut buf = BytesMut::new();
         let max_packet = self.opts.max_payload + usize::from(u16::MAX) + 16;
         let auth_timeout = self
             .opts
@@ -228,11 +228,13 @@ impl MqttConn {
                 }
             }
             self.flush().await;
-            if buf.capacity() - buf.len() < MIN_READ {
-                buf.reserve(MIN_READ);
+            if buf.is_empty() {
+                // Between packets a device holds no read buffer: most devices are idle most of
+                // the time.
+                buf = BytesMut::new();
             }
             let read = tokio::select! {
-                r = reader.read_buf(&mut buf) => r,
+                r = read_into(&mut reader, &mut buf) => r,
                 _ = shared.attention_signal().notified() => {
                     match shared.close_reason() {
                         Some(reason) => return reason,
@@ -275,7 +277,9 @@ impl MqttConn {
     async fn handle(&mut self, packet: Packet<'_>) -> Handled {
         if !self.connected() {
             return match packet {
-                Packet::Connect(c) => self.on_connect(c).await,
+                // Boxed: the connect path is large and runs once; an idle device should not
+                // carry room for it.
+                Packet::Connect(c) => Box::pin(self.on_connect(c)).await,
                 _ => {
                     error!(cid = self.shared.cid, "MQTT: the first packet should be a CONNECT");
                     Err(CloseReason::ProtocolViolation)
@@ -858,6 +862,17 @@ impl Drop for MqttConn {
             self.server.client_ids.remove_if(&key, |_, s| Arc::strong_count(s) <= 2 && s.holder.lock().is_none());
         }
     }
+}
+
+/// Reads into `buf`, waiting for bytes before taking a buffer when there is none.
+async fn read_into<R: ClientRead>(reader: &mut R, buf: &mut BytesMut) -> std::io::Result<usize> {
+    if buf.capacity() == 0 {
+        reader.ready().await?;
+    }
+    if buf.capacity() - buf.len() < MIN_READ {
+        buf.reserve(MIN_READ);
+    }
+    reader.read_buf(buf).await
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -251,8 +251,11 @@ pub fn run(args: &CompareArgs) -> Result<ExitCode> {
         bail!("--runs must be between 1 and 100");
     }
     for (name, cmd) in [("--a", &args.a), ("--b", &args.b)] {
-        if !cmd.contains("{port}") {
-            bail!("{name} must contain {{port}}, replaced by the loopback port the server is to listen on");
+        if !cmd.contains("{port}") && !cmd.contains("{mqtt_port}") {
+            bail!(
+                "{name} must contain {{port}} (or {{mqtt_port}} for an MQTT-only broker), replaced by the loopback \
+                 port the server is to listen on"
+            );
         }
     }
     let (mut spec, common) = crate::parse_scenario(&args.scenario)?;
@@ -284,16 +287,26 @@ pub fn run(args: &CompareArgs) -> Result<ExitCode> {
                 _ if cmd.contains("{ws_port}") => Some(free_port()?),
                 fixed => fixed,
             };
-            let line = match ws_port {
-                Some(ws) => cmd.replace("{ws_port}", &ws.to_string()),
-                None => cmd.to_string(),
+            let mqtt_port = match args.mqtt_port {
+                _ if cmd.contains("{mqtt_port}") => Some(free_port()?),
+                fixed => fixed,
             };
+            let mut line = cmd.to_string();
+            if let Some(ws) = ws_port {
+                line = line.replace("{ws_port}", &ws.to_string());
+            }
+            if let Some(mq) = mqtt_port {
+                line = line.replace("{mqtt_port}", &mq.to_string());
+            }
             let mut server = Server::start(&line, port, taskset, log)?;
-            let target = ws_port.map_or(addr, |ws| SocketAddr::from((Ipv4Addr::LOCALHOST, ws)));
-            if let Err(e) = server
-                .wait_ready(addr, args.startup_timeout)
-                .and_then(|_| server.wait_ready(target, args.startup_timeout))
-            {
+            let target = match (ws_port, mqtt_port) {
+                (Some(ws), _) => SocketAddr::from((Ipv4Addr::LOCALHOST, ws)),
+                (None, Some(mq)) => SocketAddr::from((Ipv4Addr::LOCALHOST, mq)),
+                (None, None) => addr,
+            };
+            let nats_ready =
+                if cmd.contains("{port}") { server.wait_ready(addr, args.startup_timeout) } else { Ok(()) };
+            if let Err(e) = nats_ready.and_then(|_| server.wait_ready(target, args.startup_timeout)) {
                 server.stop();
                 return Err(e.context(format!("server {side} ({cmd})")));
             }

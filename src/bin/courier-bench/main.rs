@@ -23,6 +23,7 @@ mod compare;
 mod consume;
 mod jetstream;
 mod load;
+mod mqtt;
 mod plot;
 mod progress;
 mod proto;
@@ -261,6 +262,36 @@ pub enum Command {
         #[arg(long, default_value = "0s", value_parser = parse_duration)]
         hold: Duration,
     },
+    /// MQTT: D devices publish N messages in all on `bench/<device>/t` (QoS 0 or 1, a window
+    /// at a time), one subscriber on `bench/+/t` must get every one. Use an `mqtt://` server.
+    MqttTelemetry {
+        /// Shared flags.
+        #[command(flatten)]
+        common: Common,
+        /// Devices publishing.
+        #[arg(long, default_value_t = 1000)]
+        devices: usize,
+        /// QoS of the publishes and the subscription.
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=1))]
+        qos: u8,
+        /// Publishes a device sends before it waits for their PUBACKs (QoS 1) or a PINGRESP
+        /// (QoS 0).
+        #[arg(long, default_value_t = 10)]
+        window: usize,
+    },
+    /// MQTT: open N idle device connections (CONNECT + CONNACK each) and report the server's
+    /// memory before and after (needs --server-pid). Use an `mqtt://` server.
+    MqttConns {
+        /// Shared flags.
+        #[command(flatten)]
+        common: Common,
+        /// Connections to open.
+        #[arg(long, default_value_t = 1000)]
+        conns: usize,
+        /// Keep the connections open this long after measuring (bounded by --duration).
+        #[arg(long, default_value = "0s", value_parser = parse_duration)]
+        hold: Duration,
+    },
     /// Run a scenario against two server commands in turn (A B A B ...) and compare.
     ///
     /// Example: courier-bench compare --a "nats-server -a 127.0.0.1 -p {port}"
@@ -307,6 +338,11 @@ pub struct CompareArgs {
     /// there). With commands holding `{ws_port}`, a free port is chosen each run instead.
     #[arg(long)]
     pub ws_port: Option<u16>,
+    /// Load the servers' MQTT listeners on this loopback port (their configurations listen
+    /// there); with commands holding `{mqtt_port}`, a free port is chosen each run instead. For
+    /// a broker with only an MQTT port (mosquitto), `{port}` is that port.
+    #[arg(long)]
+    pub mqtt_port: Option<u16>,
     /// The scenario and its flags, after `--` (its --server and --server-pid are replaced).
     #[arg(last = true, required = true, value_name = "SCENARIO")]
     pub scenario: Vec<String>,
@@ -349,9 +385,11 @@ pub fn endpoint(url: &str) -> Result<proto::Endpoint> {
 /// Resolves a server URL to a loopback socket address, refusing anything else.
 pub fn loopback_addr(url: &str) -> Result<SocketAddr> {
     let rest = match url.split_once("://") {
-        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("nats") || scheme.eq_ignore_ascii_case("ws") => rest,
+        Some((scheme, rest)) if ["nats", "ws", "mqtt"].iter().any(|s| scheme.eq_ignore_ascii_case(s)) => rest,
         Some((scheme, _)) => {
-            bail!("unsupported scheme {scheme}:// in --server {url}: only nats:// (plain TCP) and ws:// (WebSocket)")
+            bail!(
+                "unsupported scheme {scheme}:// in --server {url}: only nats:// (plain TCP), ws:// (WebSocket) and mqtt://"
+            )
         }
         None => url,
     };
@@ -383,8 +421,10 @@ pub fn loopback_addr(url: &str) -> Result<SocketAddr> {
              ::1 or localhost"
         );
     }
+    let mqtt = url.split_once("://").is_some_and(|(scheme, _)| scheme.eq_ignore_ascii_case("mqtt"));
     let port = match port {
         Some(p) => p.parse::<u16>().with_context(|| format!("bad port {p:?} in --server {url}"))?,
+        None if mqtt => 1883,
         None => 4222,
     };
     Ok(SocketAddr::new(ip, port))
@@ -404,6 +444,8 @@ fn build_spec(cmd: &Command) -> Result<(Spec, Common)> {
         Command::Churn { common, .. } => (Kind::Churn, common),
         Command::Jspub { common, .. } => (Kind::Jspub, common),
         Command::Jsconsume { common, .. } => (Kind::Jsconsume, common),
+        Command::MqttTelemetry { common, .. } => (Kind::MqttTelemetry, common),
+        Command::MqttConns { common, .. } => (Kind::MqttConns, common),
         Command::Compare(_) => bail!("compare cannot be nested"),
     };
     let addr = endpoint(&common.server)?;
@@ -454,6 +496,9 @@ fn build_spec(cmd: &Command) -> Result<(Spec, Common)> {
         storage: String::new(),
         consume_mode: String::new(),
         batch: 100,
+        devices: 0,
+        qos: 0,
+        window: 1,
     };
     match cmd {
         Command::Pub { pubs, .. } => spec.pubs = *pubs,
@@ -484,6 +529,10 @@ fn build_spec(cmd: &Command) -> Result<(Spec, Common)> {
             }
             (spec.consume_mode, spec.batch, spec.subs, spec.storage) = (mode.clone(), *batch, *subs, storage.clone())
         }
+        Command::MqttTelemetry { devices, qos, window, .. } => {
+            (spec.devices, spec.qos, spec.window) = (*devices, *qos, *window)
+        }
+        Command::MqttConns { conns, hold, .. } => (spec.conns, spec.hold) = (*conns, *hold),
         Command::Compare(_) => unreachable!(),
     }
     if spec.subs > 10_000 || spec.pubs > 10_000 || spec.requesters > 10_000 || spec.responders > 10_000 {

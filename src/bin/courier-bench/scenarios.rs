@@ -48,6 +48,10 @@ pub enum Kind {
     Jspub,
     /// Reading a JetStream stream through a consumer.
     Jsconsume,
+    /// MQTT devices publishing telemetry to one wildcard subscriber.
+    MqttTelemetry,
+    /// Idle MQTT connections and server memory.
+    MqttConns,
 }
 
 impl Kind {
@@ -65,6 +69,8 @@ impl Kind {
             Kind::Churn => "churn",
             Kind::Jspub => "jspub",
             Kind::Jsconsume => "jsconsume",
+            Kind::MqttTelemetry => "mqtt-telemetry",
+            Kind::MqttConns => "mqtt-conns",
         }
     }
 }
@@ -126,6 +132,12 @@ pub struct Spec {
     pub consume_mode: String,
     /// jsconsume: messages per pull request.
     pub batch: u64,
+    /// mqtt-telemetry: devices publishing.
+    pub devices: usize,
+    /// mqtt-telemetry: the QoS of publishes and of the subscription.
+    pub qos: u8,
+    /// mqtt-telemetry: publishes a device sends before it waits for the broker.
+    pub window: usize,
 }
 
 /// CPU readings at the start of the measurement.
@@ -169,6 +181,8 @@ pub async fn run(spec: &Spec) -> Result<Report> {
         Kind::Jspub => crate::jetstream::run_jspub(spec).await,
         Kind::Jsconsume => crate::consume::run_jsconsume(spec).await,
         Kind::Conns => run_conns(spec).await,
+        Kind::MqttTelemetry => crate::mqtt::run_telemetry(spec).await,
+        Kind::MqttConns => crate::mqtt::run_conns(spec).await,
     }
 }
 
@@ -229,7 +243,9 @@ async fn run_pubsub(spec: &Spec) -> Result<Report> {
         Kind::Fanout | Kind::Queue => (1, spec.subs),
         Kind::Wildcard | Kind::Churn => (spec.pubs, spec.subs + 1),
         Kind::Fanin => (spec.pubs, 1),
-        Kind::Request | Kind::Conns | Kind::Jspub | Kind::Jsconsume => unreachable!(),
+        Kind::Request | Kind::Conns | Kind::Jspub | Kind::Jsconsume | Kind::MqttTelemetry | Kind::MqttConns => {
+            unreachable!()
+        }
     };
     if pubs == 0 || pubs > usize::from(u16::MAX) {
         bail!("--pubs must be between 1 and 65535");
@@ -640,7 +656,7 @@ async fn run_request(spec: &Spec) -> Result<Report> {
 }
 
 /// Raises this process's open-file limit to its hard limit; returns the new soft limit.
-fn raise_nofile_limit() -> u64 {
+pub(crate) fn raise_nofile_limit() -> u64 {
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
         let mut rl: libc::rlimit = std::mem::zeroed();
