@@ -236,6 +236,28 @@ async fn iot_fleet_and_fleet_monitor() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt_devices_and_a_nats_service_share_the_broker() {
+    examples_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(courier::Options {
+        server_name: "site-gateway".into(),
+        jetstream: Some(courier::options::JetStreamOptions {
+            store_dir: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        }),
+        mqtt: Some(courier::options::MqttOptions { host: Some("127.0.0.1".into()), ..Default::default() }),
+        ..common::options()
+    })
+    .await;
+    let mqtt = server.handle.mqtt_addr().unwrap().to_string();
+    let out = run("mqtt_devices", &server, &["--mqtt", &mqtt, "--devices", "20", "--messages", "5"]).await;
+    out.assert_success("mqtt_devices");
+    out.line_with("20 MQTT devices connected");
+    out.line_with("readings received by the NATS service: 100 (100 at QoS 1)");
+    out.line_with("commands received by devices: 100 (every device: true)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_monitor_fails_without_a_fleet() {
     examples_dir();
     let server = TestServer::start(common::options()).await;

@@ -156,9 +156,11 @@ struct MqttConn {
     keep_alive: Option<Duration>,
     /// The client id's slot, held while connected.
     slot: Option<(String, Arc<ClientIdSlot>, tokio::sync::OwnedMutexGuard<()>)>,
-    /// Reused for each publish: its subject, and its header block and payload.
+    /// Reused for each publish: its subject, its header block and payload, and its subject in
+    /// `$MQTT_msgs`.
     subject_buf: String,
     payload_buf: Vec<u8>,
+    stored_buf: String,
     in_msgs: u64,
     in_bytes: u64,
     /// Numbers retained QoS 1 deliveries, which no consumer acknowledges.
@@ -187,6 +189,7 @@ impl MqttConn {
             slot: None,
             subject_buf: String::new(),
             payload_buf: Vec::new(),
+            stored_buf: String::new(),
             in_msgs: 0,
             in_bytes: 0,
             retained_seq: 0,
@@ -507,7 +510,7 @@ impl MqttConn {
         self.in_msgs += 1;
         self.in_bytes += p.payload.len() as u64;
         let result = if self.may_publish(subject.as_bytes()) {
-            self.publish_as_device(subject.as_bytes(), p.qos, p.retain, p.payload)
+            self.publish_as_device(&subject, p.qos, p.retain, p.payload)
         } else {
             warn!(
                 cid = self.shared.cid,
@@ -535,7 +538,7 @@ impl MqttConn {
     /// Publishes what the device sent (or its will): to NATS subscribers and plain MQTT
     /// subscriptions with the `Nmqtt-Pub` header, into `$MQTT_msgs` at QoS 1, and as the
     /// subject's retained message when flagged so.
-    fn publish_as_device(&mut self, subject: &[u8], qos: u8, retain: bool, body: &[u8]) -> Handled {
+    fn publish_as_device(&mut self, subject: &str, qos: u8, retain: bool, body: &[u8]) -> Handled {
         let mut payload = std::mem::take(&mut self.payload_buf);
         payload.clear();
         payload.extend_from_slice(b"NATS/1.0\r\nNmqtt-Pub:");
@@ -543,17 +546,15 @@ impl MqttConn {
         payload.extend_from_slice(b"\r\n\r\n");
         let header_len = payload.len();
         payload.extend_from_slice(body);
-        let msg = Message { subject, reply: None, header_len, payload: &payload };
+        let msg = Message { subject: subject.as_bytes(), reply: None, header_len, payload: &payload };
         self.publisher.publish(&self.state, &self.account, Origin::Client { conn: &self.shared, echo: true }, &msg);
         let mut result = Ok(());
         if let Some(store) = &self.store {
             if qos > 0 {
-                if let Err(e) = store.store_message(subject, &payload[..header_len], body) {
+                if let Err(e) = store.store_message(subject, &payload[..header_len], body, &mut self.stored_buf) {
                     error!(
                         client = self.client_id.as_str(),
-                        "MQTT: unable to store the QoS 1 message on {:?}: {}",
-                        String::from_utf8_lossy(subject),
-                        e.description
+                        "MQTT: unable to store the QoS 1 message on {subject:?}: {}", e.description
                     );
                     result = Err(CloseReason::ProtocolViolation);
                 }
@@ -564,9 +565,8 @@ impl MqttConn {
                 } else if let Err(e) = store.set_retained(subject, qos, body) {
                     error!(
                         client = self.client_id.as_str(),
-                        "MQTT: unable to store retained message for account {:?}, subject {:?}: {}",
+                        "MQTT: unable to store retained message for account {:?}, subject {subject:?}: {}",
                         self.account.name,
-                        String::from_utf8_lossy(subject),
                         e.description
                     );
                 }
@@ -693,7 +693,7 @@ impl MqttConn {
                 let name = format!("{}_{}", client_id_hash(&self.client_id), nuid());
                 let deliver = format!("$MQTT.sub.{}", nuid());
                 store
-                    .create_consumer(&name, subject, &deliver, mqtt.ack_wait, mqtt.max_ack_pending)
+                    .create_consumer(&name, subject, &deliver, mqtt.ack_wait, mqtt.max_ack_pending, self.clean)
                     .map_err(|e| e.description.clone())?;
                 (name, deliver)
             }
@@ -821,7 +821,7 @@ impl Drop for MqttConn {
             let mut subject = String::new();
             match topic_to_subject_in(&will.topic, &mut subject) {
                 Ok(()) if self.may_publish(subject.as_bytes()) => {
-                    let _ = self.publish_as_device(subject.as_bytes(), will.qos.min(1), will.retain, &will.message);
+                    let _ = self.publish_as_device(&subject, will.qos.min(1), will.retain, &will.message);
                 }
                 Ok(()) => {}
                 Err(e) => debug!(client = self.client_id.as_str(), "MQTT: will not sent: {e}"),

@@ -128,12 +128,19 @@ impl AccountStore {
         self.sessions.purge_subject(&session_subject(client_id));
     }
 
-    /// Keeps a device's QoS 1 publish for the sessions subscribed to it.
-    pub(crate) fn store_message(&self, subject: &[u8], headers: &[u8], body: &[u8]) -> Result<u64, ApiError> {
-        let mut stored = String::with_capacity(11 + subject.len());
+    /// Keeps a device's QoS 1 publish for the sessions subscribed to it; `stored` is the
+    /// caller's buffer for the stream subject, reused between messages.
+    pub(crate) fn store_message(
+        &self,
+        subject: &str,
+        headers: &[u8],
+        body: &[u8],
+        stored: &mut String,
+    ) -> Result<u64, ApiError> {
+        stored.clear();
         stored.push_str("$MQTT.msgs.");
-        stored.push_str(&String::from_utf8_lossy(subject));
-        self.messages.append(&stored, headers, body)
+        stored.push_str(subject);
+        self.messages.append(stored, headers, body)
     }
 
     /// The durable consumer `name`, if it still exists.
@@ -142,7 +149,8 @@ impl AccountStore {
     }
 
     /// Creates the durable consumer of a QoS 1 subscription to `subject`, delivering new
-    /// messages to `deliver`.
+    /// messages to `deliver`; a clean session's is kept in memory only, since it ends with its
+    /// connection.
     pub(crate) fn create_consumer(
         &self,
         name: &str,
@@ -150,6 +158,7 @@ impl AccountStore {
         deliver: &str,
         ack_wait: Duration,
         max_ack_pending: u16,
+        in_memory: bool,
     ) -> Result<Arc<Consumer>, ApiError> {
         let cfg = ConsumerConfig {
             durable: name.to_string(),
@@ -159,6 +168,7 @@ impl AccountStore {
             ack_wait: i64::try_from(ack_wait.as_nanos()).unwrap_or(i64::MAX),
             max_ack_pending: i64::from(max_ack_pending),
             filter_subject: format!("$MQTT.msgs.{subject}"),
+            memory_storage: in_memory,
             ..ConsumerConfig::default()
         };
         self.js.add_consumer(&self.messages, cfg, Action::CreateOrUpdate)
@@ -170,8 +180,8 @@ impl AccountStore {
     }
 
     /// Keeps `body` as the retained message of `subject`, replacing the last one.
-    pub(crate) fn set_retained(&self, subject: &[u8], qos: u8, body: &[u8]) -> Result<(), ApiError> {
-        let subject = String::from_utf8_lossy(subject).into_owned();
+    pub(crate) fn set_retained(&self, subject: &str, qos: u8, body: &[u8]) -> Result<(), ApiError> {
+        let subject = subject.to_string();
         let headers = format!("NATS/1.0\r\nNmqtt-Pub:{qos}\r\n\r\n");
         self.retained.append(&format!("{RETAINED_PREFIX}{subject}"), headers.as_bytes(), body)?;
         self.retained_subjects.lock().insert(subject, qos);
@@ -179,9 +189,8 @@ impl AccountStore {
     }
 
     /// Clears the retained message of `subject`.
-    pub(crate) fn clear_retained(&self, subject: &[u8]) {
-        let subject = String::from_utf8_lossy(subject);
-        if self.retained_subjects.lock().remove(subject.as_ref()).is_some() {
+    pub(crate) fn clear_retained(&self, subject: &str) {
+        if self.retained_subjects.lock().remove(subject).is_some() {
             self.retained.purge_subject(&format!("{RETAINED_PREFIX}{subject}"));
         }
     }
