@@ -17,8 +17,11 @@
 //!   match cache (patched on every insert and remove) and each publisher's view of it.
 //! - [`connection`]: what any socket connection shares with other tasks: its outbound queue and
 //!   writer, how it closes, its counters.
-//! - [`delivery`]: subscriptions and the targets they deliver to, by kind (client, route, leaf,
-//!   internal consumer, import into another account), and the owned form of a message.
+//! - [`mqtt`]: the MQTT 3.1.1 packet codec, the topic ↔ subject mapping, and how a message is
+//!   sent to an MQTT subscription (QoS 0, or QoS 1 with packet ids in flight).
+//! - [`delivery`]: subscriptions and the targets they deliver to, by kind (client, MQTT device,
+//!   route, leaf, internal consumer, import into another account), and the owned form of a
+//!   message.
 //! - [`account`]: subject namespaces, the one path by which subscriptions are added and
 //!   removed, the interest events routes and leaf nodes will follow, and the exports and
 //!   imports that link accounts.
@@ -30,14 +33,14 @@
 //!   at least once, and the `$JS.API` that serves both.
 //! - [`client`]: one client connection: its read loop and timers, protocol handlers, and
 //!   authentication and permissions.
-//! - [`mqtt`]: the MQTT 3.1.1 packet codec and the topic ↔ subject mapping (the listener and
-//!   sessions on the stream store are still to come).
+//! - [`mqtt_server`]: MQTT devices' connections, and their sessions, held QoS 1 messages and
+//!   retained messages in the account's streams.
 //! - [`websocket`]: the HTTP upgrade with nats-server's checks, and the frames that carry a
 //!   client's byte stream (with permessage-deflate), so a WebSocket client runs as any client.
 //! - [`monitor`]: HTTP monitoring: nats-server's JSON endpoints, Prometheus metrics, a live
 //!   page, and the system account's services over NATS.
 //! - [`listener`]: every listener, bound and started from one place: client TCP/TLS,
-//!   WebSocket, HTTP.
+//!   WebSocket, MQTT, HTTP.
 //! - [`server`]: binding, running, reload, lame duck mode and shutdown.
 #![warn(missing_docs, unreachable_pub)]
 
