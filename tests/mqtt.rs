@@ -802,26 +802,8 @@ async fn an_mqtt_listener_needs_a_server_name_and_jetstream() {
 #[tokio::test]
 async fn devices_connect_over_tls() {
     let certs = tempfile::tempdir().unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert =
-        rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap().self_signed(&key).unwrap();
-    std::fs::write(certs.path().join("cert.pem"), cert.pem()).unwrap();
-    std::fs::write(certs.path().join("key.pem"), key.serialize_pem()).unwrap();
-    let tls = courier::tls::TlsOptions {
-        cert_file: certs.path().join("cert.pem"),
-        key_file: certs.path().join("key.pem"),
-        ..courier::tls::TlsOptions::default()
-    };
+    let (tls, connector) = common::self_signed_tls(certs.path());
     let s = start_with(|o| o.mqtt.as_mut().unwrap().tls = Some(tls)).await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.der().clone()).unwrap();
-    let config =
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let tcp = TcpStream::connect(s.mqtt).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let mut tls = timeout(TIMEOUT, connector.connect(name, tcp)).await.unwrap().expect("TLS handshake");

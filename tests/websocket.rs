@@ -299,27 +299,9 @@ async fn websocket_clients_show_in_connz() {
 #[tokio::test]
 async fn websocket_over_tls() {
     let dir = tempfile::tempdir().unwrap();
-    let key = rcgen::KeyPair::generate().unwrap();
-    let cert =
-        rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap().self_signed(&key).unwrap();
-    std::fs::write(dir.path().join("cert.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
-    let tls = courier::tls::TlsOptions {
-        cert_file: dir.path().join("cert.pem"),
-        key_file: dir.path().join("key.pem"),
-        ..courier::tls::TlsOptions::default()
-    };
+    let (tls, connector) = common::self_signed_tls(dir.path());
     let s = ws_server(WebsocketOptions { tls: Some(tls), ..WebsocketOptions::default() }).await;
     let addr = ws_addr(&s);
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.der().clone()).unwrap();
-    let config =
-        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
     let tls_stream = connector.connect(name, tcp).await.expect("TLS");

@@ -95,19 +95,7 @@ pub async fn run<R, W>(
     }
     // Not kept for the connection's lifetime.
     drop(info);
-    let writer_task = {
-        let shared = Arc::clone(&shared);
-        let state = Arc::clone(&state);
-        tokio::spawn(async move {
-            match write_loop(&shared.outbound, writer, opts.write_deadline).await {
-                WriterEnd::Done => {}
-                WriterEnd::WriteError => {
-                    shared.close(CloseReason::WriteError);
-                }
-                WriterEnd::Deadline => state.slow_consumer(&shared, CloseReason::SlowConsumerWriteDeadline),
-            }
-        })
-    };
+    let writer_task = start_writer(&state, &shared, writer, opts.write_deadline);
     shared.outbound.wake();
 
     state.registry.insert(Arc::clone(&shared));
@@ -123,6 +111,30 @@ pub async fn run<R, W>(
     let _ = writer_task.await;
     let reason = shared.close_reason().unwrap_or(reason);
     debug!(cid, %peer, "Client connection closed: {reason}");
+}
+
+/// Starts the task that writes what is queued for `shared` to `writer` until it closes; a
+/// write that takes longer than `deadline` closes it as a slow consumer.
+pub fn start_writer<W>(
+    state: &Arc<ServerState>,
+    shared: &Arc<Connection>,
+    writer: W,
+    deadline: std::time::Duration,
+) -> tokio::task::JoinHandle<()>
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let shared = Arc::clone(shared);
+    let state = Arc::clone(state);
+    tokio::spawn(async move {
+        match write_loop(&shared.outbound, writer, deadline).await {
+            WriterEnd::Done => {}
+            WriterEnd::WriteError => {
+                shared.close(CloseReason::WriteError);
+            }
+            WriterEnd::Deadline => state.slow_consumer(&shared, CloseReason::SlowConsumerWriteDeadline),
+        }
+    })
 }
 
 /// A connection's protocol state, owned by its read loop. Dropping it cleans the connection up.

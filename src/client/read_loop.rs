@@ -248,9 +248,7 @@ impl Conn {
     /// Adds the messages received since the last call to the counters.
     fn count_in(&mut self) {
         if self.in_msgs > 0 {
-            self.state.stats.add_in(self.in_msgs, self.in_bytes);
-            self.shared.stats.in_msgs.fetch_add(self.in_msgs, Ordering::Relaxed);
-            self.shared.stats.in_bytes.fetch_add(self.in_bytes, Ordering::Relaxed);
+            self.state.count_in(&self.shared, self.in_msgs, self.in_bytes);
             self.in_msgs = 0;
             self.in_bytes = 0;
         }

@@ -182,11 +182,7 @@ async fn serve_tls(
             return;
         }
     };
-    greeting.tls_version = tls_stream.get_ref().1.protocol_version().map(|v| match v {
-        rustls::ProtocolVersion::TLSv1_3 => "1.3".to_string(),
-        rustls::ProtocolVersion::TLSv1_2 => "1.2".to_string(),
-        other => format!("{other:?}"),
-    });
+    greeting.tls_version = super::tls_version(&tls_stream);
     debug!(cid, %peer, "Client connection created (TLS)");
     let (reader, writer) = tokio::io::split(tls_stream);
     client::run(state, cid, peer, reader, writer, greeting).await;

@@ -17,6 +17,15 @@ use crate::jetstream::JetStream;
 use crate::options::Options;
 use crate::state::ServerState;
 
+/// The TLS version a handshake settled on, as monitoring shows it ("1.3").
+fn tls_version<IO>(stream: &tokio_rustls::server::TlsStream<IO>) -> Option<String> {
+    stream.get_ref().1.protocol_version().map(|v| match v {
+        rustls::ProtocolVersion::TLSv1_3 => "1.3".to_string(),
+        rustls::ProtocolVersion::TLSv1_2 => "1.2".to_string(),
+        other => format!("{other:?}"),
+    })
+}
+
 /// The bound listeners, not yet accepting.
 pub struct Listeners {
     client: TcpListener,

@@ -34,11 +34,7 @@ async fn serve(server: Arc<MqttServer>, stream: TcpStream, peer: SocketAddr, tls
     };
     match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
         Ok(Ok(tls_stream)) => {
-            let version = tls_stream.get_ref().1.protocol_version().map(|v| match v {
-                rustls::ProtocolVersion::TLSv1_3 => "1.3".to_string(),
-                rustls::ProtocolVersion::TLSv1_2 => "1.2".to_string(),
-                other => format!("{other:?}"),
-            });
+            let version = super::tls_version(&tls_stream);
             let (reader, writer) = tokio::io::split(tls_stream);
             Box::pin(mqtt_server::serve(server, reader, writer, peer, version)).await
         }

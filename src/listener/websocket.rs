@@ -47,11 +47,7 @@ async fn serve(
             let timeout = opts.tls.as_ref().map_or(Duration::from_secs(2), |t| t.timeout);
             match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls_stream)) => {
-                    let version = tls_stream.get_ref().1.protocol_version().map(|v| match v {
-                        rustls::ProtocolVersion::TLSv1_3 => "1.3".to_string(),
-                        rustls::ProtocolVersion::TLSv1_2 => "1.2".to_string(),
-                        other => format!("{other:?}"),
-                    });
+                    let version = super::tls_version(&tls_stream);
                     Box::pin(upgrade_and_run(state, tls_stream, peer, &opts, true, version)).await
                 }
                 Ok(Err(e)) => debug!(%peer, "websocket TLS handshake error: {e}"),

@@ -19,7 +19,6 @@ use super::{nuid, ClientIdSlot, MqttServer};
 use crate::account::{Account, Removal};
 use crate::auth::{Authenticated, Permissions};
 use crate::client::{ClientRead, ConnectionSlot};
-use crate::connection::outbound::{write_loop, WriterEnd};
 use crate::connection::{unix_nanos, CloseReason, Connection, Kind, Push};
 use crate::delivery::{Message, Subscription, Target};
 use crate::mqtt::subscribe::FAILURE as SUBSCRIBE_FAILED;
@@ -62,20 +61,7 @@ where
         meta.mqtt_client = Some(String::new());
     }
     shared.stats.last_activity.store(unix_nanos(std::time::SystemTime::now()), Ordering::Relaxed);
-    let writer_task = {
-        let shared = Arc::clone(&shared);
-        let state = Arc::clone(&state);
-        let deadline = opts.write_deadline;
-        tokio::spawn(async move {
-            match write_loop(&shared.outbound, writer, deadline).await {
-                WriterEnd::Done => {}
-                WriterEnd::WriteError => {
-                    shared.close(CloseReason::WriteError);
-                }
-                WriterEnd::Deadline => state.slow_consumer(&shared, CloseReason::SlowConsumerWriteDeadline),
-            }
-        })
-    };
+    let writer_task = crate::client::start_writer(&state, &shared, writer, opts.write_deadline);
     if count > opts.max_connections {
         // MQTT has no way to say why: the device is told the server is unavailable.
         send_connack(&shared, false, SERVER_UNAVAILABLE);
@@ -801,9 +787,7 @@ impl MqttConn {
     /// Wakes the connections written to and adds the counters to the server's.
     async fn flush(&mut self) {
         if self.in_msgs > 0 {
-            self.state.stats.add_in(self.in_msgs, self.in_bytes);
-            self.shared.stats.in_msgs.fetch_add(self.in_msgs, Ordering::Relaxed);
-            self.shared.stats.in_bytes.fetch_add(self.in_bytes, Ordering::Relaxed);
+            self.state.count_in(&self.shared, self.in_msgs, self.in_bytes);
             self.in_msgs = 0;
             self.in_bytes = 0;
         }

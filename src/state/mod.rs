@@ -84,6 +84,13 @@ impl ServerState {
         self.accounts.subscriptions()
     }
 
+    /// Adds messages and payload bytes received from `conn` to its counters and the server's.
+    pub fn count_in(&self, conn: &Connection, msgs: u64, bytes: u64) {
+        self.stats.add_in(msgs, bytes);
+        conn.stats.in_msgs.fetch_add(msgs, Ordering::Relaxed);
+        conn.stats.in_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
     /// Closes `conn` as a slow consumer, counting and logging it once.
     pub fn slow_consumer(&self, conn: &Connection, reason: CloseReason) {
         if conn.close(reason) {

@@ -514,3 +514,27 @@ pub fn parse_frames(mut data: &[u8]) -> Vec<Frame> {
     }
     frames
 }
+
+/// A self-signed certificate for `localhost` and `127.0.0.1`, written into `dir`: the TLS
+/// options that serve it, and a client connector that trusts it.
+pub fn self_signed_tls(dir: &std::path::Path) -> (courier::tls::TlsOptions, tokio_rustls::TlsConnector) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert =
+        rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap().self_signed(&key).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+    let tls = courier::tls::TlsOptions {
+        cert_file: dir.join("cert.pem"),
+        key_file: dir.join("key.pem"),
+        ..courier::tls::TlsOptions::default()
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let config =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    (tls, tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)))
+}

@@ -20,8 +20,8 @@ use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
 use crate::progress::Sampler;
-use crate::report::{Memory, Report};
-use crate::scenarios::{Kind, Meter, Spec};
+use crate::report::Report;
+use crate::scenarios::{idle_memory, idle_report, IdleRun, Kind, Meter, Spec};
 use crate::stats::{nanos_since_epoch, new_histogram, proc_rss_kb, Checks, Latency, SeqSeen};
 
 /// Connections opened at once while setting up.
@@ -405,46 +405,23 @@ pub async fn run_conns(spec: &Spec) -> Result<Report> {
     let held = open_many(spec, n, "bench-idle-", &mut checks).await;
     let end = Instant::now();
     let (client_cpu_s, server_cpu_s) = meter.stop(&mut notes);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let memory = match (spec.server_pid, rss_before) {
-        (Some(pid), Some(before)) => {
-            let after = proc_rss_kb(pid).context("reading the server's memory")?;
-            let open = held.len() as u64;
-            Some(Memory {
-                conns: open,
-                rss_before_kb: before,
-                rss_after_kb: after,
-                per_conn_bytes: if open > 0 { (after as f64 - before as f64) * 1024.0 / open as f64 } else { 0.0 },
-            })
-        }
-        _ => None,
-    };
+    let memory = idle_memory(spec, rss_before, held.len()).await?;
     if !spec.hold.is_zero() {
         tokio::time::sleep(spec.hold.min(spec.duration)).await;
     }
     let opened = held.len() as u64;
     drop(held);
     let elapsed_s = end.saturating_duration_since(start).as_secs_f64();
-    Ok(Report {
-        scenario: Kind::MqttConns.name().into(),
-        server: spec.server.clone(),
-        msgs: opened,
-        published: 0,
-        received: 0,
-        size: 0,
+    let idle = IdleRun {
+        opened,
         elapsed_s,
-        msgs_per_sec: if elapsed_s > 0.0 { opened as f64 / elapsed_s } else { 0.0 },
-        mb_per_sec: 0.0,
-        latency: None,
         client_cpu_s,
         server_cpu_s,
         checks,
-        stopped_by_duration: false,
-        spread: None,
+        stopped: false,
         memory,
-        churn_per_sec: None,
         timeline: Vec::new(),
         notes,
-        histogram: None,
-    })
+    };
+    Ok(idle_report(Kind::MqttConns, spec, idle))
 }

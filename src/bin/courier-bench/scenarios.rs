@@ -722,29 +722,50 @@ async fn run_conns(spec: &Spec) -> Result<Report> {
     let end = Instant::now();
     let timeline = sampler.finish().await;
     let (client_cpu_s, server_cpu_s) = meter.stop(&mut notes);
-    // Let the server settle before reading its memory.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let memory = match (spec.server_pid, rss_before) {
-        (Some(pid), Some(before)) => {
-            let after = proc_rss_kb(pid).context("reading the server's memory")?;
-            let open = held.len() as u64;
-            Some(Memory {
-                conns: open,
-                rss_before_kb: before,
-                rss_after_kb: after,
-                per_conn_bytes: if open > 0 { (after as f64 - before as f64) * 1024.0 / open as f64 } else { 0.0 },
-            })
-        }
-        _ => None,
-    };
+    let memory = idle_memory(spec, rss_before, held.len()).await?;
     if !spec.hold.is_zero() {
         tokio::time::sleep(spec.hold.min(spec.duration)).await;
     }
     let opened = held.len() as u64;
     drop(held);
     let elapsed_s = end.saturating_duration_since(start).as_secs_f64();
-    Ok(Report {
-        scenario: Kind::Conns.name().into(),
+    let idle = IdleRun { opened, elapsed_s, client_cpu_s, server_cpu_s, checks, stopped, memory, timeline, notes };
+    Ok(idle_report(Kind::Conns, spec, idle))
+}
+
+/// What an idle-connections run measured.
+pub(crate) struct IdleRun {
+    pub(crate) opened: u64,
+    pub(crate) elapsed_s: f64,
+    pub(crate) client_cpu_s: f64,
+    pub(crate) server_cpu_s: Option<f64>,
+    pub(crate) checks: Checks,
+    pub(crate) stopped: bool,
+    pub(crate) memory: Option<Memory>,
+    pub(crate) timeline: Vec<crate::progress::Sample>,
+    pub(crate) notes: Vec<String>,
+}
+
+/// The server's memory with `open` idle connections, read once it has settled; `None`
+/// without a server pid.
+pub(crate) async fn idle_memory(spec: &Spec, rss_before: Option<u64>, open: usize) -> Result<Option<Memory>> {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (Some(pid), Some(before)) = (spec.server_pid, rss_before) else { return Ok(None) };
+    let after = proc_rss_kb(pid).context("reading the server's memory")?;
+    let open = open as u64;
+    Ok(Some(Memory {
+        conns: open,
+        rss_before_kb: before,
+        rss_after_kb: after,
+        per_conn_bytes: if open > 0 { (after as f64 - before as f64) * 1024.0 / open as f64 } else { 0.0 },
+    }))
+}
+
+/// The report of an idle-connections run.
+pub(crate) fn idle_report(kind: Kind, spec: &Spec, r: IdleRun) -> Report {
+    let IdleRun { opened, elapsed_s, client_cpu_s, server_cpu_s, checks, stopped, memory, timeline, notes } = r;
+    Report {
+        scenario: kind.name().into(),
         server: spec.server.clone(),
         msgs: opened,
         published: 0,
@@ -764,5 +785,5 @@ async fn run_conns(spec: &Spec) -> Result<Report> {
         timeline,
         notes,
         histogram: None,
-    })
+    }
 }
