@@ -78,14 +78,10 @@ pub async fn run<R, W>(
     let Greeting { info, nonce, tls_version, websocket, attach } = greeting;
     let opts = state.opts();
     let shared = Arc::new(Connection::new(cid, Kind::Client, opts.max_pending));
-    {
-        let mut meta = shared.meta.lock();
-        meta.peer = Some(peer);
-        meta.start = Some(std::time::SystemTime::now());
-        meta.account = crate::account::GLOBAL_ACCOUNT.to_string();
-        meta.tls_version = tls_version;
-        meta.websocket = websocket.is_some();
-    }
+    *shared.meta.lock() = crate::connection::ConnMeta {
+        websocket: websocket.is_some(),
+        ..crate::connection::ConnMeta::arriving(peer, tls_version)
+    };
     if let Some(attach) = attach {
         attach(&shared);
     }

@@ -141,6 +141,20 @@ pub struct Connection {
     pub stats: ConnStats,
 }
 
+impl ConnMeta {
+    /// A client's, as it connects from `peer` now, in the global account until it
+    /// authenticates.
+    pub fn arriving(peer: std::net::SocketAddr, tls_version: Option<String>) -> ConnMeta {
+        ConnMeta {
+            peer: Some(peer),
+            start: Some(SystemTime::now()),
+            account: crate::account::GLOBAL_ACCOUNT.to_string(),
+            tls_version,
+            ..ConnMeta::default()
+        }
+    }
+}
+
 /// What monitoring shows about a connection besides its counters.
 #[derive(Debug, Clone, Default)]
 pub struct ConnMeta {

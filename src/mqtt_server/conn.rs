@@ -19,7 +19,7 @@ use super::{nuid, ClientIdSlot, MqttServer};
 use crate::account::{Account, Removal};
 use crate::auth::{Authenticated, Permissions};
 use crate::client::{ClientRead, ConnectionSlot};
-use crate::connection::{unix_nanos, CloseReason, Connection, Kind, Push};
+use crate::connection::{unix_nanos, CloseReason, ConnMeta, Connection, Kind, Push};
 use crate::delivery::{Message, Subscription, Target};
 use crate::mqtt::subscribe::FAILURE as SUBSCRIBE_FAILED;
 use crate::mqtt::topic::{filter_to_subject, topic_to_subject_in, TopicError};
@@ -52,14 +52,7 @@ where
     let (_slot, count) = ConnectionSlot::take(&state);
     let opts = state.opts();
     let shared = Arc::new(Connection::new(cid, Kind::Client, opts.max_pending));
-    {
-        let mut meta = shared.meta.lock();
-        meta.peer = Some(peer);
-        meta.start = Some(std::time::SystemTime::now());
-        meta.account = crate::account::GLOBAL_ACCOUNT.to_string();
-        meta.tls_version = tls_version;
-        meta.mqtt_client = Some(String::new());
-    }
+    *shared.meta.lock() = ConnMeta { mqtt_client: Some(String::new()), ..ConnMeta::arriving(peer, tls_version) };
     shared.stats.last_activity.store(unix_nanos(std::time::SystemTime::now()), Ordering::Relaxed);
     let writer_task = crate::client::start_writer(&state, &shared, writer, opts.write_deadline);
     if count > opts.max_connections {

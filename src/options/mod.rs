@@ -85,11 +85,7 @@ impl WebsocketOptions {
     /// The authorization WebSocket clients are checked against, when it is not the server's:
     /// the listener's own, or the server's with the listener's `no_auth_user`.
     pub fn effective_authorization(&self, server: &Authorization) -> Option<Authorization> {
-        if let Some(own) = &self.authorization {
-            return Some(own.clone());
-        }
-        let user = self.no_auth_user.as_ref()?;
-        Some(Authorization { no_auth_user: Some(user.clone()), ..server.clone() })
+        listener_authorization(self.authorization.as_ref(), self.no_auth_user.as_ref(), server)
     }
 }
 
@@ -110,6 +106,20 @@ impl Default for WebsocketOptions {
             jwt_cookie: None,
         }
     }
+}
+
+/// What a listener with an `authorization` or `no_auth_user` of its own checks its clients
+/// against: its own authorization, or the server's with its `no_auth_user`; `None` when it has
+/// neither and the server's applies.
+fn listener_authorization(
+    own: Option<&Authorization>,
+    no_auth_user: Option<&String>,
+    server: &Authorization,
+) -> Option<Authorization> {
+    if let Some(own) = own {
+        return Some(own.clone());
+    }
+    Some(Authorization { no_auth_user: Some(no_auth_user?.clone()), ..server.clone() })
 }
 
 /// The MQTT listener (`mqtt {}`), for devices speaking MQTT 3.1.1.
@@ -135,11 +145,7 @@ impl MqttOptions {
     /// The authorization devices are checked against, when it is not the server's: the
     /// listener's own, or the server's with the listener's `no_auth_user`.
     pub fn effective_authorization(&self, server: &Authorization) -> Option<Authorization> {
-        if let Some(own) = &self.authorization {
-            return Some(own.clone());
-        }
-        let user = self.no_auth_user.as_ref()?;
-        Some(Authorization { no_auth_user: Some(user.clone()), ..server.clone() })
+        listener_authorization(self.authorization.as_ref(), self.no_auth_user.as_ref(), server)
     }
 }
 
