@@ -35,6 +35,8 @@
 //!   authentication and permissions.
 //! - [`mqtt_server`]: MQTT devices' connections, and their sessions, held QoS 1 messages and
 //!   retained messages in the account's streams.
+//! - [`route`]: clustering over nats-server's route protocol: the route connections, the
+//!   interest they exchange, the mesh they form by gossip.
 //! - [`websocket`]: the HTTP upgrade with nats-server's checks, and the frames that carry a
 //!   client's byte stream (with permessage-deflate), so a WebSocket client runs as any client.
 //! - [`monitor`]: HTTP monitoring: nats-server's JSON endpoints, Prometheus metrics, a live
@@ -62,6 +64,7 @@ pub mod mqtt_server;
 pub mod options;
 pub mod proto;
 pub mod publish;
+pub mod route;
 pub mod server;
 pub mod state;
 pub mod subject;

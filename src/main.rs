@@ -11,8 +11,7 @@ use tracing::{error, info, warn};
 
 /// Courier: a NATS-protocol message broker.
 ///
-/// Flags follow nats-server's. Clustering and leaf nodes are not served yet: --routes,
-/// --cluster and --cluster_name are refused.
+/// Flags follow nats-server's. Leaf nodes are not served yet.
 #[derive(Debug, Parser)]
 #[command(name = "courier", version, disable_version_flag = true)]
 struct Cli {
@@ -59,15 +58,24 @@ struct Cli {
     /// Enable JetStream (also -js).
     #[arg(long = "jetstream")]
     jetstream: bool,
-    /// Cluster URL (not supported).
-    #[arg(long = "cluster")]
+    /// Where routes from other servers connect (`nats://host:port`; also --cluster_listen).
+    #[arg(long = "cluster", visible_alias = "cluster_listen")]
     cluster: Option<String>,
-    /// Cluster name (not supported).
+    /// The cluster's name.
     #[arg(long = "cluster_name")]
     cluster_name: Option<String>,
-    /// Routes to other servers (not supported).
+    /// Routes to other servers, comma-separated (`nats-route://host:port,...`).
     #[arg(long = "routes")]
     routes: Option<String>,
+    /// The route address other servers are told to dial.
+    #[arg(long = "cluster_advertise")]
+    cluster_advertise: Option<String>,
+    /// Do not tell clients about the other servers of the cluster.
+    #[arg(long = "no_advertise")]
+    no_advertise: bool,
+    /// Attempts at a route learned from another server before it is given up.
+    #[arg(long = "connect_retries")]
+    connect_retries: Option<u32>,
     /// User required for connections.
     #[arg(long = "user")]
     user: Option<String>,
@@ -121,8 +129,12 @@ fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
         "sd",
         "jetstream",
         "cluster",
+        "cluster_listen",
         "cluster_name",
         "routes",
+        "cluster_advertise",
+        "no_advertise",
+        "connect_retries",
         "threads",
         "version",
         "help",
@@ -191,14 +203,12 @@ fn send_signal(spec: &str) -> Result<()> {
 /// Builds the options: defaults, then the config file, then the flags. Returns warnings about
 /// ignored settings, to log once logging is up.
 fn options_from(cli: &Cli) -> Result<(Options, Vec<String>)> {
-    if cli.cluster.is_some() || cli.routes.is_some() || cli.cluster_name.is_some() {
-        bail!("clustering is not supported by this server");
-    }
     let mut opts = Options::default();
     let warnings = match &cli.config {
         Some(path) => courier::config::load_file(path, &mut opts)?,
         None => Vec::new(),
     };
+    cluster_flags(cli, &mut opts)?;
     if let Some(port) = cli.port {
         opts.port = match port {
             -1 => 0,
@@ -268,6 +278,48 @@ fn options_from(cli: &Cli) -> Result<(Options, Vec<String>)> {
         opts.worker_threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     }
     Ok((opts, warnings))
+}
+
+/// The cluster flags, over the config file's `cluster {}`.
+fn cluster_flags(cli: &Cli, opts: &mut Options) -> Result<()> {
+    let any = cli.cluster.is_some()
+        || cli.routes.is_some()
+        || cli.cluster_name.is_some()
+        || cli.cluster_advertise.is_some()
+        || cli.no_advertise
+        || cli.connect_retries.is_some();
+    if !any {
+        return Ok(());
+    }
+    let mut c = opts.cluster.take().unwrap_or_default();
+    if let Some(url) = &cli.cluster {
+        let u = courier::options::route_url::RouteUrl::parse(url).with_context(|| format!("bad --cluster {url}"))?;
+        c.host = Some(u.host);
+        c.port = u.port;
+        if u.user.is_some() {
+            c.user = u.user;
+        }
+    }
+    if let Some(routes) = &cli.routes {
+        c.routes = routes.split(',').map(|r| r.trim().to_string()).filter(|r| !r.is_empty()).collect();
+        for r in &c.routes {
+            if courier::options::route_url::RouteUrl::parse(r).is_none() {
+                bail!("error parsing route url [{r:?}]");
+            }
+        }
+    }
+    if let Some(name) = &cli.cluster_name {
+        c.name = Some(name.clone());
+    }
+    if let Some(a) = &cli.cluster_advertise {
+        c.advertise = Some(a.clone());
+    }
+    c.no_advertise |= cli.no_advertise;
+    if let Some(n) = cli.connect_retries {
+        c.connect_retries = n;
+    }
+    opts.cluster = Some(c);
+    Ok(())
 }
 
 /// Turns signals into server actions: SIGINT/SIGTERM stop, SIGUSR1 reopens the log file (for

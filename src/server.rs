@@ -50,6 +50,7 @@ pub struct ServerHandle {
     addr: SocketAddr,
     websocket: Option<SocketAddr>,
     mqtt: Option<SocketAddr>,
+    cluster: Option<SocketAddr>,
 }
 
 impl ServerHandle {
@@ -69,6 +70,11 @@ impl ServerHandle {
     /// Where WebSocket clients connect, when the listener is on.
     pub fn websocket_addr(&self) -> Option<SocketAddr> {
         self.websocket
+    }
+
+    /// Where routes connect, when a cluster is configured.
+    pub fn cluster_addr(&self) -> Option<SocketAddr> {
+        self.cluster
     }
 
     /// Where MQTT devices connect, when the listener is on.
@@ -150,6 +156,11 @@ impl Server {
     pub async fn bind(opts: Options) -> io::Result<Server> {
         let mut opts = opts;
         opts.apply_baseline();
+        if opts.cluster.is_some() && opts.jetstream.is_some() {
+            return Err(io::Error::other(
+                "JetStream in a cluster is not supported yet: run JetStream on a server outside the cluster",
+            ));
+        }
         if opts.mqtt.is_some() {
             if opts.server_name.is_empty() {
                 return Err(io::Error::other("mqtt requires server name to be explicitly set"));
@@ -201,6 +212,7 @@ impl Server {
             addr: self.addr,
             websocket: self.listeners.websocket_addr(),
             mqtt: self.listeners.mqtt_addr(),
+            cluster: self.listeners.cluster_addr(),
         }
     }
 

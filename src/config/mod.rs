@@ -10,7 +10,7 @@ use std::path::Path;
 use crate::auth::permissions::{ResponsePermission, Rule, SubjectRules};
 use crate::auth::{Authorization, NkeyUser, Permissions, User};
 use crate::conf::{self, ConfError, Item, Map, Pos, Value};
-use crate::options::{self, JetStreamOptions, MqttOptions, Options, SyncInterval, WebsocketOptions};
+use crate::options::{self, ClusterOptions, JetStreamOptions, MqttOptions, Options, SyncInterval, WebsocketOptions};
 use crate::tls::{HandshakeFirst, TlsOptions};
 
 mod accounts;
@@ -136,7 +136,8 @@ pub fn apply(map: &Map, opts: &mut Options) -> Result<Vec<String>, ConfigError> 
                 opts.mqtt = Some(mqtt(item, &mut warnings)?);
                 mqtt_item = Some(item);
             }
-            "cluster" | "leafnodes" | "leaf" | "gateway" => {
+            "cluster" => opts.cluster = Some(cluster(item)?),
+            "leafnodes" | "leaf" | "gateway" => {
                 warnings.push(format!("{}: {key} is not served by this server; ignored", item.pos))
             }
             _ => return Err(invalid(item, format!("unknown field \"{key}\""))),
@@ -397,6 +398,55 @@ fn websocket(block: &Item, warnings: &mut Vec<String>) -> Result<WebsocketOption
         return Err(invalid(block, "websocket requires TLS configuration"));
     }
     Ok(ws)
+}
+
+/// `cluster { name, listen | host + port, routes [...], advertise, no_advertise,
+/// connect_retries, authorization { user, password, timeout } }`.
+fn cluster(block: &Item) -> Result<ClusterOptions, ConfigError> {
+    let mut c = ClusterOptions::default();
+    for (key, item) in block.expect_map()?.iter() {
+        match key.to_ascii_lowercase().as_str() {
+            "name" => c.name = Some(item.expect_str()?.to_string()),
+            "listen" => {
+                let (host, port) = host_port(item)?;
+                c.host = host.or(c.host);
+                c.port = port;
+            }
+            "port" => c.port = port_of(item)?,
+            "host" | "net" => c.host = Some(item.expect_str()?.to_string()),
+            "advertise" | "cluster_advertise" => c.advertise = Some(item.expect_str()?.to_string()),
+            "no_advertise" => c.no_advertise = item.expect_bool()?,
+            "connect_retries" => c.connect_retries = u32::try_from(item.expect_integer()?.max(0)).unwrap_or(u32::MAX),
+            "routes" => {
+                c.routes = match &item.value {
+                    Value::String(s) => vec![s.clone()],
+                    _ => item
+                        .expect_array()?
+                        .iter()
+                        .map(|r| Ok(r.expect_str()?.to_string()))
+                        .collect::<Result<_, ConfigError>>()?,
+                };
+                for r in &c.routes {
+                    if crate::options::route_url::RouteUrl::parse(r).is_none() {
+                        return Err(invalid(item, format!("error parsing route url [{r:?}]")));
+                    }
+                }
+            }
+            "authorization" | "authentication" => {
+                let auth = authorization(item.expect_map()?)?;
+                if auth.users.len() > 1 || !auth.nkeys.is_empty() || auth.token.is_some() {
+                    return Err(invalid(item, "cluster authorization takes a user, a password and a timeout"));
+                }
+                c.user = auth.users.first().map(|u| (u.name.clone(), u.password.clone()));
+                c.auth_timeout = auth.timeout;
+            }
+            "tls" | "permissions" | "pool_size" | "compression" | "accounts" => {
+                return Err(invalid(item, format!("cluster {key} is not supported yet")))
+            }
+            _ => return Err(invalid(item, format!("unknown field \"{key}\" in cluster"))),
+        }
+    }
+    Ok(c)
 }
 
 /// nats-server's checks of an `mqtt {}` block against the rest of the file.

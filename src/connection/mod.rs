@@ -68,6 +68,12 @@ pub enum CloseReason {
     AuthenticationTimeout,
     /// Another MQTT connection took over its client id.
     DuplicateClientId,
+    /// A route to a server that already has one.
+    DuplicateRoute,
+    /// A route from a server with this server's name.
+    DuplicateServerName,
+    /// A route from a server of another cluster.
+    ClusterNameConflict,
     /// The connection's task ended without saying why (it panicked).
     Internal,
 }
@@ -100,6 +106,9 @@ impl std::fmt::Display for CloseReason {
             CloseReason::AuthenticationViolation => "Authentication Failure",
             CloseReason::AuthenticationTimeout => "Authentication Timeout",
             CloseReason::DuplicateClientId => "Duplicate Client ID",
+            CloseReason::DuplicateRoute => "Duplicate Route",
+            CloseReason::DuplicateServerName => "Duplicate Server Name",
+            CloseReason::ClusterNameConflict => "Cluster Name Conflict",
             CloseReason::Internal => "Internal Error",
         })
     }
@@ -178,6 +187,23 @@ pub struct ConnMeta {
     pub websocket: bool,
     /// An MQTT device, with its client id (empty until its CONNECT is accepted).
     pub mqtt_client: Option<String>,
+    /// A route: who is at the other end.
+    pub route: Option<RouteMeta>,
+}
+
+/// What monitoring shows about a route's peer.
+#[derive(Debug, Clone, Default)]
+pub struct RouteMeta {
+    /// The peer's server id.
+    pub remote_id: String,
+    /// The peer's server name.
+    pub remote_name: String,
+    /// This server dialed it.
+    pub solicited: bool,
+    /// It is one of the configured routes (not learned by gossip).
+    pub configured: bool,
+    /// Subscriptions the peer has told this server about.
+    pub subscriptions: u64,
 }
 
 impl ConnMeta {

@@ -33,6 +33,8 @@ pub struct Listeners {
     monitor: Option<TcpListener>,
     /// WebSocket, when configured, with its TLS.
     websocket: Option<(TcpListener, Option<tokio_rustls::TlsAcceptor>, crate::options::WebsocketOptions)>,
+    /// Routes, when a cluster is configured.
+    cluster: Option<TcpListener>,
     /// MQTT, when configured, with its TLS and handshake timeout.
     mqtt: Option<(TcpListener, Option<(tokio_rustls::TlsAcceptor, std::time::Duration)>)>,
 }
@@ -72,7 +74,19 @@ impl Listeners {
             }
             None => None,
         };
-        Ok(Listeners { client, monitor, websocket, mqtt })
+        let cluster = match &opts.cluster {
+            Some(c) => {
+                let host = c.host.clone().unwrap_or_else(|| opts.host.clone());
+                Some(TcpListener::bind((host.as_str(), c.port)).await?)
+            }
+            None => None,
+        };
+        Ok(Listeners { client, monitor, websocket, mqtt, cluster })
+    }
+
+    /// Where routes connect, when a cluster is configured.
+    pub fn cluster_addr(&self) -> Option<SocketAddr> {
+        self.cluster.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// Where MQTT devices connect, when it is on.
@@ -98,7 +112,16 @@ impl Listeners {
     /// Starts monitoring (with JetStream's figures when it is on), then accepts clients (each on a task of `tracker`) until shutdown or
     /// lame duck mode.
     pub async fn run(self, state: Arc<ServerState>, jetstream: Option<Arc<JetStream>>, tracker: TaskTracker) {
-        let Listeners { client, monitor, websocket, mqtt } = self;
+        let Listeners { client, monitor, websocket, mqtt, cluster } = self;
+        if let (Some(listener), Some(opts)) = (cluster, state.opts().cluster.clone()) {
+            match listener.local_addr() {
+                Ok(addr) => {
+                    let cluster = crate::route::Cluster::new(Arc::clone(&state), opts, addr, tracker.clone());
+                    tokio::spawn(cluster.run(listener));
+                }
+                Err(e) => tracing::error!("Cluster listener has no address: {e}"),
+            }
+        }
         if let Some(monitor) = monitor {
             tokio::spawn(crate::monitor::serve(state.view(), jetstream.clone(), monitor));
         }

@@ -5,6 +5,7 @@
 //! limits they want to exercise.
 
 pub mod accounts;
+pub mod route_url;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -106,6 +107,31 @@ impl Default for WebsocketOptions {
             jwt_cookie: None,
         }
     }
+}
+
+/// The cluster listener and its routes (`cluster {}`, `--cluster`, `--routes`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ClusterOptions {
+    /// The cluster's name; every server of a cluster must have the same. `None` until one is
+    /// configured or learned from the first route.
+    pub name: Option<String>,
+    /// Interface for routes; the client host when unset.
+    pub host: Option<String>,
+    /// Port for routes; 0 picks a free one.
+    pub port: u16,
+    /// `host:port` other servers are told to dial instead of the listen address.
+    pub advertise: Option<String>,
+    /// Do not tell clients about the other servers of the cluster.
+    pub no_advertise: bool,
+    /// Seed routes, `nats-route://[user:password@]host:port` (or `nats://`).
+    pub routes: Vec<String>,
+    /// Attempts at a route learned by gossip before it is given up (configured routes are
+    /// retried for as long as the server runs).
+    pub connect_retries: u32,
+    /// The user and password other servers must send in their CONNECT.
+    pub user: Option<(String, String)>,
+    /// How long a route has to send its CONNECT.
+    pub auth_timeout: Option<Duration>,
 }
 
 /// What a listener with an `authorization` or `no_auth_user` of its own checks its clients
@@ -260,6 +286,8 @@ pub struct Options {
     /// What WebSocket clients are checked against when it differs from `authorization`
     /// (derived from `websocket` by [`Options::apply_baseline`]).
     pub websocket_authorization: Option<Authorization>,
+    /// The cluster listener and routes, when configured.
+    pub cluster: Option<ClusterOptions>,
     /// The MQTT listener, when configured.
     pub mqtt: Option<MqttOptions>,
     /// What MQTT devices are checked against when it differs from `authorization` (derived
@@ -371,6 +399,7 @@ impl Default for Options {
             account_links: Vec::new(),
             websocket: None,
             websocket_authorization: None,
+            cluster: None,
             mqtt: None,
             mqtt_authorization: None,
             system_account: SYSTEM_ACCOUNT.to_string(),

@@ -44,6 +44,9 @@ pub struct ServerInfo {
     /// Random bytes for nkey and JWT users to sign, when those are configured.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub nonce: String,
+    /// The client URLs of the servers in the cluster, for clients to discover and fail over.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub connect_urls: Vec<String>,
     /// Lame duck mode: the server is about to go away.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub ldm: bool,

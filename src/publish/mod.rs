@@ -131,7 +131,26 @@ impl Publisher {
             return false;
         }
         let matches = Arc::clone(matches);
-        self.deliver_matches(server, account, origin, &matches, msg)
+        self.deliver_matches(server, account, origin, &matches, msg, None)
+    }
+
+    /// Delivers a message that came from a route: to every matching plain subscription, and to
+    /// a member of each queue group the sending server picked this one for (`queues`, names
+    /// separated by spaces), as nats-server does.
+    pub fn publish_routed(
+        &mut self,
+        server: &ServerState,
+        account: &Account,
+        origin: Origin<'_>,
+        msg: &Message<'_>,
+        queues: &[u8],
+    ) -> bool {
+        let matches = self.cache.get(&account.sublist, msg.subject);
+        if matches.is_empty() {
+            return false;
+        }
+        let matches = Arc::clone(matches);
+        self.deliver_matches(server, account, origin, &matches, msg, Some(queues))
     }
 
     /// Hands `msg` to each of `matches` (one member per queue group), then to the route and
@@ -143,6 +162,7 @@ impl Publisher {
         origin: Origin<'_>,
         matches: &Matches<Subscription>,
         msg: &Message<'_>,
+        picked_queues: Option<&[u8]>,
     ) -> bool {
         let mut delivered = false;
         let fanout = matches.psubs.len() + matches.qsubs.len();
@@ -154,6 +174,11 @@ impl Publisher {
             delivered |= self.deliver(server, account, origin, sub, msg, None);
         }
         for group in &matches.qsubs {
+            if let Some(names) = picked_queues {
+                if !names.split(|b| *b == b' ').any(|q| q == &group.name[..]) {
+                    continue;
+                }
+            }
             let n = group.members.len();
             let start = (self.next_random() % n as u64) as usize;
             for i in 0..n {
@@ -223,7 +248,7 @@ impl Publisher {
         };
         self.import_depth += 1;
         let outer_hops = std::mem::take(&mut self.hops);
-        let delivered = self.deliver_matches(server, &account, origin, &matches, &forwarded);
+        let delivered = self.deliver_matches(server, &account, origin, &matches, &forwarded, None);
         self.hops = outer_hops;
         self.import_depth -= 1;
         if let (false, Some((router, reply))) = (delivered, &opened) {

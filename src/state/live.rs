@@ -51,6 +51,7 @@ impl Live {
             client_id: 0,
             client_ip: String::new(),
             nonce: String::new(),
+            connect_urls: Vec::new(),
             ldm: false,
         };
         Ok(Live { opts: Arc::new(opts), info, tls, auth_epoch: 0 })
@@ -93,6 +94,8 @@ impl LiveConfig {
     pub fn replace(&self, mut live: Live) {
         let mut current = self.current.write();
         live.auth_epoch = current.auth_epoch + u64::from(current.opts.authorization != live.opts.authorization);
+        // What the cluster told this server is not configuration.
+        live.info.connect_urls = current.info.connect_urls.clone();
         *current = Arc::new(live);
         drop(current);
         self.reloads.fetch_add(1, Ordering::AcqRel);

@@ -45,6 +45,10 @@ pub struct ServerState {
     pub start: SystemTime,
     /// The monitoring port, once bound (0 when monitoring is off).
     monitor_port: AtomicU16,
+    /// The cluster port, once bound (0 without a cluster).
+    cluster_port: AtomicU16,
+    /// The cluster's name, as configured or learned from the first route.
+    pub cluster_name: parking_lot::RwLock<String>,
 }
 
 impl ServerState {
@@ -60,6 +64,8 @@ impl ServerState {
             lame_duck: CancellationToken::new(),
             start: SystemTime::now(),
             monitor_port: AtomicU16::new(0),
+            cluster_port: AtomicU16::new(0),
+            cluster_name: parking_lot::RwLock::new(String::new()),
         }
     }
 
@@ -118,6 +124,16 @@ impl ServerState {
     /// Records the port monitoring was bound to.
     pub fn set_monitor_port(&self, port: u16) {
         self.monitor_port.store(port, Ordering::Relaxed);
+    }
+
+    /// The cluster port (0 without a cluster).
+    pub fn cluster_port(&self) -> u16 {
+        self.cluster_port.load(Ordering::Relaxed)
+    }
+
+    /// Records the bound cluster port.
+    pub fn set_cluster_port(&self, port: u16) {
+        self.cluster_port.store(port, Ordering::Relaxed);
     }
 
     /// A read-only view, for monitoring.

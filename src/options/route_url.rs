@@ -1,0 +1,73 @@
+//! Route URLs: `nats-route://[user:password@]host:port`, as nats-server reads them (`nats://`
+//! and a bare `host:port` are taken too).
+
+/// A parsed route URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteUrl {
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Credentials for the peer's cluster authorization.
+    pub user: Option<(String, String)>,
+}
+
+impl RouteUrl {
+    /// Parses a route URL; `None` when it is not one.
+    pub fn parse(url: &str) -> Option<RouteUrl> {
+        let rest = match url.split_once("://") {
+            Some((scheme, rest))
+                if scheme.eq_ignore_ascii_case("nats-route") || scheme.eq_ignore_ascii_case("nats") =>
+            {
+                rest
+            }
+            Some(_) => return None,
+            None => url,
+        };
+        let rest = rest.trim_end_matches('/');
+        let (user, hostport) = match rest.rsplit_once('@') {
+            Some((userinfo, hostport)) => {
+                let (u, p) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                (Some((u.to_string(), p.to_string())), hostport)
+            }
+            None => (None, rest),
+        };
+        let (host, port) = match hostport.strip_prefix('[') {
+            Some(v6) => {
+                let (h, p) = v6.split_once("]:")?;
+                (h, p)
+            }
+            None => hostport.rsplit_once(':')?,
+        };
+        if host.is_empty() {
+            return None;
+        }
+        Some(RouteUrl { host: host.to_string(), port: port.parse().ok()?, user })
+    }
+
+    /// `host:port`, for dialing and logs.
+    pub fn addr(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_urls_parse_as_nats_server_reads_them() {
+        let u = RouteUrl::parse("nats-route://ruser:T0pS3cr3t@otherdockerhost:6222").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("otherdockerhost", 6222));
+        assert_eq!(u.user, Some(("ruser".into(), "T0pS3cr3t".into())));
+        assert_eq!(RouteUrl::parse("nats://127.0.0.1:6222/").unwrap().addr(), "127.0.0.1:6222");
+        assert_eq!(RouteUrl::parse("[::1]:7").unwrap().addr(), "[::1]:7");
+        for bad in ["http://h:1", "nats-route://h", "nats-route://:1", "h:port"] {
+            assert!(RouteUrl::parse(bad).is_none(), "{bad}");
+        }
+    }
+}

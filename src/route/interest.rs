@@ -1,0 +1,125 @@
+//! What a route tells its peer about this server's interest in one account: `RS+` when a
+//! subject gains its first subscriber here, `RS-` when it loses its last, and for a queue group
+//! its weight (members here) on every change.
+//!
+//! Interest learned from routes is never passed on (a full mesh needs no second hop), and
+//! interest of every other kind here (clients, devices, leaf nodes, the server's own
+//! subscribers, imports) counts as one: a subject two kinds subscribe to is one `RS+`, and its
+//! `RS-` comes only when both are gone.
+
+use std::sync::Arc;
+
+use bytes::BufMut;
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+
+use crate::account::{Account, InterestChange, InterestListener};
+use crate::connection::Connection;
+use crate::delivery::TargetKind;
+
+/// Subscriptions per kind of subscriber, for one subject (and queue group).
+#[derive(Default, Clone, Copy)]
+struct KindCounts([u32; 5]);
+
+impl KindCounts {
+    fn slot(kind: TargetKind) -> Option<usize> {
+        match kind {
+            TargetKind::Client => Some(0),
+            TargetKind::Mqtt => Some(1),
+            TargetKind::Leaf => Some(2),
+            TargetKind::Internal => Some(3),
+            TargetKind::Import => Some(4),
+            TargetKind::Route => None,
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.0.iter().any(|c| *c > 0)
+    }
+
+    fn weight(&self) -> u32 {
+        self.0.iter().fold(0u32, |a, c| a.saturating_add(*c))
+    }
+}
+
+type Key = (Arc<[u8]>, Option<Arc<[u8]>>);
+
+/// One route's view of one account's interest.
+pub(crate) struct RouteInterest {
+    conn: Arc<Connection>,
+    account: Box<[u8]>,
+    counts: Mutex<FxHashMap<Key, KindCounts>>,
+}
+
+impl RouteInterest {
+    /// Starts following `account` for the route `conn`: sends the interest there is now,
+    /// then every change.
+    pub(crate) fn start(conn: &Arc<Connection>, account: &Account) -> Arc<RouteInterest> {
+        let me = Arc::new(RouteInterest {
+            conn: Arc::clone(conn),
+            account: account.name.as_bytes().into(),
+            counts: Mutex::new(FxHashMap::default()),
+        });
+        // Held while registering, so that no change is applied before the snapshot.
+        let mut counts = me.counts.lock();
+        let now = account.listen(Arc::clone(&me) as Arc<dyn InterestListener>);
+        for interest in &now {
+            me.apply(&mut counts, &interest.as_change());
+        }
+        drop(counts);
+        me.conn.outbound.wake();
+        me
+    }
+
+    fn apply(&self, counts: &mut FxHashMap<Key, KindCounts>, change: &InterestChange<'_>) {
+        let Some(slot) = KindCounts::slot(change.kind) else { return };
+        let key: Key = (change.subject.into(), change.queue.map(Into::into));
+        let before = counts.get(&key).copied().unwrap_or_default();
+        let mut after = before;
+        after.0[slot] = change.count;
+        if after.any() {
+            counts.insert(key, after);
+        } else {
+            counts.remove(&key);
+        }
+        match change.queue {
+            None if !before.any() && after.any() => self.send(b"RS+ ", change.subject, None),
+            None if before.any() && !after.any() => self.send(b"RS- ", change.subject, None),
+            Some(q) if after.weight() > 0 && after.weight() != before.weight() => {
+                self.send(b"RS+ ", change.subject, Some((q, Some(after.weight()))))
+            }
+            Some(q) if after.weight() == 0 && before.weight() > 0 => {
+                self.send(b"RS- ", change.subject, Some((q, None)))
+            }
+            _ => {}
+        }
+    }
+
+    fn send(&self, op: &[u8], subject: &[u8], queue: Option<(&[u8], Option<u32>)>) {
+        let need = op.len() + self.account.len() + subject.len() + queue.map_or(0, |(q, _)| q.len() + 12) + 4;
+        let _ = self.conn.outbound.push_with(need, |out| {
+            out.put_slice(op);
+            out.put_slice(&self.account);
+            out.put_u8(b' ');
+            out.put_slice(subject);
+            if let Some((q, weight)) = queue {
+                out.put_u8(b' ');
+                out.put_slice(q);
+                if let Some(w) = weight {
+                    out.put_u8(b' ');
+                    out.put_slice(itoa::Buffer::new().format(w).as_bytes());
+                }
+            }
+            out.put_slice(b"\r\n");
+        });
+    }
+}
+
+impl InterestListener for RouteInterest {
+    fn interest_changed(&self, change: &InterestChange<'_>) {
+        let mut counts = self.counts.lock();
+        self.apply(&mut counts, change);
+        drop(counts);
+        self.conn.outbound.wake();
+    }
+}
