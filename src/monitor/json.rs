@@ -83,7 +83,7 @@ pub(crate) struct Varz {
     max_control_line: usize,
     max_payload: usize,
     max_pending: usize,
-    cluster: Empty,
+    cluster: ClusterVarz,
     gateway: Empty,
     leaf: Empty,
     mqtt: Empty,
@@ -145,7 +145,7 @@ pub(crate) fn varz(state: &StateView, sampler: &CpuSampler, js: Option<&crate::j
         max_control_line: opts.max_control_line,
         max_payload: opts.max_payload,
         max_pending: opts.max_pending,
-        cluster: Empty {},
+        cluster: cluster_varz(state),
         gateway: Empty {},
         leaf: Empty {},
         mqtt: Empty {},
@@ -619,11 +619,135 @@ pub(crate) struct Routez {
     server_id: String,
     now: String,
     num_routes: usize,
-    routes: Vec<()>,
+    routes: Vec<RouteJson>,
 }
 
-pub(crate) fn routez(state: &StateView) -> Routez {
-    Routez { server_id: state.info().server_id, now: rfc3339(SystemTime::now()), num_routes: 0, routes: Vec::new() }
+/// One route, as nats-server's `RouteInfo`.
+#[derive(Serialize)]
+struct RouteJson {
+    rid: u64,
+    remote_id: String,
+    did_solicit: bool,
+    is_configured: bool,
+    ip: String,
+    port: u16,
+    start: String,
+    last_activity: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    rtt: String,
+    uptime: String,
+    idle: String,
+    pending_size: usize,
+    in_msgs: u64,
+    out_msgs: u64,
+    in_bytes: u64,
+    out_bytes: u64,
+    subscriptions: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subscriptions_list: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subscriptions_list_detail: Option<Vec<SubDetail>>,
+}
+
+/// `/routez`; `subs` is `?subs=1` (subjects) or `?subs=detail`.
+pub(crate) fn routez(state: &StateView, subs: Option<&str>) -> Routez {
+    let now = SystemTime::now();
+    let detail_wanted = subs.is_some_and(|s| s.eq_ignore_ascii_case("detail"));
+    let list_wanted = subs.is_some_and(|s| s == "1" || s.eq_ignore_ascii_case("true"));
+    let mut by_cid: FxHashMap<u64, Vec<SubDetail>> = FxHashMap::default();
+    if detail_wanted || list_wanted {
+        for account in state.accounts() {
+            for sub in account.sublist.all() {
+                if matches!(sub.target, crate::delivery::Target::Route(_)) {
+                    let list = by_cid.entry(sub.target.cid()).or_default();
+                    let d = detail(&account.name, &sub);
+                    // A queue group's weight is several subscriptions here: one entry each.
+                    if !list.iter().any(|x| x.subject == d.subject && x.qgroup == d.qgroup && x.account == d.account) {
+                        list.push(d);
+                    }
+                }
+            }
+        }
+    }
+    let mut routes: Vec<RouteJson> = state
+        .connections(crate::connection::Kind::Router)
+        .iter()
+        .filter_map(|c| {
+            let meta = c.meta.lock().clone();
+            let route = meta.route?;
+            let start = meta.start.unwrap_or(now);
+            let last = UNIX_EPOCH + Duration::from_nanos(c.stats.last_activity.load(Ordering::Relaxed));
+            let rtt = c.stats.rtt_nanos.load(Ordering::Relaxed);
+            let (out_msgs, out_bytes) = c.outbound.counters();
+            let list = by_cid.remove(&c.cid);
+            Some(RouteJson {
+                rid: c.cid,
+                remote_id: route.remote_id,
+                did_solicit: route.solicited,
+                is_configured: route.configured,
+                ip: meta.peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+                port: meta.peer.map_or(0, |p| p.port()),
+                start: rfc3339(start),
+                last_activity: rfc3339(last),
+                rtt: if rtt > 0 { go_duration(Duration::from_nanos(rtt)) } else { String::new() },
+                uptime: uptime(now.duration_since(start).unwrap_or_default()),
+                idle: uptime(now.duration_since(last).unwrap_or_default()),
+                pending_size: c.outbound.pending(),
+                in_msgs: c.stats.in_msgs.load(Ordering::Relaxed),
+                out_msgs,
+                in_bytes: c.stats.in_bytes.load(Ordering::Relaxed),
+                out_bytes,
+                subscriptions: route.subscriptions,
+                subscriptions_list: if list_wanted {
+                    Some(list.as_ref().map(|l| l.iter().map(|d| d.subject.clone()).collect()).unwrap_or_default())
+                } else {
+                    None
+                },
+                subscriptions_list_detail: if detail_wanted { Some(list.unwrap_or_default()) } else { None },
+            })
+        })
+        .collect();
+    routes.sort_by_key(|r| r.rid);
+    Routez { server_id: state.info().server_id, now: rfc3339(now), num_routes: routes.len(), routes }
+}
+
+/// The `cluster` section of `/varz`.
+#[derive(Serialize, Default)]
+struct ClusterVarz {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    addr: String,
+    #[serde(skip_serializing_if = "is_zero_u16")]
+    cluster_port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_timeout: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    urls: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_timeout: Option<f64>,
+}
+
+fn is_zero_u16(n: &u16) -> bool {
+    *n == 0
+}
+
+fn cluster_varz(state: &StateView) -> ClusterVarz {
+    let opts = state.opts();
+    let Some(c) = &opts.cluster else { return ClusterVarz::default() };
+    ClusterVarz {
+        name: state.cluster_name(),
+        addr: c.host.clone().unwrap_or_else(|| opts.host.clone()),
+        cluster_port: state.cluster_port(),
+        auth_timeout: Some(c.auth_timeout.unwrap_or(opts.auth_timeout).as_secs_f64()),
+        urls: c
+            .routes
+            .iter()
+            .filter_map(|r| crate::options::route_url::RouteUrl::parse(r))
+            .map(|u| u.addr())
+            .collect(),
+        tls_timeout: Some(2.0),
+    }
 }
 
 #[derive(Serialize)]

@@ -29,6 +29,17 @@ pub(crate) fn render(state: &StateView, js: Option<&crate::jetstream::JetStream>
         let ws = state.connections(crate::connection::Kind::Client).iter().filter(|c| c.meta.lock().websocket).count();
         metric(&mut out, "courier_websocket_connections", "gauge", "Client connections over WebSocket open now.", ws);
     }
+    if state.opts().cluster.is_some() {
+        let routes = state.connections(Kind::Router);
+        metric(&mut out, "courier_routes", "gauge", "Routes to other servers of the cluster open now.", routes.len());
+        let pending: usize = routes.iter().map(|r| r.outbound.pending()).sum();
+        metric(&mut out, "courier_route_pending_bytes", "gauge", "Bytes queued for routes, in all.", pending);
+        let (sent, received) = routes.iter().fold((0u64, 0u64), |(s, r), c| {
+            (s + c.outbound.counters().0, r + c.stats.in_msgs.load(Ordering::Relaxed))
+        });
+        metric(&mut out, "courier_route_out_msgs", "gauge", "Messages sent over the open routes.", sent);
+        metric(&mut out, "courier_route_in_msgs", "gauge", "Messages received over the open routes.", received);
+    }
     if state.opts().mqtt.is_some() {
         let mqtt = state.connections(Kind::Client).iter().filter(|c| c.meta.lock().mqtt_client.is_some()).count();
         metric(&mut out, "courier_mqtt_connections", "gauge", "MQTT device connections open now.", mqtt);

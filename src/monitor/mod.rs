@@ -114,8 +114,8 @@ async fn healthz() -> Response {
     with_headers("{\"status\":\"ok\"}".to_string(), "application/json")
 }
 
-async fn routez(State(m): State<Monitor>) -> Response {
-    json_response(&json::routez(&m.state))
+async fn routez(State(m): State<Monitor>, Query(params): Params) -> Response {
+    json_response(&json::routez(&m.state, params.get("subs").map(String::as_str)))
 }
 
 async fn leafz(State(m): State<Monitor>) -> Response {

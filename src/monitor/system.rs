@@ -349,7 +349,7 @@ impl Service {
             "VARZ" => data(to_value(&json::varz(&view, &self.sampler, js))),
             "CONNZ" => data(json::ConnzQuery::parse(&params).and_then(|q| to_value(&json::connz(&view, &q)))),
             "SUBSZ" => data(json::SubszQuery::parse(&params).and_then(|q| to_value(&json::subsz(&view, &q)))),
-            "ROUTEZ" => data(to_value(&json::routez(&view))),
+            "ROUTEZ" => data(to_value(&json::routez(&view, None))),
             "LEAFZ" => data(to_value(&json::leafz(&view))),
             "ACCOUNTZ" => data(accountz::accountz(&view, js, &params).and_then(|a| to_value(&a))),
             "GATEWAYZ" => data(to_value(&serde_json::json!({

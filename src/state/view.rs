@@ -46,6 +46,16 @@ impl StateView {
         self.state.monitor_port()
     }
 
+    /// The cluster port (0 without a cluster).
+    pub fn cluster_port(&self) -> u16 {
+        self.state.cluster_port()
+    }
+
+    /// The cluster's name (empty without a cluster).
+    pub fn cluster_name(&self) -> String {
+        self.state.cluster_name.read().clone()
+    }
+
     /// Subscriptions across every account.
     pub fn subscriptions(&self) -> usize {
         self.state.subscriptions()
