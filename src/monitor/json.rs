@@ -740,12 +740,7 @@ fn cluster_varz(state: &StateView) -> ClusterVarz {
         addr: c.host.clone().unwrap_or_else(|| opts.host.clone()),
         cluster_port: state.cluster_port(),
         auth_timeout: Some(c.auth_timeout.unwrap_or(opts.auth_timeout).as_secs_f64()),
-        urls: c
-            .routes
-            .iter()
-            .filter_map(|r| crate::options::route_url::RouteUrl::parse(r))
-            .map(|u| u.addr())
-            .collect(),
+        urls: c.routes.iter().filter_map(|r| crate::options::route_url::RouteUrl::parse(r)).map(|u| u.addr()).collect(),
         tls_timeout: Some(2.0),
     }
 }

@@ -34,9 +34,9 @@ pub(crate) fn render(state: &StateView, js: Option<&crate::jetstream::JetStream>
         metric(&mut out, "courier_routes", "gauge", "Routes to other servers of the cluster open now.", routes.len());
         let pending: usize = routes.iter().map(|r| r.outbound.pending()).sum();
         metric(&mut out, "courier_route_pending_bytes", "gauge", "Bytes queued for routes, in all.", pending);
-        let (sent, received) = routes.iter().fold((0u64, 0u64), |(s, r), c| {
-            (s + c.outbound.counters().0, r + c.stats.in_msgs.load(Ordering::Relaxed))
-        });
+        let (sent, received) = routes
+            .iter()
+            .fold((0u64, 0u64), |(s, r), c| (s + c.outbound.counters().0, r + c.stats.in_msgs.load(Ordering::Relaxed)));
         metric(&mut out, "courier_route_out_msgs", "gauge", "Messages sent over the open routes.", sent);
         metric(&mut out, "courier_route_in_msgs", "gauge", "Messages received over the open routes.", received);
     }

@@ -42,7 +42,9 @@ impl RouteUrl {
         if host.is_empty() {
             return None;
         }
-        Some(RouteUrl { host: host.to_string(), port: port.parse().ok()?, user })
+        // -1 asks for a free port, as nats-server's flags take it.
+        let port = if port == "-1" { 0 } else { port.parse().ok()? };
+        Some(RouteUrl { host: host.to_string(), port, user })
     }
 
     /// `host:port`, for dialing and logs.

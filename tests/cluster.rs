@@ -1,0 +1,356 @@
+//! Clusters of server processes on 127.0.0.1: Courier nodes given one seed route each meet the
+//! whole mesh by gossip; messages, queue groups, request-reply, headers and interest cross the
+//! routes; a killed node is redialed when it comes back and clients fail over to the others;
+//! and nats-server 2.9.10 nodes (when installed) take part in the same mesh.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::time::timeout;
+
+const COURIER: &str = env!("CARGO_BIN_EXE_courier");
+const WAIT: Duration = Duration::from_secs(20);
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A server process, killed when dropped.
+struct Node {
+    child: Child,
+    name: String,
+    client: String,
+    cluster_port: u16,
+    http: Option<String>,
+    dir: PathBuf,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts a Courier node named `name` with cluster `C1`, its route listener on `port` (0: a
+/// free one) and seed routes to `seeds` (route ports).
+fn courier(dir: &Path, name: &str, port: u16, seeds: &[u16]) -> Node {
+    let conf = dir.join(format!("{name}.conf"));
+    let routes: Vec<String> = seeds.iter().map(|p| format!("\"nats-route://127.0.0.1:{p}\"")).collect();
+    let listen = if port == 0 { "-1".to_string() } else { port.to_string() };
+    std::fs::write(
+        &conf,
+        format!(
+            "server_name: {name}\nlisten: 127.0.0.1:-1\nhttp: 127.0.0.1:-1\n\
+             cluster {{ name: C1, listen: 127.0.0.1:{listen}, routes: [{}] }}\n",
+            routes.join(", ")
+        ),
+    )
+    .unwrap();
+    let log = dir.join(format!("{name}.log"));
+    let _ = std::fs::remove_file(&log);
+    let child = Command::new(COURIER)
+        .args(["-c", conf.to_str().unwrap(), "-l", log.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start courier");
+    wait_listening(child, name, dir, &log)
+}
+
+/// Starts a nats-server node, or `None` when it is not installed.
+fn nats_server(dir: &Path, name: &str, seeds: &[u16]) -> Option<Node> {
+    let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())?;
+    let routes: Vec<String> = seeds.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect();
+    let log = dir.join(format!("{name}.log"));
+    let _ = std::fs::remove_file(&log);
+    let child = Command::new(bin)
+        .args(["-a", "127.0.0.1", "-p", "-1", "-m", "-1", "-n", name, "--cluster_name", "C1"])
+        .args(["--cluster", "nats://127.0.0.1:-1", "--routes", &routes.join(","), "-l", log.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nats-server");
+    Some(wait_listening(child, name, dir, &log))
+}
+
+fn wait_listening(child: Child, name: &str, dir: &Path, log: &Path) -> Node {
+    let mut node = Node {
+        child,
+        name: name.to_string(),
+        client: String::new(),
+        cluster_port: 0,
+        http: None,
+        dir: dir.to_path_buf(),
+    };
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let after = |needle: &str| {
+            text.lines().find(|l| l.contains(needle)).map(|l| l.rsplit(' ').next().unwrap_or("").to_string())
+        };
+        if let (Some(client), Some(route)) = (after("client connections on"), after("route connections on")) {
+            node.client = format!("nats://{client}");
+            node.cluster_port = route.rsplit(':').next().unwrap().parse().unwrap();
+            node.http = after("http monitor on").map(|h| h.trim_start_matches("http://").to_string());
+            if text.contains("ready") {
+                return node;
+            }
+        }
+        assert!(Instant::now() < deadline, "{name} did not start:\n{text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Node {
+    async fn client(&self) -> async_nats::Client {
+        let opts = async_nats::ConnectOptions::new().connection_timeout(TIMEOUT).name(&self.name);
+        timeout(TIMEOUT, opts.connect(&self.client)).await.expect("connect in time").expect("connect")
+    }
+
+    /// `/routez` of this node.
+    async fn routez(&self) -> serde_json::Value {
+        let http = self.http.as_ref().expect("monitoring");
+        http_get(http, "/routez").await
+    }
+
+    /// Waits until this node has `n` routes.
+    async fn wait_routes(&self, n: usize) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let routez = self.routez().await;
+            if routez["num_routes"].as_u64() == Some(n as u64) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{} has not {n} routes: {routez}", self.name);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until some route of this node has (or, with `present` false, no route has)
+    /// remote interest in `subject`.
+    async fn wait_remote_interest(&self, subject: &str, present: bool) {
+        let http = self.http.as_ref().expect("monitoring");
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let routez = http_get(http, "/routez?subs=1").await;
+            let found = routez["routes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| r["subscriptions_list"].as_array().into_iter().flatten().any(|s| s == subject));
+            if found == present {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{}: interest in {subject} should be {present}: {routez}", self.name);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{}.log", self.name))).unwrap_or_default()
+    }
+}
+
+async fn http_get(hostport: &str, path: &str) -> serde_json::Value {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = timeout(TIMEOUT, tokio::net::TcpStream::connect(hostport)).await.unwrap().unwrap();
+    tcp.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    timeout(TIMEOUT, tcp.read_to_end(&mut raw)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&raw);
+    serde_json::from_str(&text[text.find("\r\n\r\n").unwrap() + 4..]).unwrap()
+}
+
+async fn next(sub: &mut async_nats::Subscriber) -> async_nats::Message {
+    timeout(TIMEOUT, sub.next()).await.expect("message in time").expect("subscription open")
+}
+
+/// Pub/sub with wildcards and headers, queue groups spanning nodes, request-reply and
+/// no-responders, between clients of two different nodes.
+async fn exercise(
+    publisher: &async_nats::Client,
+    subscriber: &async_nats::Client,
+    third: &async_nats::Client,
+    hub: &Node,
+) {
+    let mut orders = subscriber.subscribe("orders.>").await.unwrap();
+    let mut q1 = subscriber.queue_subscribe("work", "workers".into()).await.unwrap();
+    let mut q2 = third.queue_subscribe("work", "workers".into()).await.unwrap();
+    let mut svc = third.subscribe("svc.echo").await.unwrap();
+    subscriber.flush().await.unwrap();
+    third.flush().await.unwrap();
+    // Interest crosses the routes: the publisher's node sees it.
+    for subject in ["orders.>", "work", "svc.echo"] {
+        hub.wait_remote_interest(subject, true).await;
+    }
+
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("X-Trace", "t-1");
+    publisher.publish_with_headers("orders.eu.1", headers, "o1".into()).await.unwrap();
+    publisher.publish("other.subject", "nobody".into()).await.unwrap();
+    publisher.publish("orders.us.2", "o2".into()).await.unwrap();
+    publisher.flush().await.unwrap();
+    let m = next(&mut orders).await;
+    assert_eq!((m.subject.as_str(), &m.payload[..]), ("orders.eu.1", &b"o1"[..]));
+    assert_eq!(m.headers.as_ref().and_then(|h| h.get("X-Trace")).map(|v| v.as_str()), Some("t-1"));
+    assert_eq!(next(&mut orders).await.subject.as_str(), "orders.us.2", "each message once, in order");
+
+    // One member of the group in the whole cluster gets each message.
+    for i in 0..200 {
+        publisher.publish("work", format!("{i}").into()).await.unwrap();
+    }
+    publisher.flush().await.unwrap();
+    let (mut a, mut b) = (0, 0);
+    while a + b < 200 {
+        tokio::select! {
+            m = q1.next() => { m.expect("open"); a += 1; }
+            m = q2.next() => { m.expect("open"); b += 1; }
+            _ = tokio::time::sleep(TIMEOUT) => panic!("queue messages missing: {a} + {b}"),
+        }
+    }
+    assert!(a > 20 && b > 20, "both members get a share: {a} / {b}");
+    let extra = timeout(Duration::from_millis(200), async {
+        tokio::select! { _ = q1.next() => true, _ = q2.next() => true }
+    })
+    .await;
+    assert!(extra.is_err(), "no message went to both members");
+
+    // Request-reply across nodes, and no responders when nobody listens anywhere.
+    let responder = third.clone();
+    let echo = tokio::spawn(async move {
+        let m = next(&mut svc).await;
+        responder.publish(m.reply.unwrap(), m.payload).await.unwrap();
+        responder.flush().await.unwrap();
+    });
+    let reply = timeout(TIMEOUT, publisher.request("svc.echo", "ping".into())).await.unwrap().unwrap();
+    assert_eq!(&reply.payload[..], b"ping");
+    echo.await.unwrap();
+    let err = timeout(TIMEOUT, publisher.request("svc.nobody", "x".into())).await.unwrap().unwrap_err();
+    assert_eq!(err.kind(), async_nats::RequestErrorKind::NoResponders);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_from_one_seed_form_a_mesh_and_carry_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = courier(dir.path(), "A", 0, &[]);
+    let b = courier(dir.path(), "B", 0, &[a.cluster_port]);
+    let c = courier(dir.path(), "C", 0, &[a.cluster_port]);
+    for n in [&a, &b, &c] {
+        n.wait_routes(2).await;
+    }
+    let routez = b.routez().await;
+    let solicited: Vec<bool> =
+        routez["routes"].as_array().unwrap().iter().map(|r| r["did_solicit"].as_bool().unwrap()).collect();
+    assert_eq!(solicited.len(), 2, "{routez}");
+
+    let (ca, cb, cc) = (a.client().await, b.client().await, c.client().await);
+    exercise(&cc, &cb, &ca, &c).await;
+
+    // A client learns every node's URL.
+    let info = cc.server_info();
+    assert_eq!(info.connect_urls.len(), 3, "{:?}", info.connect_urls);
+
+    // UNSUB propagates: once B has no interest left, C stops sending.
+    let mut gone = cb.subscribe("temp.*").await.unwrap();
+    cb.flush().await.unwrap();
+    c.wait_remote_interest("temp.*", true).await;
+    gone.unsubscribe().await.unwrap();
+    cb.flush().await.unwrap();
+    c.wait_remote_interest("temp.*", false).await;
+
+    // A burst across one route arrives complete and in order.
+    let mut burst = cb.subscribe("burst").await.unwrap();
+    cb.flush().await.unwrap();
+    c.wait_remote_interest("burst", true).await;
+    for i in 0..20_000u32 {
+        cc.publish("burst", i.to_be_bytes().to_vec().into()).await.unwrap();
+    }
+    cc.flush().await.unwrap();
+    for i in 0..20_000u32 {
+        let m = next(&mut burst).await;
+        assert_eq!(&m.payload[..], &i.to_be_bytes(), "message {i}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_is_redialed_and_its_clients_fail_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = courier(dir.path(), "A", 0, &[]);
+    let port_a = a.cluster_port;
+    let b = courier(dir.path(), "B", 0, &[port_a]);
+    let c = courier(dir.path(), "C", 0, &[port_a]);
+    for n in [&a, &b, &c] {
+        n.wait_routes(2).await;
+    }
+    // A client of A, told of B and C by A's INFO, fails over when A dies.
+    let roaming = a.client().await;
+    let mut sub = roaming.subscribe("roam").await.unwrap();
+    roaming.flush().await.unwrap();
+    let cb = b.client().await;
+    drop(a); // SIGKILL
+    b.wait_routes(1).await;
+    c.wait_routes(1).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        cb.publish("roam", "here".into()).await.unwrap();
+        cb.flush().await.unwrap();
+        if let Ok(Some(m)) = timeout(Duration::from_millis(200), sub.next()).await {
+            assert_eq!(&m.payload[..], b"here");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the client did not fail over");
+    }
+
+    // A comes back on its port; B and C redial it and traffic reaches it again.
+    let a = courier(dir.path(), "A", port_a, &[]);
+    for n in [&a, &b, &c] {
+        n.wait_routes(2).await;
+    }
+    let ca = a.client().await;
+    let mut at_a = ca.subscribe("back").await.unwrap();
+    ca.flush().await.unwrap();
+    c.wait_remote_interest("back", true).await;
+    let cc = c.client().await;
+    cc.publish("back", "again".into()).await.unwrap();
+    cc.flush().await.unwrap();
+    assert_eq!(&next(&mut at_a).await.payload[..], b"again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_server_nodes_join_the_same_mesh() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = courier(dir.path(), "A", 0, &[]);
+    let Some(n) = nats_server(dir.path(), "N", &[a.cluster_port]) else {
+        assert!(std::env::var_os("CI").is_none(), "CI installs nats-server");
+        eprintln!("nats-server not installed: skipping");
+        return;
+    };
+    // C is given only N: gossip makes it meet A too.
+    let c = courier(dir.path(), "C", 0, &[n.cluster_port]);
+    a.wait_routes(2).await;
+    c.wait_routes(2).await;
+    n.wait_routes(2).await;
+
+    let (ca, cn, cc) = (a.client().await, n.client().await, c.client().await);
+    // Courier → nats-server → Courier and back, every pairing.
+    exercise(&ca, &cn, &cc, &a).await;
+    exercise(&cn, &cc, &ca, &n).await;
+    assert!(!n.log().contains("[ERR]"), "nats-server logged errors:\n{}", n.log());
+}
+
+#[test]
+fn jetstream_with_a_cluster_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(COURIER)
+        .args(["-a", "127.0.0.1", "-p", "-1", "-js", "-sd", dir.path().to_str().unwrap()])
+        .args(["--cluster", "nats://127.0.0.1:-1", "--cluster_name", "C1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("JetStream in a cluster is not supported yet"), "{text}");
+}
