@@ -224,6 +224,11 @@ impl Server {
     }
 }
 
+/// Fills in a cluster pair's route ports: this server's and its peer's.
+fn cluster_placeholders(cmd: &str, own: u16, peer: u16) -> String {
+    cmd.replace("{peer_cluster_port}", &peer.to_string()).replace("{cluster_port}", &own.to_string())
+}
+
 /// (max - min) / median.
 fn noise(v: &[f64]) -> Option<f64> {
     if v.is_empty() {
@@ -279,7 +284,7 @@ pub fn run(args: &CompareArgs) -> Result<ExitCode> {
     let mut runs = Vec::new();
     let mut failed = false;
     for i in 1..=args.runs {
-        for (side, cmd) in [("A", &args.a), ("B", &args.b)] {
+        for (side, cmd, second) in [("A", &args.a, &args.a2), ("B", &args.b, &args.b2)] {
             let port = free_port()?;
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             let log = log_dir.join(format!("courier-bench-{}-{side}{i}.log", std::process::id()));
@@ -291,6 +296,7 @@ pub fn run(args: &CompareArgs) -> Result<ExitCode> {
                 _ if cmd.contains("{mqtt_port}") => Some(free_port()?),
                 fixed => fixed,
             };
+            let cluster_ports = (free_port()?, free_port()?);
             let mut line = cmd.to_string();
             if let Some(ws) = ws_port {
                 line = line.replace("{ws_port}", &ws.to_string());
@@ -298,6 +304,7 @@ pub fn run(args: &CompareArgs) -> Result<ExitCode> {
             if let Some(mq) = mqtt_port {
                 line = line.replace("{mqtt_port}", &mq.to_string());
             }
+            let line = cluster_placeholders(&line, cluster_ports.0, cluster_ports.1);
             let mut server = Server::start(&line, port, taskset, log)?;
             let target = match (ws_port, mqtt_port) {
                 (Some(ws), _) => SocketAddr::from((Ipv4Addr::LOCALHOST, ws)),
@@ -310,11 +317,31 @@ pub fn run(args: &CompareArgs) -> Result<ExitCode> {
                 server.stop();
                 return Err(e.context(format!("server {side} ({cmd})")));
             }
+            let mut paired = None;
+            if let Some(cmd2) = second {
+                let port2 = free_port()?;
+                let log2 = log_dir.join(format!("courier-bench-{}-{side}{i}-2.log", std::process::id()));
+                let line2 = cluster_placeholders(cmd2, cluster_ports.1, cluster_ports.0);
+                let mut other = Server::start(&line2, port2, taskset, log2)?;
+                let addr2 = SocketAddr::from((Ipv4Addr::LOCALHOST, port2));
+                if let Err(e) = other.wait_ready(addr2, args.startup_timeout) {
+                    other.stop();
+                    server.stop();
+                    return Err(e.context(format!("second server {side} ({cmd2})")));
+                }
+                spec.sub_addr = crate::proto::Endpoint { addr: addr2, websocket: false };
+                paired = Some(other);
+            } else {
+                spec.sub_addr = crate::proto::Endpoint { addr: target, websocket: ws_port.is_some() };
+            }
             spec.addr = crate::proto::Endpoint { addr: target, websocket: ws_port.is_some() };
             spec.server = spec.addr.to_string();
             spec.server_pid = Some(server.child.id());
             let result = rt.block_on(crate::scenarios::run(&spec));
             server.stop();
+            if let Some(other) = paired {
+                other.stop();
+            }
             let report = result.with_context(|| format!("run {i} against server {side}"))?;
             if let Some(banner) = failure_banner(&report.checks) {
                 eprint!("run {i} {side}:\n{banner}");

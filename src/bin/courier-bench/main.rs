@@ -66,6 +66,10 @@ pub struct Common {
     /// them); only loopback hosts are accepted (127.0.0.0/8, ::1, localhost).
     #[arg(long, default_value = "nats://127.0.0.1:4222")]
     pub server: String,
+    /// Where subscribers and responders connect, for routed scenarios: another server of the
+    /// same cluster as --server (publishers and requesters stay on --server).
+    #[arg(long)]
+    pub sub_server: Option<String>,
     /// The server's process id: report its CPU time (and memory for `conns`) from /proc.
     #[arg(long)]
     pub server_pid: Option<u32>,
@@ -338,6 +342,15 @@ pub struct CompareArgs {
     /// there). With commands holding `{ws_port}`, a free port is chosen each run instead.
     #[arg(long)]
     pub ws_port: Option<u16>,
+    /// A second server for A, in the same cluster, where the scenario's subscribers and
+    /// responders connect (routed scenarios). `{port}` is its client port, `{cluster_port}` its
+    /// route port and `{peer_cluster_port}` the first server's, which gets the same
+    /// placeholders the other way round.
+    #[arg(long, requires = "b2")]
+    pub a2: Option<String>,
+    /// A second server for B, as --a2.
+    #[arg(long, requires = "a2")]
+    pub b2: Option<String>,
     /// Load the servers' MQTT listeners on this loopback port (their configurations listen
     /// there); with commands holding `{mqtt_port}`, a free port is chosen each run instead. For
     /// a broker with only an MQTT port (mosquitto), `{port}` is that port.
@@ -449,6 +462,10 @@ fn build_spec(cmd: &Command) -> Result<(Spec, Common)> {
         Command::Compare(_) => bail!("compare cannot be nested"),
     };
     let addr = endpoint(&common.server)?;
+    let sub_addr = match &common.sub_server {
+        Some(url) => endpoint(url)?,
+        None => addr,
+    };
     if common.size > 64 * 1024 * 1024 {
         bail!("--size is limited to 64 MiB");
     }
@@ -472,6 +489,7 @@ fn build_spec(cmd: &Command) -> Result<(Spec, Common)> {
         kind,
         server: common.server.clone(),
         addr,
+        sub_addr,
         server_pid: common.server_pid,
         msgs,
         size: common.size,

@@ -307,6 +307,53 @@ impl Conn {
         }
     }
 
+    /// Waits until a message published on this connection's server reaches a subscriber on
+    /// `other`'s: between two servers of a cluster, interest registered on `other` before this
+    /// call has then crossed the route (it went ahead of the probe's).
+    pub async fn await_route(&mut self, other: &mut Conn, within: std::time::Duration) -> Result<()> {
+        let subject = format!("_BENCH_PROBE.{}", rand::random::<u64>());
+        other.subscribe(&subject, None, 999_999).await?;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let line = format!("PUB {subject} 0\r\n\r\nPING\r\n");
+            self.wr.write_all(line.as_bytes()).await?;
+            self.wait_pong().await?;
+            let seen = tokio::time::timeout(std::time::Duration::from_millis(100), async {
+                loop {
+                    let mut msg = false;
+                    let used = parse(&other.rbuf, |f| msg |= matches!(f, Frame::Msg { .. }))?;
+                    other.rbuf.advance(used);
+                    if msg {
+                        return Ok::<(), anyhow::Error>(());
+                    }
+                    other.fill().await?;
+                }
+            })
+            .await;
+            match seen {
+                Ok(r) => break r?,
+                Err(_) if tokio::time::Instant::now() < deadline => continue,
+                Err(_) => bail!("no route between the servers within {within:?}"),
+            }
+        }
+        let unsub = "UNSUB 999999\r\nPING\r\n";
+        other.wr.write_all(unsub.as_bytes()).await?;
+        other.wait_pong_discarding().await
+    }
+
+    /// Like [`Conn::wait_pong`], but probe messages still arriving are dropped.
+    async fn wait_pong_discarding(&mut self) -> Result<()> {
+        loop {
+            let mut pong = false;
+            let used = parse(&self.rbuf, |f| pong |= matches!(f, Frame::Pong))?;
+            self.rbuf.advance(used);
+            if pong {
+                return Ok(());
+            }
+            self.fill().await?;
+        }
+    }
+
     /// Sends SUB (with an optional queue group) and waits until the server has registered it.
     pub async fn subscribe(&mut self, subject: &str, queue: Option<&str>, sid: u64) -> Result<()> {
         let line = match queue {

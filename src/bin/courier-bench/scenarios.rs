@@ -84,6 +84,9 @@ pub struct Spec {
     pub server: String,
     /// The server's loopback socket address.
     pub addr: crate::proto::Endpoint,
+    /// Where subscribers and responders connect: another server of the same cluster for
+    /// routed scenarios, else `addr`.
+    pub sub_addr: crate::proto::Endpoint,
     /// The server's process id, for CPU and memory readings.
     pub server_pid: Option<u32>,
     /// Messages per publisher (requests per requester).
@@ -139,6 +142,9 @@ pub struct Spec {
     /// mqtt-telemetry: publishes a device sends before it waits for the broker.
     pub window: usize,
 }
+
+/// How long routed scenarios wait for the route between their two servers.
+const ROUTE_WAIT: Duration = Duration::from_secs(15);
 
 /// CPU readings at the start of the measurement.
 pub(crate) struct Meter {
@@ -277,7 +283,7 @@ async fn run_pubsub(spec: &Spec) -> Result<Report> {
     let mut sub_conns = Vec::with_capacity(subs);
     let mut filters = Vec::with_capacity(subs);
     for j in 0..subs {
-        let mut conn = Conn::connect(spec.addr, spec.size).await?;
+        let mut conn = Conn::connect(spec.sub_addr, spec.size).await?;
         let filter = space.as_ref().map(|s| {
             if j == subs - 1 {
                 Filter::All
@@ -296,6 +302,11 @@ async fn run_pubsub(spec: &Spec) -> Result<Report> {
     let mut pub_conns = Vec::with_capacity(pubs);
     for _ in 0..pubs {
         pub_conns.push(Conn::connect(spec.addr, spec.size).await?);
+    }
+    if let (Some(first), Some(sub)) = (pub_conns.first_mut(), sub_conns.first_mut()) {
+        if spec.sub_addr != spec.addr {
+            first.await_route(sub, ROUTE_WAIT).await?;
+        }
     }
     let mut churn_conns = Vec::new();
     if kind == Kind::Churn {
@@ -544,7 +555,7 @@ async fn run_request(spec: &Spec) -> Result<Report> {
     }
     let mut resp_conns = Vec::with_capacity(r);
     for _ in 0..r {
-        let mut c = Conn::connect(spec.addr, spec.size).await?;
+        let mut c = Conn::connect(spec.sub_addr, spec.size).await?;
         c.subscribe(&spec.subject, Some(&spec.group), 1).await?;
         resp_conns.push(c);
     }
@@ -555,6 +566,11 @@ async fn run_request(spec: &Spec) -> Result<Report> {
         let inbox = format!("_INBOX.{}.", inbox_token(&mut rng));
         c.subscribe(&format!("{inbox}*"), None, 1).await?;
         req_conns.push((c, inbox));
+    }
+    if let (Some((first, _)), Some(resp)) = (req_conns.first_mut(), resp_conns.first_mut()) {
+        if spec.sub_addr != spec.addr {
+            first.await_route(resp, ROUTE_WAIT).await?;
+        }
     }
     let progress = Arc::new(AtomicU64::new(0));
     let template = template(spec);
