@@ -804,4 +804,24 @@ mod tests {
             .contains("mqtt authentication token not compatible with presence of users/nkeys"));
         assert!(err("mqtt { port: 1, no_auth_user: ghost }").contains("no_auth_user: \"ghost\" not present as user"));
     }
+
+    #[test]
+    fn maps_cluster_as_nats_server_reads_it() {
+        let (o, w) = load(
+            "cluster { name: prod, listen: 127.0.0.1:6222, advertise: \"b.internal:6222\", no_advertise: true,\n\
+             connect_retries: 3, routes: [\"nats-route://u:p@a:6222\", \"nats://c:6222\"],\n\
+             authorization { user: route, password: s3cret, timeout: 2 } }",
+        )
+        .unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        let c = o.cluster.unwrap();
+        assert_eq!((c.name.as_deref(), c.host.as_deref(), c.port), (Some("prod"), Some("127.0.0.1"), 6222));
+        assert_eq!((c.advertise.as_deref(), c.no_advertise, c.connect_retries), (Some("b.internal:6222"), true, 3));
+        assert_eq!(c.routes.len(), 2);
+        assert_eq!(c.user, Some(("route".into(), "s3cret".into())));
+        let err = |text: &str| load(text).unwrap_err().to_string();
+        assert!(err("cluster { routes: [\"http://x:1\"] }").contains("error parsing route url"));
+        assert!(err("cluster { tls { cert_file: a, key_file: b } }").contains("cluster tls is not supported yet"));
+        assert!(err("cluster { nope: 1 }").contains("unknown field \"nope\" in cluster"));
+    }
 }
