@@ -434,7 +434,7 @@ fn run(cli: Cli) -> Result<()> {
     };
     runtime.block_on(async move {
         info!("Starting courier {}", env!("CARGO_PKG_VERSION"));
-        let server = Server::bind(opts).await.context("binding the client listener")?;
+        let server = Server::bind(opts).await.context("starting the server")?;
         let handle = server.handle();
         tokio::spawn(handle_signals(handle, cli, log));
         server.run().await;

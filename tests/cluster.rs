@@ -34,6 +34,11 @@ impl Drop for Node {
 /// Starts a Courier node named `name` with cluster `C1`, its route listener on `port` (0: a
 /// free one) and seed routes to `seeds` (route ports).
 fn courier(dir: &Path, name: &str, port: u16, seeds: &[u16]) -> Node {
+    courier_in(dir, "C1", name, port, seeds)
+}
+
+/// As [`courier`], in cluster `cluster`.
+fn courier_in(dir: &Path, cluster: &str, name: &str, port: u16, seeds: &[u16]) -> Node {
     let conf = dir.join(format!("{name}.conf"));
     let routes: Vec<String> = seeds.iter().map(|p| format!("\"nats-route://127.0.0.1:{p}\"")).collect();
     let listen = if port == 0 { "-1".to_string() } else { port.to_string() };
@@ -41,7 +46,7 @@ fn courier(dir: &Path, name: &str, port: u16, seeds: &[u16]) -> Node {
         &conf,
         format!(
             "server_name: {name}\nlisten: 127.0.0.1:-1\nhttp: 127.0.0.1:-1\n\
-             cluster {{ name: C1, listen: 127.0.0.1:{listen}, routes: [{}] }}\n",
+             cluster {{ name: {cluster}, listen: 127.0.0.1:{listen}, routes: [{}] }}\n",
             routes.join(", ")
         ),
     )
@@ -340,6 +345,21 @@ async fn nats_server_nodes_join_the_same_mesh() {
     exercise(&ca, &cn, &cc, &a).await;
     exercise(&cn, &cc, &ca, &n).await;
     assert!(!n.log().contains("[ERR]"), "nats-server logged errors:\n{}", n.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_of_another_cluster_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = courier(dir.path(), "A", 0, &[]);
+    let x = courier_in(dir.path(), "OTHER", "X", 0, &[a.cluster_port]);
+    let deadline = Instant::now() + WAIT;
+    while !a.log().contains("does not match") {
+        assert!(Instant::now() < deadline, "A did not refuse X:\n{}", a.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(a.log().contains(r#"Rejecting connection, cluster name "OTHER" does not match "C1""#), "{}", a.log());
+    assert_eq!(a.routez().await["num_routes"], 0);
+    assert_eq!(x.routez().await["num_routes"], 0);
 }
 
 #[test]
