@@ -181,8 +181,11 @@ fn check_config_and_errors() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("courier"));
 
-    let out = run(&["-t", "--routes", "nats://127.0.0.1:6222"]);
-    assert!(!out.status.success(), "unsupported features are refused, not ignored");
+    let out = run(&["-t", "--routes", "http://127.0.0.1:6222"]);
+    assert!(!out.status.success(), "a route that is not a route URL is refused");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error parsing route url"), "{out:?}");
+    let out = run(&["-t", "--cluster", "nats://127.0.0.1:6222", "--routes", "nats-route://127.0.0.1:6223"]);
+    assert!(out.status.success(), "{out:?}");
 }
 
 #[test]
