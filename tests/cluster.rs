@@ -34,11 +34,11 @@ impl Drop for Node {
 /// Starts a Courier node named `name` with cluster `C1`, its route listener on `port` (0: a
 /// free one) and seed routes to `seeds` (route ports).
 fn courier(dir: &Path, name: &str, port: u16, seeds: &[u16]) -> Node {
-    courier_in(dir, "C1", name, port, seeds)
+    courier_in(dir, "C1", name, port, seeds, "")
 }
 
-/// As [`courier`], in cluster `cluster`.
-fn courier_in(dir: &Path, cluster: &str, name: &str, port: u16, seeds: &[u16]) -> Node {
+/// As [`courier`], in cluster `cluster`, with `extra` inside the `cluster {}` block.
+fn courier_in(dir: &Path, cluster: &str, name: &str, port: u16, seeds: &[u16], extra: &str) -> Node {
     let conf = dir.join(format!("{name}.conf"));
     let routes: Vec<String> = seeds.iter().map(|p| format!("\"nats-route://127.0.0.1:{p}\"")).collect();
     let listen = if port == 0 { "-1".to_string() } else { port.to_string() };
@@ -46,7 +46,7 @@ fn courier_in(dir: &Path, cluster: &str, name: &str, port: u16, seeds: &[u16]) -
         &conf,
         format!(
             "server_name: {name}\nlisten: 127.0.0.1:-1\nhttp: 127.0.0.1:-1\n\
-             cluster {{ name: {cluster}, listen: 127.0.0.1:{listen}, routes: [{}] }}\n",
+             cluster {{ name: {cluster}, listen: 127.0.0.1:{listen}, routes: [{}]\n{extra}\n}}\n",
             routes.join(", ")
         ),
     )
@@ -351,7 +351,7 @@ async fn nats_server_nodes_join_the_same_mesh() {
 async fn a_server_of_another_cluster_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let a = courier(dir.path(), "A", 0, &[]);
-    let x = courier_in(dir.path(), "OTHER", "X", 0, &[a.cluster_port]);
+    let x = courier_in(dir.path(), "OTHER", "X", 0, &[a.cluster_port], "");
     let deadline = Instant::now() + WAIT;
     while !a.log().contains("does not match") {
         assert!(Instant::now() < deadline, "A did not refuse X:\n{}", a.log());
@@ -360,6 +360,54 @@ async fn a_server_of_another_cluster_is_refused() {
     assert!(a.log().contains(r#"Rejecting connection, cluster name "OTHER" does not match "C1""#), "{}", a.log());
     assert_eq!(a.routez().await["num_routes"], 0);
     assert_eq!(x.routez().await["num_routes"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_permissions_limit_what_crosses() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = courier_in(
+        dir.path(),
+        "C1",
+        "A",
+        0,
+        &[],
+        r#"permissions { import: ["allowed.>", "marker"], export: ["out.>", "marker"] }"#,
+    );
+    let b = courier(dir.path(), "B", 0, &[a.cluster_port]);
+    a.wait_routes(1).await;
+    b.wait_routes(1).await;
+    let (ca, cb) = (a.client().await, b.client().await);
+    // Import: A tells B of its interest, and takes messages, only where it may import.
+    let mut allowed = ca.subscribe("allowed.>").await.unwrap();
+    let mut blocked = ca.subscribe("blocked.>").await.unwrap();
+    let mut marker_a = ca.subscribe("marker").await.unwrap();
+    ca.flush().await.unwrap();
+    b.wait_remote_interest("marker", true).await;
+    b.wait_remote_interest("allowed.>", true).await;
+    b.wait_remote_interest("blocked.>", false).await;
+    cb.publish("blocked.x", "no".into()).await.unwrap();
+    cb.publish("allowed.x", "yes".into()).await.unwrap();
+    cb.publish("marker", "m".into()).await.unwrap();
+    cb.flush().await.unwrap();
+    assert_eq!(&next(&mut allowed).await.payload[..], b"yes");
+    next(&mut marker_a).await;
+    assert!(timeout(Duration::from_millis(100), blocked.next()).await.is_err(), "not imported");
+
+    // Export: A takes B's interest, and sends messages, only where it may export.
+    let mut out = cb.subscribe("out.y").await.unwrap();
+    let mut secret = cb.subscribe("secret.y").await.unwrap();
+    let mut marker_b = cb.subscribe("marker").await.unwrap();
+    cb.flush().await.unwrap();
+    a.wait_remote_interest("marker", true).await;
+    a.wait_remote_interest("out.y", true).await;
+    a.wait_remote_interest("secret.y", false).await;
+    ca.publish("secret.y", "no".into()).await.unwrap();
+    ca.publish("out.y", "yes".into()).await.unwrap();
+    ca.publish("marker", "m".into()).await.unwrap();
+    ca.flush().await.unwrap();
+    assert_eq!(&next(&mut out).await.payload[..], b"yes");
+    next(&mut marker_b).await;
+    assert!(timeout(Duration::from_millis(100), secret.next()).await.is_err(), "not exported");
 }
 
 #[test]

@@ -440,7 +440,18 @@ fn cluster(block: &Item) -> Result<ClusterOptions, ConfigError> {
                 c.user = auth.users.first().map(|u| (u.name.clone(), u.password.clone()));
                 c.auth_timeout = auth.timeout;
             }
-            "tls" | "permissions" | "pool_size" | "compression" | "accounts" => {
+            "permissions" => {
+                let mut p = crate::auth::Permissions::default();
+                for (k, v) in item.expect_map()?.iter() {
+                    match k.to_ascii_lowercase().as_str() {
+                        "import" => p.publish = Some(subject_rules(v)?),
+                        "export" => p.subscribe = Some(subject_rules(v)?),
+                        _ => return Err(invalid(v, format!("unknown field \"{k}\" in cluster permissions"))),
+                    }
+                }
+                c.permissions = Some(p);
+            }
+            "tls" | "pool_size" | "compression" | "accounts" => {
                 return Err(invalid(item, format!("cluster {key} is not supported yet")))
             }
             _ => return Err(invalid(item, format!("unknown field \"{key}\" in cluster"))),

@@ -132,6 +132,11 @@ pub struct ClusterOptions {
     pub user: Option<(String, String)>,
     /// How long a route has to send its CONNECT.
     pub auth_timeout: Option<Duration>,
+    /// `permissions { import, export }`: the subjects this server takes messages on from its
+    /// routes (it tells them of its interest only there), and the subjects it sends them (it
+    /// takes their interest only there); kept as publish and subscribe rules, as nats-server
+    /// maps them.
+    pub permissions: Option<crate::auth::Permissions>,
 }
 
 /// What a listener with an `authorization` or `no_auth_user` of its own checks its clients

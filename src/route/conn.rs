@@ -431,8 +431,9 @@ impl RouteConn {
             info.server_name,
             if self.dialed.is_some() { "solicited" } else { "accepted" }
         );
+        let permissions = cluster.opts.permissions.clone().map(Arc::new);
         for account in state.accounts.all() {
-            let interest = RouteInterest::start(&self.shared, &account);
+            let interest = RouteInterest::start(&self.shared, &account, permissions.clone());
             self.interests.push((account, interest));
         }
         self.gossip(&info.server_id, &gossip);
@@ -517,6 +518,12 @@ impl RouteConn {
         if !crate::subject::is_valid_subscription(subject) {
             return;
         }
+        if let Some(p) = &self.cluster.opts.permissions {
+            // `export`: what this server sends its routes.
+            if !p.can_subscribe(subject, None) {
+                return;
+            }
+        }
         let weight = queue.map_or(1, |(_, w)| w.clamp(1, MAX_WEIGHT)) as usize;
         let key: RemoteKey = (acc.name.as_str().into(), subject.into(), queue.map(|(q, _)| q.into()));
         let subs = self.remote.entry(key).or_default();
@@ -561,6 +568,12 @@ impl RouteConn {
     fn routed(&mut self, m: &RoutedMsg<'_>) {
         self.shared.stats.in_msgs.fetch_add(1, Ordering::Relaxed);
         self.shared.stats.in_bytes.fetch_add(m.payload.len() as u64, Ordering::Relaxed);
+        if let Some(p) = &self.cluster.opts.permissions {
+            // `import`: what this server takes from its routes.
+            if !p.can_publish(m.subject) {
+                return;
+            }
+        }
         let Some(acc) = self.account(m.account) else { return };
         let msg = Message { subject: m.subject, reply: m.reply, header_len: m.header_len, payload: m.payload };
         let state = Arc::clone(&self.cluster.state);

@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 
 use crate::account::{Account, InterestChange, InterestListener};
+use crate::auth::Permissions;
 use crate::connection::Connection;
 use crate::delivery::TargetKind;
 
@@ -48,16 +49,23 @@ type Key = (Arc<[u8]>, Option<Arc<[u8]>>);
 pub(crate) struct RouteInterest {
     conn: Arc<Connection>,
     account: Box<[u8]>,
+    /// The cluster's permissions: interest is told only where `import` (publish) allows.
+    permissions: Option<Arc<Permissions>>,
     counts: Mutex<FxHashMap<Key, KindCounts>>,
 }
 
 impl RouteInterest {
     /// Starts following `account` for the route `conn`: sends the interest there is now,
     /// then every change.
-    pub(crate) fn start(conn: &Arc<Connection>, account: &Account) -> Arc<RouteInterest> {
+    pub(crate) fn start(
+        conn: &Arc<Connection>,
+        account: &Account,
+        permissions: Option<Arc<Permissions>>,
+    ) -> Arc<RouteInterest> {
         let me = Arc::new(RouteInterest {
             conn: Arc::clone(conn),
             account: account.name.as_bytes().into(),
+            permissions,
             counts: Mutex::new(FxHashMap::default()),
         });
         // Held while registering, so that no change is applied before the snapshot.
@@ -73,6 +81,9 @@ impl RouteInterest {
 
     fn apply(&self, counts: &mut FxHashMap<Key, KindCounts>, change: &InterestChange<'_>) {
         let Some(slot) = KindCounts::slot(change.kind) else { return };
+        if self.permissions.as_ref().is_some_and(|p| !p.can_publish(change.subject)) {
+            return;
+        }
         let key: Key = (change.subject.into(), change.queue.map(Into::into));
         let before = counts.get(&key).copied().unwrap_or_default();
         let mut after = before;
