@@ -115,5 +115,26 @@ pub fn acceptor(opts: &TlsOptions) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
+/// A TLS client for connections this server dials (routes): it trusts the `ca_file`'s
+/// certificates (and presents its own certificate, for peers that verify), so both sides of a
+/// route can check each other as nats-server's cluster TLS does.
+pub fn connector(opts: &TlsOptions) -> Result<tokio_rustls::TlsConnector, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let ca_file = opts.ca_file.as_ref().ok_or_else(|| TlsError::Config("route TLS needs a ca_file".into()))?;
+    let mut roots = RootCertStore::empty();
+    for cert in certs(ca_file)? {
+        roots.add(cert).map_err(|e| file_err(ca_file, e))?;
+    }
+    let chain = certs(&opts.cert_file)?;
+    let key = PrivateKeyDer::from_pem_file(&opts.key_file).map_err(|e| file_err(&opts.key_file, e))?;
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+}
+
 /// The first byte of a TLS handshake record.
 pub const HANDSHAKE_RECORD: u8 = 0x16;

@@ -410,6 +410,42 @@ async fn route_permissions_limit_what_crosses() {
     assert!(timeout(Duration::from_millis(100), secret.next()).await.is_err(), "not exported");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_over_tls_check_both_sides() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert =
+        rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap().self_signed(&key).unwrap();
+    let (cert_file, key_file) = (dir.path().join("route.pem"), dir.path().join("route-key.pem"));
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let tls = format!(
+        "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true }}",
+        cert_file.to_str().unwrap(),
+        key_file.to_str().unwrap(),
+        cert_file.to_str().unwrap()
+    );
+    let a = courier_in(dir.path(), "C1", "A", 0, &[], &tls);
+    let b = courier_in(dir.path(), "C1", "B", 0, &[a.cluster_port], &tls);
+    a.wait_routes(1).await;
+    b.wait_routes(1).await;
+    let (ca, cb) = (a.client().await, b.client().await);
+    let mut sub = cb.subscribe("secure").await.unwrap();
+    cb.flush().await.unwrap();
+    a.wait_remote_interest("secure", true).await;
+    ca.publish("secure", "over tls".into()).await.unwrap();
+    ca.flush().await.unwrap();
+    assert_eq!(&next(&mut sub).await.payload[..], b"over tls");
+    // A server without TLS cannot join.
+    let plain = courier(dir.path(), "P", 0, &[a.cluster_port]);
+    let deadline = Instant::now() + WAIT;
+    while !a.log().contains("Route TLS handshake error") {
+        assert!(Instant::now() < deadline, "A did not refuse a plain route:\n{}", a.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(plain.routez().await["num_routes"], 0);
+}
+
 #[test]
 fn jetstream_with_a_cluster_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();

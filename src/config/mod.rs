@@ -136,7 +136,7 @@ pub fn apply(map: &Map, opts: &mut Options) -> Result<Vec<String>, ConfigError> 
                 opts.mqtt = Some(mqtt(item, &mut warnings)?);
                 mqtt_item = Some(item);
             }
-            "cluster" => opts.cluster = Some(cluster(item)?),
+            "cluster" => opts.cluster = Some(cluster(item, &mut warnings)?),
             "leafnodes" | "leaf" | "gateway" => {
                 warnings.push(format!("{}: {key} is not served by this server; ignored", item.pos))
             }
@@ -402,7 +402,7 @@ fn websocket(block: &Item, warnings: &mut Vec<String>) -> Result<WebsocketOption
 
 /// `cluster { name, listen | host + port, routes [...], advertise, no_advertise,
 /// connect_retries, authorization { user, password, timeout } }`.
-fn cluster(block: &Item) -> Result<ClusterOptions, ConfigError> {
+fn cluster(block: &Item, warnings: &mut Vec<String>) -> Result<ClusterOptions, ConfigError> {
     let mut c = ClusterOptions::default();
     for (key, item) in block.expect_map()?.iter() {
         match key.to_ascii_lowercase().as_str() {
@@ -451,7 +451,14 @@ fn cluster(block: &Item) -> Result<ClusterOptions, ConfigError> {
                 }
                 c.permissions = Some(p);
             }
-            "tls" | "pool_size" | "compression" | "accounts" => {
+            "tls" => {
+                let t = tls(item.expect_map()?, warnings)?;
+                if t.ca_file.is_none() {
+                    return Err(invalid(item, "cluster tls needs a ca_file to verify the other servers"));
+                }
+                c.tls = Some(t);
+            }
+            "pool_size" | "compression" | "accounts" => {
                 return Err(invalid(item, format!("cluster {key} is not supported yet")))
             }
             _ => return Err(invalid(item, format!("unknown field \"{key}\" in cluster"))),

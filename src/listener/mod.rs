@@ -33,8 +33,8 @@ pub struct Listeners {
     monitor: Option<TcpListener>,
     /// WebSocket, when configured, with its TLS.
     websocket: Option<(TcpListener, Option<tokio_rustls::TlsAcceptor>, crate::options::WebsocketOptions)>,
-    /// Routes, when a cluster is configured.
-    cluster: Option<TcpListener>,
+    /// Routes, when a cluster is configured, with their TLS.
+    cluster: Option<(TcpListener, Option<crate::route::RouteTls>)>,
     /// MQTT, when configured, with its TLS and handshake timeout.
     mqtt: Option<(TcpListener, Option<(tokio_rustls::TlsAcceptor, std::time::Duration)>)>,
 }
@@ -77,7 +77,16 @@ impl Listeners {
         let cluster = match &opts.cluster {
             Some(c) => {
                 let host = c.host.clone().unwrap_or_else(|| opts.host.clone());
-                Some(TcpListener::bind((host.as_str(), c.port)).await?)
+                let listener = TcpListener::bind((host.as_str(), c.port)).await?;
+                let tls = match &c.tls {
+                    Some(t) => Some((
+                        crate::tls::acceptor(t).map_err(io::Error::other)?,
+                        crate::tls::connector(t).map_err(io::Error::other)?,
+                        t.timeout,
+                    )),
+                    None => None,
+                };
+                Some((listener, tls))
             }
             None => None,
         };
@@ -86,7 +95,7 @@ impl Listeners {
 
     /// Where routes connect, when a cluster is configured.
     pub fn cluster_addr(&self) -> Option<SocketAddr> {
-        self.cluster.as_ref().and_then(|l| l.local_addr().ok())
+        self.cluster.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// Where MQTT devices connect, when it is on.
@@ -113,10 +122,10 @@ impl Listeners {
     /// lame duck mode.
     pub async fn run(self, state: Arc<ServerState>, jetstream: Option<Arc<JetStream>>, tracker: TaskTracker) {
         let Listeners { client, monitor, websocket, mqtt, cluster } = self;
-        if let (Some(listener), Some(opts)) = (cluster, state.opts().cluster.clone()) {
+        if let (Some((listener, tls)), Some(opts)) = (cluster, state.opts().cluster.clone()) {
             match listener.local_addr() {
                 Ok(addr) => {
-                    let cluster = crate::route::Cluster::new(Arc::clone(&state), opts, addr, tracker.clone());
+                    let cluster = crate::route::Cluster::new(Arc::clone(&state), opts, tls, addr, tracker.clone());
                     tokio::spawn(cluster.run(listener));
                 }
                 Err(e) => tracing::error!("Cluster listener has no address: {e}"),

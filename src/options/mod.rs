@@ -132,6 +132,8 @@ pub struct ClusterOptions {
     pub user: Option<(String, String)>,
     /// How long a route has to send its CONNECT.
     pub auth_timeout: Option<Duration>,
+    /// TLS on routes, both ways (the handshake comes first, as nats-server does it).
+    pub tls: Option<TlsOptions>,
     /// `permissions { import, export }`: the subjects this server takes messages on from its
     /// routes (it tells them of its interest only there), and the subjects it sends them (it
     /// takes their interest only there); kept as publish and subscribe rules, as nats-server

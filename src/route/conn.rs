@@ -10,8 +10,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use rustc_hash::FxHashMap;
 use serde::Deserialize;
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
@@ -89,18 +88,22 @@ struct RouteConn {
 }
 
 /// Runs one route connection to its end.
-pub(super) async fn run(
+pub(super) async fn run<R, W>(
     cluster: Arc<Cluster>,
-    stream: TcpStream,
+    reader: R,
+    writer: W,
     peer: SocketAddr,
     dialed: Option<(RouteUrl, bool)>,
-) -> RouteEnd {
+) -> RouteEnd
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let state = Arc::clone(&cluster.state);
     let cid = state.registry.next_cid();
     let shared = Arc::new(Connection::new(cid, Kind::Router, ROUTE_MAX_PENDING));
     *shared.meta.lock() = ConnMeta::arriving(peer, None);
     let opts = state.opts();
-    let (reader, writer) = stream.into_split();
     let writer_task = crate::client::start_writer(&state, &shared, writer, opts.write_deadline);
     let mut route = RouteConn {
         cluster: Arc::clone(&cluster),
@@ -145,7 +148,7 @@ impl RouteConn {
             "pedantic": false,
             "user": user,
             "pass": pass,
-            "tls_required": false,
+            "tls_required": self.cluster.opts.tls.is_some(),
             "headers": true,
             "name": info.server_id,
             "cluster": *state.cluster_name.read(),
@@ -181,6 +184,10 @@ impl RouteConn {
             if self.cluster.opts.user.is_some() {
                 map.insert("auth_required".into(), true.into());
             }
+            if let Some(t) = &self.cluster.opts.tls {
+                map.insert("tls_required".into(), true.into());
+                map.insert("tls_verify".into(), t.verify.into());
+            }
             if !self.cluster.opts.no_advertise {
                 map.insert("connect_urls".into(), vec![self.cluster.own_client_url()].into());
             }
@@ -197,7 +204,7 @@ impl RouteConn {
         line
     }
 
-    async fn read_loop(&mut self, mut reader: tokio::net::tcp::OwnedReadHalf) -> CloseReason {
+    async fn read_loop<R: AsyncRead + Unpin>(&mut self, mut reader: R) -> CloseReason {
         let state = Arc::clone(&self.cluster.state);
         let opts = state.opts();
         let shared = Arc::clone(&self.shared);

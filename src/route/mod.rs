@@ -48,10 +48,15 @@ pub(crate) struct RouteEntry {
     gossip: Vec<u8>,
 }
 
+/// TLS on routes: the acceptor for routes dialing in, the connector for routes dialed, and
+/// how long a handshake may take.
+pub type RouteTls = (tokio_rustls::TlsAcceptor, tokio_rustls::TlsConnector, Duration);
+
 /// The cluster side of a server: its routes and who dials whom.
 pub struct Cluster {
     state: Arc<ServerState>,
     opts: ClusterOptions,
+    tls: Option<RouteTls>,
     /// The address routes are accepted on, as told to peers.
     advertise: String,
     /// Routes by the peer's server id.
@@ -63,7 +68,13 @@ pub struct Cluster {
 
 impl Cluster {
     /// The cluster of a server whose route listener is bound at `addr`.
-    pub fn new(state: Arc<ServerState>, opts: ClusterOptions, addr: SocketAddr, tracker: TaskTracker) -> Arc<Cluster> {
+    pub fn new(
+        state: Arc<ServerState>,
+        opts: ClusterOptions,
+        tls: Option<RouteTls>,
+        addr: SocketAddr,
+        tracker: TaskTracker,
+    ) -> Arc<Cluster> {
         let advertise = opts.advertise.clone().unwrap_or_else(|| {
             let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
             format!("{host}:{}", addr.port())
@@ -71,7 +82,7 @@ impl Cluster {
         let name = opts.name.clone().unwrap_or_else(random_name);
         *state.cluster_name.write() = name;
         state.set_cluster_port(addr.port());
-        Arc::new(Cluster { state, opts, advertise, routes: DashMap::new(), dialing: DashMap::new(), tracker })
+        Arc::new(Cluster { state, opts, tls, advertise, routes: DashMap::new(), dialing: DashMap::new(), tracker })
     }
 
     /// Accepts routes on `listener` and dials the configured ones, until shutdown.
@@ -95,12 +106,63 @@ impl Cluster {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let me = Arc::clone(&self);
-                    self.tracker.spawn(async move { conn::run(me, stream, peer, None).await });
+                    self.tracker.spawn(async move { me.serve_accepted(stream, peer).await });
                 }
                 Err(e) => {
                     tracing::error!("Error accepting route connection: {e}");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
+            }
+        }
+    }
+
+    /// A route that dialed in: TLS first when configured, then the route protocol.
+    async fn serve_accepted(self: Arc<Self>, stream: tokio::net::TcpStream, peer: SocketAddr) {
+        let Some((acceptor, _, timeout)) = self.tls.clone() else {
+            let (reader, writer) = stream.into_split();
+            conn::run(self, reader, writer, peer, None).await;
+            return;
+        };
+        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => {
+                let (reader, writer) = tokio::io::split(tls);
+                conn::run(self, reader, writer, peer, None).await;
+            }
+            Ok(Err(e)) => tracing::error!(%peer, "Route TLS handshake error: {e}"),
+            Err(_) => tracing::error!(%peer, "Route TLS handshake timeout"),
+        }
+    }
+
+    /// A route this server dialed: TLS first when configured (checking the peer's certificate
+    /// against the URL's host), then the route protocol.
+    async fn serve_dialed(
+        self: &Arc<Self>,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        url: &RouteUrl,
+        configured: bool,
+    ) -> conn::RouteEnd {
+        let dialed = Some((url.clone(), configured));
+        let Some((_, connector, timeout)) = self.tls.clone() else {
+            let (reader, writer) = stream.into_split();
+            return conn::run(Arc::clone(self), reader, writer, peer, dialed).await;
+        };
+        let Ok(name) = rustls::pki_types::ServerName::try_from(url.host.clone()) else {
+            tracing::error!("Route TLS: {:?} is not a server name", url.host);
+            return conn::RouteEnd::Failed;
+        };
+        match tokio::time::timeout(timeout, connector.connect(name, stream)).await {
+            Ok(Ok(tls)) => {
+                let (reader, writer) = tokio::io::split(tls);
+                conn::run(Arc::clone(self), reader, writer, peer, dialed).await
+            }
+            Ok(Err(e)) => {
+                tracing::error!("Route TLS handshake error with {}: {e}", url.addr());
+                conn::RouteEnd::Failed
+            }
+            Err(_) => {
+                tracing::error!("Route TLS handshake timeout with {}", url.addr());
+                conn::RouteEnd::Failed
             }
         }
     }
@@ -128,7 +190,7 @@ impl Cluster {
                     Ok(Ok(stream)) => {
                         let _ = stream.set_nodelay(true);
                         let peer = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-                        let end = conn::run(Arc::clone(&me), stream, peer, Some((url.clone(), configured))).await;
+                        let end = me.serve_dialed(stream, peer, &url, configured).await;
                         match end {
                             conn::RouteEnd::Duplicate(gone) => {
                                 // The peer is already a route: dial again only once it is lost.
