@@ -39,18 +39,24 @@ fn courier(dir: &Path, name: &str, port: u16, seeds: &[u16]) -> Node {
 
 /// As [`courier`], in cluster `cluster`, with `extra` inside the `cluster {}` block.
 fn courier_in(dir: &Path, cluster: &str, name: &str, port: u16, seeds: &[u16], extra: &str) -> Node {
-    let conf = dir.join(format!("{name}.conf"));
+    courier_conf(dir, name, &cluster_conf(cluster, name, port, seeds, extra))
+}
+
+/// The configuration of a node of `cluster`.
+fn cluster_conf(cluster: &str, name: &str, port: u16, seeds: &[u16], extra: &str) -> String {
     let routes: Vec<String> = seeds.iter().map(|p| format!("\"nats-route://127.0.0.1:{p}\"")).collect();
     let listen = if port == 0 { "-1".to_string() } else { port.to_string() };
-    std::fs::write(
-        &conf,
-        format!(
-            "server_name: {name}\nlisten: 127.0.0.1:-1\nhttp: 127.0.0.1:-1\n\
-             cluster {{ name: {cluster}, listen: 127.0.0.1:{listen}, routes: [{}]\n{extra}\n}}\n",
-            routes.join(", ")
-        ),
+    format!(
+        "server_name: {name}\nlisten: 127.0.0.1:-1\nhttp: 127.0.0.1:-1\n\
+         cluster {{ name: {cluster}, listen: 127.0.0.1:{listen}, routes: [{}]\n{extra}\n}}\n",
+        routes.join(", ")
     )
-    .unwrap();
+}
+
+/// Starts a Courier node with the configuration `text`.
+fn courier_conf(dir: &Path, name: &str, text: &str) -> Node {
+    let conf = dir.join(format!("{name}.conf"));
+    std::fs::write(&conf, text).unwrap();
     let log = dir.join(format!("{name}.log"));
     let _ = std::fs::remove_file(&log);
     let child = Command::new(COURIER)
@@ -444,6 +450,61 @@ async fn routes_over_tls_check_both_sides() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(plain.routez().await["num_routes"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_stay_apart_across_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let accounts = "accounts { A: { users: [{user: a, password: a}] }, B: { users: [{user: b, password: b}] } }\n";
+    let n1 = courier_conf(dir.path(), "N1", &format!("{accounts}{}", cluster_conf("C1", "N1", 0, &[], "")));
+    let n2 =
+        courier_conf(dir.path(), "N2", &format!("{accounts}{}", cluster_conf("C1", "N2", 0, &[n1.cluster_port], "")));
+    n1.wait_routes(1).await;
+    n2.wait_routes(1).await;
+    let connect = |node: &Node, user: &str| {
+        let url = node.client.clone();
+        let user = user.to_string();
+        async move {
+            let opts =
+                async_nats::ConnectOptions::with_user_and_password(user.clone(), user).connection_timeout(TIMEOUT);
+            timeout(TIMEOUT, opts.connect(url)).await.unwrap().unwrap()
+        }
+    };
+    let (pub_a, pub_b) = (connect(&n1, "a").await, connect(&n1, "b").await);
+    let (sub_a, sub_b) = (connect(&n2, "a").await, connect(&n2, "b").await);
+    let mut in_a = sub_a.subscribe("same.subject").await.unwrap();
+    let mut in_b = sub_b.subscribe("same.subject").await.unwrap();
+    sub_a.flush().await.unwrap();
+    sub_b.flush().await.unwrap();
+    let http = n1.http.clone().unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let detail = http_get(&http, "/routez?subs=detail").await;
+        let accounts: Vec<String> = detail["routes"][0]["subscriptions_list_detail"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|d| d["subject"] == "same.subject")
+            .map(|d| d["account"].as_str().unwrap_or("").to_string())
+            .collect();
+        if accounts.len() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "interest of both accounts: {detail}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Interleaved, so that one route carries both accounts' messages on the same subject.
+    for i in 0..20 {
+        let (client, text) = if i % 2 == 0 { (&pub_a, "for a") } else { (&pub_b, "for b") };
+        client.publish("same.subject", text.into()).await.unwrap();
+        client.flush().await.unwrap();
+    }
+    for _ in 0..10 {
+        assert_eq!(&next(&mut in_a).await.payload[..], b"for a");
+        assert_eq!(&next(&mut in_b).await.payload[..], b"for b");
+    }
+    assert!(timeout(Duration::from_millis(100), in_a.next()).await.is_err());
+    assert!(timeout(Duration::from_millis(100), in_b.next()).await.is_err());
 }
 
 #[test]

@@ -82,6 +82,12 @@ struct RouteConn {
     publisher: Publisher,
     /// The last account a message or interest named, to skip the lookup for the next.
     last_account: Option<Arc<Account>>,
+    /// The account the publisher's match cache answers for: it is reset when a message for
+    /// another account arrives, since the cache is keyed by subject only.
+    publishing_in: Option<Arc<Account>>,
+    /// Messages and bytes received since the counters were last added to the shared ones.
+    in_msgs: u64,
+    in_bytes: u64,
     pings_out: u32,
     ping_sent: Option<Instant>,
     end: Option<RouteEnd>,
@@ -115,6 +121,9 @@ where
         remote: FxHashMap::default(),
         publisher: Publisher::new(cid ^ rand::random::<u64>()),
         last_account: None,
+        publishing_in: None,
+        in_msgs: 0,
+        in_bytes: 0,
         pings_out: 0,
         ping_sent: None,
         end: None,
@@ -231,6 +240,12 @@ impl RouteConn {
                 }
             }
             self.publisher.flush(&state);
+            if self.in_msgs > 0 {
+                // Routed messages count for the route, not as messages from clients.
+                shared.stats.in_msgs.fetch_add(self.in_msgs, Ordering::Relaxed);
+                shared.stats.in_bytes.fetch_add(self.in_bytes, Ordering::Relaxed);
+                (self.in_msgs, self.in_bytes) = (0, 0);
+            }
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(64 * 1024);
             }
@@ -573,8 +588,8 @@ impl RouteConn {
 
     /// `RMSG`/`HMSG`: delivered here only, to plain subscribers and the queue groups named.
     fn routed(&mut self, m: &RoutedMsg<'_>) {
-        self.shared.stats.in_msgs.fetch_add(1, Ordering::Relaxed);
-        self.shared.stats.in_bytes.fetch_add(m.payload.len() as u64, Ordering::Relaxed);
+        self.in_msgs += 1;
+        self.in_bytes += m.payload.len() as u64;
         if let Some(p) = &self.cluster.opts.permissions {
             // `import`: what this server takes from its routes.
             if !p.can_publish(m.subject) {
@@ -582,6 +597,10 @@ impl RouteConn {
             }
         }
         let Some(acc) = self.account(m.account) else { return };
+        if !self.publishing_in.as_ref().is_some_and(|a| Arc::ptr_eq(a, &acc)) {
+            self.publisher.reset_cache();
+            self.publishing_in = Some(Arc::clone(&acc));
+        }
         let msg = Message { subject: m.subject, reply: m.reply, header_len: m.header_len, payload: m.payload };
         let state = Arc::clone(&self.cluster.state);
         self.publisher.publish_routed(&state, &acc, Origin::Route(&self.shared), &msg, m.queues);
