@@ -839,7 +839,8 @@ mod tests {
         assert_eq!(c.user, Some(("route".into(), "s3cret".into())));
         let err = |text: &str| load(text).unwrap_err().to_string();
         assert!(err("cluster { routes: [\"http://x:1\"] }").contains("error parsing route url"));
-        assert!(err("cluster { tls { cert_file: a, key_file: b } }").contains("cluster tls is not supported yet"));
+        assert!(err("cluster { tls { cert_file: a, key_file: b } }").contains("cluster tls needs a ca_file"));
+        assert!(err("cluster { pool_size: 3 }").contains("cluster pool_size is not supported yet"));
         assert!(err("cluster { nope: 1 }").contains("unknown field \"nope\" in cluster"));
     }
 }
