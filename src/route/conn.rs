@@ -4,6 +4,7 @@
 //! the gossip that tells the other routes about a newcomer.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -62,7 +63,6 @@ struct PeerConnect {
     user: Option<String>,
     pass: Option<String>,
     lang: Option<String>,
-    cluster: String,
 }
 
 /// Remote interest: the subscriptions standing for it, by account, subject and queue group.
@@ -151,7 +151,7 @@ impl RouteConn {
         let state = &self.cluster.state;
         let info = state.info();
         let (user, pass) = url.user.clone().or_else(|| self.cluster.opts.user.clone()).unzip();
-        let json = serde_json::json!({
+        let mut v = serde_json::json!({
             "echo": true,
             "verbose": false,
             "pedantic": false,
@@ -162,7 +162,6 @@ impl RouteConn {
             "name": info.server_id,
             "cluster": *state.cluster_name.read(),
         });
-        let mut v = serde_json::to_value(json).unwrap_or_default();
         if let Some(map) = v.as_object_mut() {
             map.retain(|_, value| !value.is_null());
         }
@@ -277,9 +276,8 @@ impl RouteConn {
             };
             match read {
                 Ok(0) => return CloseReason::ClientClosed,
-                Ok(n) => {
+                Ok(_) => {
                     shared.stats.last_activity.store(unix_nanos(std::time::SystemTime::now()), Ordering::Relaxed);
-                    let _ = n;
                 }
                 Err(_) => return CloseReason::ReadError,
             }
@@ -352,7 +350,6 @@ impl RouteConn {
                 return Err(CloseReason::AuthenticationViolation);
             }
         }
-        let _ = connect.cluster;
         self.connected = true;
         Ok(())
     }
@@ -633,5 +630,3 @@ impl RouteConn {
         self.end.take().unwrap_or(RouteEnd::Failed)
     }
 }
-
-use std::sync::atomic::Ordering;
