@@ -103,7 +103,6 @@ impl Conn {
                     self.remove_all_subscriptions();
                 }
                 self.account = self.state.accounts.get_or_create(&account);
-                self.publisher.reset_cache();
             }
         }
         self.connected = true;

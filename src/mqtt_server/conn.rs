@@ -337,7 +337,6 @@ impl MqttConn {
         };
         if let Some(account) = &who.account {
             self.account = self.state.accounts.get_or_create(account);
-            self.publisher.reset_cache();
         }
         self.perms = who.permissions.map(Arc::new);
         let Some(js) = self.server.jetstream.account(&self.account.name) else {

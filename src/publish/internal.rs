@@ -13,24 +13,13 @@ use crate::state::ServerState;
 /// has no read loop, so each publish wakes its consumers at once and nothing stalls it.
 pub struct InternalPublisher {
     state: Arc<ServerState>,
-    /// The publisher, with the account its cache answers for.
-    publisher: Mutex<(Publisher, usize)>,
-}
-
-/// The publisher, its cache emptied first if `account` is not the one it answers for.
-fn for_account<'a>(slot: &'a mut (Publisher, usize), account: &Account) -> &'a mut Publisher {
-    let id = std::ptr::from_ref(account) as usize;
-    if slot.1 != id {
-        slot.0.reset_cache();
-        slot.1 = id;
-    }
-    &mut slot.0
+    publisher: Mutex<Publisher>,
 }
 
 impl InternalPublisher {
     /// A publisher into `state`'s accounts.
     pub fn new(state: Arc<ServerState>) -> Self {
-        InternalPublisher { state, publisher: Mutex::new((Publisher::new(rand::random()), 0)) }
+        InternalPublisher { state, publisher: Mutex::new(Publisher::new(rand::random())) }
     }
 
     /// Publishes `msg` in `account`; returns whether anyone got it.
@@ -38,7 +27,7 @@ impl InternalPublisher {
         // Re-entered from an internal consumer's flush (a store acknowledging what it wrote),
         // or busy on another thread: a publisher of its own for this one message.
         match self.publisher.try_lock() {
-            Some(mut slot) => self.publish_with(for_account(&mut slot, account), account, msg),
+            Some(mut publisher) => self.publish_with(&mut publisher, account, msg),
             None => self.publish_with(&mut Publisher::new(rand::random()), account, msg),
         }
     }
@@ -52,7 +41,7 @@ impl InternalPublisher {
             delivered
         };
         match self.publisher.try_lock() {
-            Some(mut slot) => publish(for_account(&mut slot, account)),
+            Some(mut publisher) => publish(&mut publisher),
             None => publish(&mut Publisher::new(rand::random())),
         }
     }
@@ -62,16 +51,16 @@ impl InternalPublisher {
     pub fn batch<R>(&self, f: impl FnOnce(&mut Batch<'_>) -> R) -> R {
         let mut own;
         let mut guard = self.publisher.try_lock();
-        let slot: &mut (Publisher, usize) = match guard.as_deref_mut() {
+        let publisher: &mut Publisher = match guard.as_deref_mut() {
             Some(p) => p,
             None => {
-                own = (Publisher::new(rand::random()), 0);
+                own = Publisher::new(rand::random());
                 &mut own
             }
         };
-        let mut batch = Batch { state: &self.state, slot };
+        let mut batch = Batch { state: &self.state, publisher };
         let r = f(&mut batch);
-        batch.slot.0.flush(&self.state);
+        batch.publisher.flush(&self.state);
         r
     }
 
@@ -85,13 +74,13 @@ impl InternalPublisher {
 /// A burst of internal publishes, flushed once at its end ([`InternalPublisher::batch`]).
 pub struct Batch<'a> {
     state: &'a ServerState,
-    slot: &'a mut (Publisher, usize),
+    publisher: &'a mut Publisher,
 }
 
 impl Batch<'_> {
     /// Publishes `msg` (with its own subject) to the subscriptions matching `route`; returns
     /// whether anyone got it.
     pub fn publish_to(&mut self, account: &Account, route: &[u8], msg: &Message<'_>) -> bool {
-        for_account(self.slot, account).publish_to(self.state, account, Origin::Internal, route, msg)
+        self.publisher.publish_to(self.state, account, Origin::Internal, route, msg)
     }
 }

@@ -416,12 +416,6 @@ impl Publisher {
         self.out_msgs
     }
 
-    /// Forgets cached matches: a publisher that moves to another account must, since its cache
-    /// answers for one account's trie.
-    pub fn reset_cache(&mut self) {
-        self.cache.clear();
-    }
-
     /// Records that `conn` has new bytes to flush.
     #[inline]
     pub fn touch(&mut self, conn: &Arc<Connection>) {

@@ -82,9 +82,6 @@ struct RouteConn {
     publisher: Publisher,
     /// The last account a message or interest named, to skip the lookup for the next.
     last_account: Option<Arc<Account>>,
-    /// The account the publisher's match cache answers for: it is reset when a message for
-    /// another account arrives, since the cache is keyed by subject only.
-    publishing_in: Option<Arc<Account>>,
     /// Messages and bytes received since the counters were last added to the shared ones.
     in_msgs: u64,
     in_bytes: u64,
@@ -121,7 +118,6 @@ where
         remote: FxHashMap::default(),
         publisher: Publisher::new(cid ^ rand::random::<u64>()),
         last_account: None,
-        publishing_in: None,
         in_msgs: 0,
         in_bytes: 0,
         pings_out: 0,
@@ -594,10 +590,6 @@ impl RouteConn {
             }
         }
         let Some(acc) = self.account(m.account) else { return };
-        if !self.publishing_in.as_ref().is_some_and(|a| Arc::ptr_eq(a, &acc)) {
-            self.publisher.reset_cache();
-            self.publishing_in = Some(Arc::clone(&acc));
-        }
         let msg = Message { subject: m.subject, reply: m.reply, header_len: m.header_len, payload: m.payload };
         let state = Arc::clone(&self.cluster.state);
         self.publisher.publish_routed(&state, &acc, Origin::Route(&self.shared), &msg, m.queues);

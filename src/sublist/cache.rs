@@ -232,6 +232,8 @@ pub struct PublisherCache<S> {
     table: Vec<Option<Seen<S>>>,
     /// The last result that was not cached, lent out until the next lookup.
     transient: Option<Arc<Matches<S>>>,
+    /// The trie its entries come from (0: none yet); a lookup in another empties it first.
+    sublist_id: u64,
     /// Lookups and hits since [`PublisherCache::take_counts`] was last called.
     lookups: u64,
     hits: u64,
@@ -239,7 +241,7 @@ pub struct PublisherCache<S> {
 
 impl<S> Default for PublisherCache<S> {
     fn default() -> Self {
-        PublisherCache { table: Vec::new(), transient: None, lookups: 0, hits: 0 }
+        PublisherCache { table: Vec::new(), transient: None, sublist_id: 0, lookups: 0, hits: 0 }
     }
 }
 
@@ -247,11 +249,15 @@ impl<S> Default for PublisherCache<S> {
 const FIRST_TABLE: usize = 4;
 
 impl<S: Subscribable> PublisherCache<S> {
-    /// The subscriptions matching the literal `subject` in `sublist`, which must be the trie
-    /// every earlier lookup was made in (clear the cache before moving to another). Borrowed,
-    /// so that a subject nobody listens to costs no reference count.
+    /// The subscriptions matching the literal `subject` in `sublist`. A publisher that moves to
+    /// another trie (another account) starts from an empty cache, since entries are keyed by
+    /// subject only. Borrowed, so that a subject nobody listens to costs no reference count.
     #[inline]
     pub fn get(&mut self, sublist: &Sublist<S>, subject: &[u8]) -> &Arc<Matches<S>> {
+        if self.sublist_id != sublist.id {
+            self.clear();
+            self.sublist_id = sublist.id;
+        }
         self.lookups += 1;
         let hash = FxBuildHasher.hash_one(subject);
         let i = (hash as usize) & self.table.len().wrapping_sub(1);

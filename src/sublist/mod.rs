@@ -169,6 +169,8 @@ pub struct SublistStats {
 
 /// The subject trie shared by every connection.
 pub struct Sublist<S> {
+    /// Unique for the process, so that a publisher's cache can tell which trie it answers for.
+    id: u64,
     root: RwLock<Node<S>>,
     /// Results by subject, patched by every insert and remove.
     cache: cache::SharedCache<S>,
@@ -180,7 +182,9 @@ pub struct Sublist<S> {
 
 impl<S> Default for Sublist<S> {
     fn default() -> Self {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         Sublist {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             root: RwLock::new(Node::default()),
             cache: cache::SharedCache::default(),
             count: AtomicUsize::new(0),
