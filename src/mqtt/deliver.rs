@@ -15,6 +15,7 @@ use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 
 use super::header::{put_fixed, PacketType};
+use super::topic::{topic_len, write_topic};
 use crate::connection::{Connection, Push};
 use crate::proto::encode::Message;
 
@@ -82,7 +83,7 @@ fn write_publish(
     retain: bool,
     body: &[u8],
 ) -> Push {
-    let topic_len = subject.len() - memchr::memchr_iter(b'/', subject).count();
+    let topic_len = topic_len(subject);
     if topic_len > usize::from(u16::MAX) {
         return Push::Closed;
     }
@@ -92,25 +93,12 @@ fn write_publish(
     conn.outbound.push_message(remaining + 5, body.len(), |out| {
         put_fixed(out, PacketType::Publish, flags, remaining);
         out.put_u16(topic_len as u16);
-        put_topic(out, subject);
+        write_topic(out, subject);
         if let Some(id) = packet_id.filter(|_| qos > 0) {
             out.put_u16(id);
         }
         out.put_slice(body);
     })
-}
-
-/// Writes the topic of `subject` (see [`super::topic::subject_to_topic`]) without a copy.
-fn put_topic(out: &mut impl BufMut, subject: &[u8]) {
-    let mut rest = subject;
-    while let Some(at) = memchr::memchr2(b'.', b'/', rest) {
-        out.put_slice(&rest[..at]);
-        if rest[at] == b'.' {
-            out.put_u8(b'/');
-        }
-        rest = &rest[at + 1..];
-    }
-    out.put_slice(rest);
 }
 
 /// The QoS a device published a message with, from the `Nmqtt-Pub` header; 0 for messages

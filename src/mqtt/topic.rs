@@ -80,16 +80,28 @@ fn convert_in(topic: &str, out: &mut String) -> Result<(), TopicError> {
 
 /// The topic an MQTT subscriber sees for a message on `subject`.
 pub fn subject_to_topic(subject: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(subject.len());
-    for &b in subject {
-        match b {
-            b'.' => out.push(b'/'),
-            // The marker of an empty level or a leading or trailing slash.
-            b'/' => {}
-            b => out.push(b),
-        }
-    }
+    let mut out = Vec::with_capacity(topic_len(subject));
+    write_topic(&mut out, subject);
     out
+}
+
+/// The length of `subject`'s topic.
+pub fn topic_len(subject: &[u8]) -> usize {
+    subject.len() - memchr::memchr_iter(b'/', subject).count()
+}
+
+/// Writes the topic of `subject` into `out` (a delivery's PUBLISH, without a copy first): `.`
+/// becomes `/`, and the `/` that marks an empty level or a leading or trailing slash goes.
+pub fn write_topic(out: &mut impl bytes::BufMut, subject: &[u8]) {
+    let mut rest = subject;
+    while let Some(at) = memchr::memchr2(b'.', b'/', rest) {
+        out.put_slice(&rest[..at]);
+        if rest[at] == b'.' {
+            out.put_u8(b'/');
+        }
+        rest = &rest[at + 1..];
+    }
+    out.put_slice(rest);
 }
 
 #[cfg(test)]
