@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! Each module depends only on the ones listed before it.
+//! - [`nuid`]: random names and ids as nats-server makes them.
 //! - [`subject`]: subject validation and matching rules, and transforms between namespaces.
 //! - [`options`]: every setting, with nats-server's defaults.
 //! - [`conf`]: the NATS config file format, parsed into a tree of values; [`config`] maps it
@@ -61,6 +62,7 @@ pub mod logging;
 pub mod monitor;
 pub mod mqtt;
 pub mod mqtt_server;
+pub mod nuid;
 pub mod options;
 pub mod proto;
 pub mod publish;

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
 
+use crate::nuid::DIGITS;
 use crate::options::accounts::ResponseType;
 use crate::subject::SubjectTransform;
 
@@ -73,8 +74,6 @@ pub struct ResponseRouter {
     pending: DashMap<Box<[u8]>, WayBack, FxBuildHasher>,
     next: AtomicU64,
 }
-
-const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 fn base62(mut n: u64, len: usize, out: &mut Vec<u8>) {
     for _ in 0..len {

@@ -206,9 +206,8 @@ impl JsAccount {
 
     /// A random name no consumer of `stream` has, as nats-server makes for ephemerals.
     fn ephemeral_name(&self, stream: &Stream) -> String {
-        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
         loop {
-            let name: String = (0..8).map(|_| char::from(ALPHABET[rand::random::<usize>() % ALPHABET.len()])).collect();
+            let name = crate::nuid::random(8);
             if stream.consumer(&name).is_none() {
                 return name;
             }

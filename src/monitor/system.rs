@@ -485,8 +485,7 @@ struct AccountConns {
 
 /// A unique id for an advisory, 22 characters as nats-server's.
 fn event_id() -> String {
-    const DIGITS: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    (0..22).map(|_| DIGITS[rand::random::<usize>() % 62] as char).collect()
+    crate::nuid::nuid()
 }
 
 #[derive(Serialize)]

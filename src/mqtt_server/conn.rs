@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
 use super::store::{client_id_hash, AccountStore, PersistedSession};
-use super::{nuid, ClientIdSlot, MqttServer};
+use super::{ClientIdSlot, MqttServer};
 use crate::account::{Account, Removal};
 use crate::auth::{Authenticated, Permissions};
 use crate::client::{ClientRead, ConnectionSlot};
@@ -24,6 +24,7 @@ use crate::delivery::{Message, Subscription, Target};
 use crate::mqtt::subscribe::FAILURE as SUBSCRIBE_FAILED;
 use crate::mqtt::topic::{filter_to_subject, topic_to_subject_in, TopicError};
 use crate::mqtt::{self, Connect, DecodeError, Inflight, MqttTarget, Packet, Publish, Subscribe, Unsubscribe};
+use crate::nuid::nuid;
 use crate::options::Options;
 use crate::proto::ConnectOptions;
 use crate::publish::{Origin, Publisher};

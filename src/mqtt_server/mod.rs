@@ -82,8 +82,3 @@ impl MqttServer {
         self.stores.iter().map(|s| s.retained_count()).sum()
     }
 }
-
-/// A fresh unique name part, as nats-server's nuids: 22 base-62 digits.
-fn nuid() -> String {
-    (0..22).map(|_| char::from(store::BASE62[rand::random::<usize>() % 62])).collect()
-}

@@ -238,11 +238,9 @@ fn session_subject(client_id: &str) -> String {
 pub(crate) fn client_id_hash(client_id: &str) -> String {
     use sha2::Digest as _;
     let digest = sha2::Sha256::digest(client_id.as_bytes());
-    digest[..8].iter().map(|b| char::from(BASE62[usize::from(*b) % BASE62.len()])).collect()
+    let digits = crate::nuid::DIGITS;
+    digest[..8].iter().map(|b| char::from(digits[usize::from(*b) % digits.len()])).collect()
 }
-
-/// The digits of nats-server's names and hashes.
-pub(crate) const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 /// The stream `name`, created with nats-server's configuration of it when missing.
 fn stream(

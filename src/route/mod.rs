@@ -79,7 +79,7 @@ impl Cluster {
             let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
             format!("{host}:{}", addr.port())
         });
-        let name = opts.name.clone().unwrap_or_else(random_name);
+        let name = opts.name.clone().unwrap_or_else(crate::nuid::nuid);
         *state.cluster_name.write() = name;
         state.set_cluster_port(addr.port());
         Arc::new(Cluster { state, opts, tls, advertise, routes: DashMap::new(), dialing: DashMap::new(), tracker })
@@ -278,11 +278,4 @@ impl Cluster {
     pub fn route_count(&self) -> usize {
         self.routes.len()
     }
-}
-
-/// A cluster name for a server that has none configured (nats-server makes one up too, and
-/// adopts a peer's configured name).
-fn random_name() -> String {
-    const DIGITS: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    (0..22).map(|_| char::from(DIGITS[rand::random::<usize>() % DIGITS.len()])).collect()
 }

@@ -743,13 +743,7 @@ impl Consumer {
     }
 
     fn send_flow_control(&self, g: &mut Inner) {
-        let tail: String = (0..4)
-            .map(|_| {
-                char::from(
-                    b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"[rand::random::<usize>() % 62],
-                )
-            })
-            .collect();
+        let tail = crate::nuid::random(4);
         let fc = format!("$JS.FC.{}.{}.{tail}", self.stream_name, self.name);
         let hdr = b"NATS/1.0 100 FlowControl Request\r\n\r\n";
         let subject = g.config.deliver_subject.clone();
@@ -1142,8 +1136,7 @@ fn bucket_wait(bucket: &mut Option<(f64, i64)>, bps: u64, size: usize, now: i64)
 
 /// A unique id for an advisory.
 pub(crate) fn advisory_id() -> String {
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    (0..22).map(|_| char::from(ALPHABET[rand::random::<usize>() % ALPHABET.len()])).collect()
+    crate::nuid::nuid()
 }
 
 /// The body of the max deliveries, NAK and terminated advisories and of the ack metric (with
