@@ -10,7 +10,7 @@ use super::Conn;
 use crate::account::Removal;
 use crate::auth::{AuthError, Authenticated, Permissions};
 use crate::connection::CloseReason;
-use crate::options::Options;
+use crate::options::{Listener, Options};
 use crate::proto::errors;
 use crate::proto::ConnectOptions;
 use crate::state::events::ConnectionEvent;
@@ -20,22 +20,16 @@ const MAX_CACHED_PERMISSIONS: usize = 1024;
 
 /// Checks credentials on the blocking pool, so that a bcrypt hash (tens of milliseconds) does
 /// not hold up every other connection on the runtime's thread.
-async fn check_off_runtime(
+pub(crate) async fn check_off_runtime(
     limits: &Arc<Options>,
-    websocket: bool,
+    listener: Listener,
     connect: &ConnectOptions,
     nonce: &str,
 ) -> Result<Authenticated, AuthError> {
     let (limits, connect, nonce) = (Arc::clone(limits), connect.clone(), nonce.to_string());
-    tokio::task::spawn_blocking(move || {
-        let auth = match (&limits.websocket_authorization, websocket) {
-            (Some(own), true) => own,
-            _ => &limits.authorization,
-        };
-        auth.check(&connect, nonce.as_bytes())
-    })
-    .await
-    .unwrap_or(Err(AuthError::BadCredentials))
+    tokio::task::spawn_blocking(move || limits.authorization_for(listener).check(&connect, nonce.as_bytes()))
+        .await
+        .unwrap_or(Err(AuthError::BadCredentials))
 }
 
 impl Conn {
@@ -66,7 +60,7 @@ impl Conn {
 
     /// Checks the CONNECT's credentials off the runtime, then finishes it.
     pub(super) async fn authenticate(&mut self) -> Result<(), CloseReason> {
-        let result = check_off_runtime(&self.limits, self.websocket.is_some(), &self.opts, &self.nonce).await;
+        let result = check_off_runtime(&self.limits, self.listener(), &self.opts, &self.nonce).await;
         self.finish_connect(result)
     }
 
@@ -149,7 +143,7 @@ impl Conn {
             return Ok(());
         }
         let result = if self.authorization().is_expensive(&self.opts) {
-            check_off_runtime(&self.limits, self.websocket.is_some(), &self.opts, &self.nonce).await
+            check_off_runtime(&self.limits, self.listener(), &self.opts, &self.nonce).await
         } else {
             self.authorization().check(&self.opts, self.nonce.as_bytes())
         };

@@ -16,6 +16,7 @@ mod read_loop;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use auth::check_off_runtime;
 pub use read_loop::ClientRead;
 
 use std::sync::atomic::Ordering;
@@ -209,9 +210,15 @@ impl Conn {
     /// What this client's credentials are checked against: the WebSocket listener's
     /// authorization for a WebSocket client that has one of its own, the server's otherwise.
     fn authorization(&self) -> &crate::auth::Authorization {
-        match (&self.websocket, &self.limits.websocket_authorization) {
-            (Some(_), Some(own)) => own,
-            _ => &self.limits.authorization,
+        self.limits.authorization_for(self.listener())
+    }
+
+    /// The listener this client came in on.
+    fn listener(&self) -> crate::options::Listener {
+        if self.websocket.is_some() {
+            crate::options::Listener::Websocket
+        } else {
+            crate::options::Listener::Client
         }
     }
 

@@ -25,7 +25,7 @@ use crate::mqtt::subscribe::FAILURE as SUBSCRIBE_FAILED;
 use crate::mqtt::topic::{filter_to_subject, topic_to_subject_in, TopicError};
 use crate::mqtt::{self, Connect, DecodeError, Inflight, MqttTarget, Packet, Publish, Subscribe, Unsubscribe};
 use crate::nuid::nuid;
-use crate::options::Options;
+use crate::options::{Listener, Options};
 use crate::proto::ConnectOptions;
 use crate::publish::{Origin, Publisher};
 use crate::state::events::ConnectionEvent;
@@ -392,7 +392,7 @@ impl MqttConn {
     /// password also as a token or a JWT (as nats-server takes them from MQTT).
     async fn authenticate(&mut self, c: &Connect<'_>) -> Result<Authenticated, CloseReason> {
         let password: Option<Box<str>> = c.password.map(|p| String::from_utf8_lossy(p).into());
-        let auth = self.opts.mqtt_authorization.as_ref().unwrap_or(&self.opts.authorization);
+        let auth = self.opts.authorization_for(Listener::Mqtt);
         let connect = ConnectOptions {
             user: c.username.map(Into::into),
             pass: password.clone(),
@@ -401,13 +401,7 @@ impl MqttConn {
             ..ConnectOptions::default()
         };
         let result = if auth.is_expensive(&connect) {
-            let opts = Arc::clone(&self.opts);
-            let connect = connect.clone();
-            tokio::task::spawn_blocking(move || {
-                opts.mqtt_authorization.as_ref().unwrap_or(&opts.authorization).check(&connect, b"")
-            })
-            .await
-            .unwrap_or(Err(crate::auth::AuthError::BadCredentials))
+            crate::client::check_off_runtime(&self.opts, Listener::Mqtt, &connect, "").await
         } else {
             auth.check(&connect, b"")
         };

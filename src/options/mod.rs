@@ -309,7 +309,29 @@ pub struct Options {
     pub worker_threads: usize,
 }
 
+/// The listener a client came in on, which decides the authorization it is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The client port.
+    Client,
+    /// The WebSocket listener.
+    Websocket,
+    /// The MQTT listener.
+    Mqtt,
+}
+
 impl Options {
+    /// What a client of `listener` is checked against: that listener's own authorization when
+    /// it has one, the server's otherwise.
+    pub fn authorization_for(&self, listener: Listener) -> &Authorization {
+        let own = match listener {
+            Listener::Client => None,
+            Listener::Websocket => self.websocket_authorization.as_ref(),
+            Listener::Mqtt => self.mqtt_authorization.as_ref(),
+        };
+        own.unwrap_or(&self.authorization)
+    }
+
     /// The exports and imports of every account: the configuration file's and those in the
     /// trusted account JWTs.
     pub fn all_account_links(&self) -> Vec<accounts::AccountLinks> {
