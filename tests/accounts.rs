@@ -552,17 +552,10 @@ async fn a_reload_adds_and_removes_imports_and_closes_removed_users() {
     nothing(&dev, &mut telemetry).await;
 }
 
-/// A plain HTTP/1.1 GET of a monitoring path; returns the status line and the body.
+/// A GET of a monitoring path: the status line and the body.
 async fn http_get(addr: std::net::SocketAddr, path: &str) -> (String, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect(addr)).await.unwrap().unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut raw)).await.expect("response in time").unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").expect("headers end");
-    (head.lines().next().unwrap_or("").to_string(), body.to_string())
+    let (status, _, body) = common::http_get(addr, path).await;
+    (status, body)
 }
 
 #[tokio::test]

@@ -3,6 +3,8 @@
 //! routes; a killed node is redialed when it comes back and clients fail over to the others;
 //! and nats-server 2.9.10 nodes (when installed) take part in the same mesh.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -167,13 +169,10 @@ impl Node {
 }
 
 async fn http_get(hostport: &str, path: &str) -> serde_json::Value {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = timeout(TIMEOUT, tokio::net::TcpStream::connect(hostport)).await.unwrap().unwrap();
-    tcp.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    timeout(TIMEOUT, tcp.read_to_end(&mut raw)).await.unwrap().unwrap();
-    let text = String::from_utf8_lossy(&raw);
-    serde_json::from_str(&text[text.find("\r\n\r\n").unwrap() + 4..]).unwrap()
+    let addr = hostport.parse().expect("monitoring address");
+    let (status, _, body) = common::http_get(addr, path).await;
+    assert!(status.contains("200"), "{path}: {status}");
+    serde_json::from_str(&body).unwrap()
 }
 
 async fn next(sub: &mut async_nats::Subscriber) -> async_nats::Message {

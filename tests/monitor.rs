@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use common::{options, TestServer, TIMEOUT};
 use futures::StreamExt;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn monitored() -> (TestServer, SocketAddr) {
     let server = TestServer::start(courier::Options { http_port: Some(0), ..options() }).await;
@@ -16,39 +15,8 @@ async fn monitored() -> (TestServer, SocketAddr) {
     (server, addr)
 }
 
-/// A plain HTTP/1.1 GET; returns the status line, the headers and the body.
-async fn get(addr: SocketAddr, path: &str) -> (String, String, String) {
-    let mut stream = tokio::time::timeout(TIMEOUT, tokio::net::TcpStream::connect(addr)).await.unwrap().unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(TIMEOUT, stream.read_to_end(&mut raw)).await.expect("response in time").unwrap();
-    let text = String::from_utf8(raw).unwrap();
-    let (head, body) = text.split_once("\r\n\r\n").expect("headers end");
-    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
-    let body = if headers.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        dechunk(body)
-    } else {
-        body.to_string()
-    };
-    (status.to_string(), headers.to_string(), body)
-}
-
-fn dechunk(mut body: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = body.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        body = &rest[n + 2..];
-    }
-    out
-}
-
 async fn json(addr: SocketAddr, path: &str) -> Value {
-    let (status, headers, body) = get(addr, path).await;
+    let (status, headers, body) = common::http_get(addr, path).await;
     assert!(status.contains("200"), "{path}: {status}\n{body}");
     assert!(headers.to_ascii_lowercase().contains("access-control-allow-origin: *"), "{path}: {headers}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}\n{body}"))
@@ -151,7 +119,7 @@ async fn connz_pages_sorts_and_remembers_closed_connections() {
     assert!(closed["connections"][0]["stop"].is_string());
     assert_eq!(json(http, "/connz?state=any").await["total"], 3);
 
-    let (status, _, _) = get(http, "/connz?sort=bogus").await;
+    let (status, _, _) = common::http_get(http, "/connz?sort=bogus").await;
     assert!(status.contains("400"), "{status}");
 }
 
@@ -185,7 +153,7 @@ async fn subsz_and_test_subject() {
     let all = json(http, "/subsz?subs=1&limit=2").await;
     assert_eq!(all["subscriptions_list"].as_array().unwrap().len(), 2);
     assert_eq!(all["total"].as_u64().unwrap(), n);
-    let (status, _, _) = get(http, "/subsz?test=orders.*").await;
+    let (status, _, _) = common::http_get(http, "/subsz?test=orders.*").await;
     assert!(status.contains("400"), "a test subject must be literal: {status}");
 }
 
@@ -197,7 +165,7 @@ async fn prometheus_metrics() {
     client.flush().await.unwrap();
     common::eventually("subscription registered", || common::subscriptions(&server.handle) >= 1).await;
     traffic(&client, &mut sub, "prom", 4, 5).await;
-    let (status, headers, body) = get(http, "/metrics").await;
+    let (status, headers, body) = common::http_get(http, "/metrics").await;
     assert!(status.contains("200"));
     assert!(headers.to_ascii_lowercase().contains("content-type: text/plain"), "{headers}");
     let value = |name: &str| -> f64 {
@@ -228,7 +196,7 @@ async fn live_page_shows_rates_in_a_browser() {
         return;
     };
     let (server, http) = monitored().await;
-    let (status, _, body) = get(http, "/").await;
+    let (status, _, body) = common::http_get(http, "/").await;
     assert!(status.contains("200") && body.contains("<canvas"), "{status}");
     // Steady traffic for the browser to see.
     let client = server.nats().await;
@@ -400,7 +368,7 @@ async fn jetstream_monitoring() {
     assert_eq!(stream["config"]["subjects"][0], "orders.*");
     let varz = json(addr, "/varz").await;
     assert_eq!(varz["jetstream"]["stats"]["storage"].as_u64(), jsz["bytes"].as_u64());
-    let (_, _, metrics) = get(addr, "/metrics").await;
+    let (_, _, metrics) = common::http_get(addr, "/metrics").await;
     assert!(metrics.contains("courier_stream_messages{account=\"$G\",stream=\"ORDERS\"} 3"), "{metrics}");
     assert!(metrics.contains("courier_stream_last_seq{account=\"$G\",stream=\"ORDERS\"} 3"));
 
@@ -421,11 +389,11 @@ async fn jetstream_monitoring() {
     assert_eq!(c["name"], "SHIP");
     assert_eq!((c["num_pending"].as_u64(), c["num_ack_pending"].as_u64()), (Some(2), Some(1)));
     assert_eq!(c["dead_letters"].as_u64(), Some(0));
-    let (_, _, metrics) = get(addr, "/metrics").await;
+    let (_, _, metrics) = common::http_get(addr, "/metrics").await;
     let labels = "{account=\"$G\",stream=\"ORDERS\",consumer=\"SHIP\"}";
     assert!(metrics.contains(&format!("courier_consumer_pending{labels} 2")), "{metrics}");
     assert!(metrics.contains(&format!("courier_consumer_ack_pending{labels} 1")));
     m.double_ack().await.unwrap();
-    let (_, _, metrics) = get(addr, "/metrics").await;
+    let (_, _, metrics) = common::http_get(addr, "/metrics").await;
     assert!(metrics.contains(&format!("courier_consumer_ack_pending{labels} 0")), "{metrics}");
 }

@@ -726,12 +726,7 @@ async fn sessions_held_messages_and_retained_messages_survive_kill_9() {
 }
 
 async fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut tcp = TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    timeout(TIMEOUT, tcp.read_to_end(&mut raw)).await.unwrap().unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    text[text.find("\r\n\r\n").unwrap() + 4..].to_string()
+    common::http_get(addr, path).await.2
 }
 
 #[tokio::test]

@@ -279,21 +279,13 @@ async fn websocket_clients_show_in_connz() {
     ws.send(Message::binary(&b"CONNECT {\"verbose\":false,\"name\":\"dashboard\"}\r\nPING\r\n"[..])).await.unwrap();
     read_until(&mut ws, "PONG\r\n").await;
     let http = s.handle.monitor_addr().unwrap();
-    let mut tcp = TcpStream::connect(http).await.unwrap();
-    tcp.write_all(b"GET /connz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(TIMEOUT, tcp.read_to_end(&mut raw)).await.unwrap().unwrap();
-    let text = String::from_utf8_lossy(&raw);
-    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
-    let connz: serde_json::Value = serde_json::from_str(body).unwrap();
+    let (_, _, body) = common::http_get(http, "/connz").await;
+    let connz: serde_json::Value = serde_json::from_str(&body).unwrap();
     let c = &connz["connections"][0];
     assert_eq!(c["type"], "websocket", "{connz}");
     assert_eq!(c["name"], "dashboard");
-    let mut tcp = TcpStream::connect(http).await.unwrap();
-    tcp.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut raw = Vec::new();
-    tokio::time::timeout(TIMEOUT, tcp.read_to_end(&mut raw)).await.unwrap().unwrap();
-    assert!(String::from_utf8_lossy(&raw).contains("\ncourier_websocket_connections 1\n"));
+    let (_, _, metrics) = common::http_get(http, "/metrics").await;
+    assert!(metrics.contains("\ncourier_websocket_connections 1\n"));
 }
 
 #[tokio::test]

@@ -538,3 +538,34 @@ pub fn self_signed_tls(dir: &std::path::Path) -> (courier::tls::TlsOptions, toki
             .with_no_client_auth();
     (tls, tokio_rustls::TlsConnector::from(std::sync::Arc::new(config)))
 }
+
+/// A plain HTTP/1.1 GET; returns the status line, the headers and the body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (String, String, String) {
+    let mut stream = timeout(TIMEOUT, TcpStream::connect(addr)).await.unwrap().unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    timeout(TIMEOUT, stream.read_to_end(&mut raw)).await.expect("response in time").unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("headers end");
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    let body = if headers.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status.to_string(), headers.to_string(), body)
+}
+
+pub fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = &rest[n + 2..];
+    }
+    out
+}
