@@ -196,8 +196,6 @@ pub struct ConnMeta {
 pub struct RouteMeta {
     /// The peer's server id.
     pub remote_id: String,
-    /// The peer's server name.
-    pub remote_name: String,
     /// This server dialed it.
     pub solicited: bool,
     /// It is one of the configured routes (not learned by gossip).

@@ -76,9 +76,4 @@ impl MqttServer {
     fn next_consumer_number(&self) -> u32 {
         self.next_consumer.fetch_add(1, Ordering::Relaxed)
     }
-
-    /// How many retained messages the server keeps, in all accounts.
-    pub fn retained_messages(&self) -> usize {
-        self.stores.iter().map(|s| s.retained_count()).sum()
-    }
 }

@@ -221,11 +221,6 @@ impl AccountStore {
             })
             .unwrap_or_default()
     }
-
-    /// How many retained messages there are.
-    pub(crate) fn retained_count(&self) -> usize {
-        self.retained_subjects.lock().len()
-    }
 }
 
 /// The subject of a session's record: nats-server's hash of the client id.

@@ -434,7 +434,6 @@ impl RouteConn {
             meta.name = info.server_name.clone();
             meta.route = Some(RouteMeta {
                 remote_id: info.server_id.clone(),
-                remote_name: info.server_name.clone(),
                 solicited: self.dialed.is_some(),
                 configured: self.dialed.as_ref().is_some_and(|(_, c)| *c),
                 subscriptions: 0,

@@ -273,9 +273,4 @@ impl Cluster {
             }
         }
     }
-
-    /// How many routes there are.
-    pub fn route_count(&self) -> usize {
-        self.routes.len()
-    }
 }
