@@ -38,12 +38,14 @@
 //!   retained messages in the account's streams.
 //! - [`route`]: clustering over nats-server's route protocol: the route connections, the
 //!   interest they exchange, the mesh they form by gossip.
+//! - [`leaf`]: leaf nodes, as the hub they connect to and as a leaf of other hubs: the links,
+//!   the interest each side tells the other, loop detection, remotes redialed.
 //! - [`websocket`]: the HTTP upgrade with nats-server's checks, and the frames that carry a
 //!   client's byte stream (with permessage-deflate), so a WebSocket client runs as any client.
 //! - [`monitor`]: HTTP monitoring: nats-server's JSON endpoints, Prometheus metrics, a live
 //!   page, and the system account's services over NATS.
 //! - [`listener`]: every listener, bound and started from one place: client TCP/TLS,
-//!   WebSocket, MQTT, HTTP.
+//!   WebSocket, MQTT, routes, leaf nodes, HTTP.
 //! - [`server`]: binding, running, reload, lame duck mode and shutdown.
 #![warn(missing_docs, unreachable_pub)]
 
@@ -57,6 +59,7 @@ pub mod connection;
 pub mod delivery;
 pub mod format;
 pub mod jetstream;
+pub mod leaf;
 pub mod listener;
 pub mod logging;
 pub mod monitor;

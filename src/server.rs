@@ -51,6 +51,7 @@ pub struct ServerHandle {
     websocket: Option<SocketAddr>,
     mqtt: Option<SocketAddr>,
     cluster: Option<SocketAddr>,
+    leaf: Option<SocketAddr>,
 }
 
 impl ServerHandle {
@@ -75,6 +76,11 @@ impl ServerHandle {
     /// Where routes connect, when a cluster is configured.
     pub fn cluster_addr(&self) -> Option<SocketAddr> {
         self.cluster
+    }
+
+    /// Where leaf nodes connect, when the server accepts them.
+    pub fn leaf_addr(&self) -> Option<SocketAddr> {
+        self.leaf
     }
 
     /// Where MQTT devices connect, when the listener is on.
@@ -213,6 +219,7 @@ impl Server {
             websocket: self.listeners.websocket_addr(),
             mqtt: self.listeners.mqtt_addr(),
             cluster: self.listeners.cluster_addr(),
+            leaf: self.listeners.leaf_addr(),
         }
     }
 

@@ -115,24 +115,29 @@ pub fn acceptor(opts: &TlsOptions) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// A TLS client for connections this server dials (routes): it trusts the `ca_file`'s
-/// certificates (and presents its own certificate, for peers that verify), so both sides of a
-/// route can check each other as nats-server's cluster TLS does.
+/// A TLS client for connections this server dials (routes, leaf node remotes): it trusts the
+/// `ca_file`'s certificates (and presents its own certificate when it has one, for peers that
+/// verify), so both sides of a link can check each other as nats-server's TLS does.
 pub fn connector(opts: &TlsOptions) -> Result<tokio_rustls::TlsConnector, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let ca_file = opts.ca_file.as_ref().ok_or_else(|| TlsError::Config("route TLS needs a ca_file".into()))?;
+    let ca_file =
+        opts.ca_file.as_ref().ok_or_else(|| TlsError::Config("TLS toward another server needs a ca_file".into()))?;
     let mut roots = RootCertStore::empty();
     for cert in certs(ca_file)? {
         roots.add(cert).map_err(|e| file_err(ca_file, e))?;
     }
-    let chain = certs(&opts.cert_file)?;
-    let key = PrivateKeyDer::from_pem_file(&opts.key_file).map_err(|e| file_err(&opts.key_file, e))?;
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+        .with_root_certificates(roots);
+    // A leaf node remote may go without a certificate of its own.
+    let config = if opts.cert_file.as_os_str().is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let chain = certs(&opts.cert_file)?;
+        let key = PrivateKeyDer::from_pem_file(&opts.key_file).map_err(|e| file_err(&opts.key_file, e))?;
+        builder.with_client_auth_cert(chain, key).map_err(|e| TlsError::Config(e.to_string()))?
+    };
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 

@@ -19,6 +19,9 @@ pub struct InterestChange<'a> {
     /// The kind of subscriber the interest comes from (routes never re-advertise what they
     /// learned from another route, so they need to tell).
     pub kind: TargetKind,
+    /// For leaf node interest, the id of the leaf connection it came over (a leaf link must
+    /// not be told its own interest back); 0 for every other kind.
+    pub source: u64,
     /// The subject filter.
     pub subject: &'a [u8],
     /// The queue group, for queue interest.
@@ -34,6 +37,8 @@ pub struct InterestChange<'a> {
 pub struct OwnedInterest {
     /// The kind of subscriber.
     pub kind: TargetKind,
+    /// The leaf connection it came over, or 0.
+    pub source: u64,
     /// The subject filter.
     pub subject: Arc<[u8]>,
     /// The queue group, if any.
@@ -45,7 +50,13 @@ pub struct OwnedInterest {
 impl OwnedInterest {
     /// The borrowed form.
     pub fn as_change(&self) -> InterestChange<'_> {
-        InterestChange { kind: self.kind, subject: &self.subject, queue: self.queue.as_deref(), count: self.count }
+        InterestChange {
+            kind: self.kind,
+            source: self.source,
+            subject: &self.subject,
+            queue: self.queue.as_deref(),
+            count: self.count,
+        }
     }
 }
 
@@ -59,7 +70,7 @@ pub trait InterestListener: Send + Sync {
     fn interest_changed(&self, change: &InterestChange<'_>);
 }
 
-type Key = (TargetKind, Arc<[u8]>, Option<Arc<[u8]>>);
+type Key = (TargetKind, u64, Arc<[u8]>, Option<Arc<[u8]>>);
 
 /// Interest counts of one account and who listens to their changes.
 #[derive(Default)]
@@ -71,7 +82,7 @@ pub(crate) struct Interest {
 
 impl Interest {
     fn key(sub: &Subscription) -> Key {
-        (sub.target.kind(), Arc::clone(&sub.subject), sub.queue.clone())
+        (sub.target.kind(), sub.target.link_source(), Arc::clone(&sub.subject), sub.queue.clone())
     }
 
     pub(crate) fn added(&mut self, sub: &Subscription) {
@@ -103,8 +114,13 @@ impl Interest {
     }
 
     fn emit(&self, sub: &Subscription, count: u32) {
-        let change =
-            InterestChange { kind: sub.target.kind(), subject: &sub.subject, queue: sub.queue.as_deref(), count };
+        let change = InterestChange {
+            kind: sub.target.kind(),
+            source: sub.target.link_source(),
+            subject: &sub.subject,
+            queue: sub.queue.as_deref(),
+            count,
+        };
         for listener in &self.listeners {
             listener.interest_changed(&change);
         }
@@ -126,8 +142,9 @@ impl Interest {
         self.listeners.push(listener);
         self.counts
             .iter()
-            .map(|((kind, subject, queue), &count)| OwnedInterest {
+            .map(|((kind, source, subject, queue), &count)| OwnedInterest {
                 kind: *kind,
+                source: *source,
                 subject: Arc::clone(subject),
                 queue: queue.clone(),
                 count,
@@ -140,5 +157,89 @@ impl Interest {
         if self.listeners.is_empty() {
             self.counts = FxHashMap::default();
         }
+    }
+}
+
+/// What a route or leaf link tells its peer after a change of the interest it passes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announce {
+    /// Nothing changed that the peer sees.
+    Nothing,
+    /// Interest (`RS+`/`LS+`), with the queue group's weight for queue interest.
+    Interest(Option<u32>),
+    /// No interest left (`RS-`/`LS-`).
+    Gone,
+}
+
+type TallyKey = (Arc<[u8]>, Option<Arc<[u8]>>);
+
+/// A link's sums of the interest it passes on, per subject and queue group, over the kinds
+/// and leaf connections it counts: a subject two sources subscribe to is one announcement,
+/// gone only when both are, and a queue group's weight is its members from every source.
+#[derive(Default)]
+pub struct Tally {
+    parts: FxHashMap<(TargetKind, u64, TallyKey), u32>,
+    totals: FxHashMap<TallyKey, u32>,
+}
+
+impl Tally {
+    /// Takes one change (of a source the link counts) and says what the peer must hear.
+    pub fn apply(&mut self, change: &InterestChange<'_>) -> Announce {
+        let key: TallyKey = (change.subject.into(), change.queue.map(Into::into));
+        let part = (change.kind, change.source, key.clone());
+        let old = if change.count == 0 {
+            self.parts.remove(&part).unwrap_or(0)
+        } else {
+            self.parts.insert(part, change.count).unwrap_or(0)
+        };
+        let before = self.totals.get(&key).copied().unwrap_or(0);
+        let after = before.saturating_sub(old).saturating_add(change.count);
+        if after == 0 {
+            self.totals.remove(&key);
+        } else {
+            self.totals.insert(key, after);
+        }
+        match change.queue {
+            None if before == 0 && after > 0 => Announce::Interest(None),
+            None if before > 0 && after == 0 => Announce::Gone,
+            Some(_) if after > 0 && after != before => Announce::Interest(Some(after)),
+            Some(_) if after == 0 && before > 0 => Announce::Gone,
+            _ => Announce::Nothing,
+        }
+    }
+
+    /// Every subject and queue group with interest now, with its weight.
+    pub fn current(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>, u32)> {
+        self.totals.iter().map(|((s, q), n)| (&s[..], q.as_deref(), *n))
+    }
+}
+
+#[cfg(test)]
+mod tally_tests {
+    use super::*;
+
+    fn change<'a>(
+        kind: TargetKind,
+        source: u64,
+        subject: &'a [u8],
+        queue: Option<&'a [u8]>,
+        count: u32,
+    ) -> InterestChange<'a> {
+        InterestChange { kind, source, subject, queue, count }
+    }
+
+    #[test]
+    fn sums_sources_and_announces_only_edges_and_weights() {
+        let mut t = Tally::default();
+        assert_eq!(t.apply(&change(TargetKind::Client, 0, b"a", None, 1)), Announce::Interest(None));
+        assert_eq!(t.apply(&change(TargetKind::Leaf, 7, b"a", None, 1)), Announce::Nothing);
+        assert_eq!(t.apply(&change(TargetKind::Client, 0, b"a", None, 0)), Announce::Nothing);
+        assert_eq!(t.apply(&change(TargetKind::Leaf, 7, b"a", None, 0)), Announce::Gone);
+        assert_eq!(t.apply(&change(TargetKind::Client, 0, b"q", Some(b"g"), 2)), Announce::Interest(Some(2)));
+        assert_eq!(t.apply(&change(TargetKind::Leaf, 9, b"q", Some(b"g"), 3)), Announce::Interest(Some(5)));
+        assert_eq!(t.apply(&change(TargetKind::Client, 0, b"q", Some(b"g"), 0)), Announce::Interest(Some(3)));
+        assert_eq!(t.current().collect::<Vec<_>>(), vec![(&b"q"[..], Some(&b"g"[..]), 3)]);
+        assert_eq!(t.apply(&change(TargetKind::Leaf, 9, b"q", Some(b"g"), 0)), Announce::Gone);
+        assert_eq!(t.current().count(), 0);
     }
 }

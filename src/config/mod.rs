@@ -14,6 +14,7 @@ use crate::options::{self, ClusterOptions, JetStreamOptions, MqttOptions, Option
 use crate::tls::{HandshakeFirst, TlsOptions};
 
 mod accounts;
+mod leaf;
 
 /// Why a config file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -137,9 +138,8 @@ pub fn apply(map: &Map, opts: &mut Options) -> Result<Vec<String>, ConfigError> 
                 mqtt_item = Some(item);
             }
             "cluster" => opts.cluster = Some(cluster(item, &mut warnings)?),
-            "leafnodes" | "leaf" | "gateway" => {
-                warnings.push(format!("{}: {key} is not served by this server; ignored", item.pos))
-            }
+            "leafnodes" | "leaf" => opts.leafnodes = Some(leaf::leafnodes(item, &mut warnings)?),
+            "gateway" => warnings.push(format!("{}: {key} is not served by this server; ignored", item.pos)),
             _ => return Err(invalid(item, format!("unknown field \"{key}\""))),
         }
     }
@@ -548,6 +548,11 @@ fn mqtt(block: &Item, warnings: &mut Vec<String>) -> Result<MqttOptions, ConfigE
 }
 
 fn tls(map: &Map, warnings: &mut Vec<String>) -> Result<TlsOptions, ConfigError> {
+    tls_with(map, warnings, true)
+}
+
+/// A `tls {}` block; a dialing side (a leaf node remote) may go without a certificate.
+fn tls_with(map: &Map, warnings: &mut Vec<String>, need_cert: bool) -> Result<TlsOptions, ConfigError> {
     let mut tls = TlsOptions::default();
     let mut cert = None;
     let mut key = None;
@@ -584,8 +589,10 @@ fn tls(map: &Map, warnings: &mut Vec<String>) -> Result<TlsOptions, ConfigError>
     }
     let missing =
         |what| ConfigError::Invalid { pos: Pos::file_only("tls".into()), message: format!("tls needs {what}") };
-    tls.cert_file = cert.ok_or_else(|| missing("cert_file"))?;
-    tls.key_file = key.ok_or_else(|| missing("key_file"))?;
+    if need_cert || cert.is_some() || key.is_some() {
+        tls.cert_file = cert.ok_or_else(|| missing("cert_file"))?;
+        tls.key_file = key.ok_or_else(|| missing("key_file"))?;
+    }
     Ok(tls)
 }
 

@@ -72,8 +72,10 @@ pub enum CloseReason {
     DuplicateRoute,
     /// A route from a server with this server's name.
     DuplicateServerName,
-    /// A route from a server of another cluster.
+    /// A route from a server of another cluster, or a leaf node of this server's cluster.
     ClusterNameConflict,
+    /// A leaf node link replaced by a newer one from the same server.
+    DuplicateLeaf,
     /// The connection's task ended without saying why (it panicked).
     Internal,
 }
@@ -109,6 +111,7 @@ impl std::fmt::Display for CloseReason {
             CloseReason::DuplicateRoute => "Duplicate Route",
             CloseReason::DuplicateServerName => "Duplicate Server Name",
             CloseReason::ClusterNameConflict => "Cluster Name Conflict",
+            CloseReason::DuplicateLeaf => "Duplicate Remote LeafNode Connection",
             CloseReason::Internal => "Internal Error",
         })
     }
@@ -189,6 +192,23 @@ pub struct ConnMeta {
     pub mqtt_client: Option<String>,
     /// A route: who is at the other end.
     pub route: Option<RouteMeta>,
+    /// A leaf link: who is at the other end.
+    pub leaf: Option<LeafMeta>,
+}
+
+/// What monitoring shows about a leaf link's other side.
+#[derive(Debug, Clone, Default)]
+pub struct LeafMeta {
+    /// The other server's name.
+    pub remote_server: String,
+    /// The other server's cluster, if it has one.
+    pub remote_cluster: String,
+    /// This server dialed the link (it is one of the remotes).
+    pub solicited: bool,
+    /// This server is the spoke of the link (the other side its hub).
+    pub spoke: bool,
+    /// Subjects (and queue groups) the other side has told this server about.
+    pub subscriptions: u64,
 }
 
 /// What monitoring shows about a route's peer.

@@ -12,7 +12,7 @@ use crate::mqtt::MqttTarget;
 /// - a client gets `MSG`/`HMSG` with its sid; a publishing client is stalled briefly while a
 ///   client it feeds is backed up, and a client past max_pending is cut as a slow consumer;
 /// - a route gets `RMSG` (one per message, naming the queue groups it should serve) and a leaf
-///   node `LMSG`; they are cut at max_pending like clients, but a message arriving from a route
+///   link (to a leaf node of this server, or to this server's hub) `LMSG`; they are cut at max_pending like clients, but a message arriving from a route
 ///   or leaf never stalls that link's read loop, since that would stall every client behind it;
 /// - an MQTT device gets PUBLISH packets, at the QoS its subscription was granted, under the
 ///   same stall and slow-consumer policy as a client;
@@ -25,8 +25,12 @@ pub enum Target {
     Mqtt(Arc<MqttTarget>),
     /// A route to another server of the cluster.
     Route(Arc<Connection>),
-    /// A leaf node connection.
+    /// A leaf node connected to this server: this server is its hub, and tells it all the
+    /// interest of the account the link is bound to.
     Leaf(Arc<Connection>),
+    /// This server's link to its hub: this server is the leaf (the spoke), and tells the hub
+    /// only its own interest; what arrives from the hub is not passed on to routes.
+    Hub(Arc<Connection>),
     /// A consumer inside the server.
     Internal(Arc<dyn InternalSink>),
     /// An import: the message goes on into another account.
@@ -42,8 +46,10 @@ pub enum TargetKind {
     Mqtt,
     /// A route.
     Route,
-    /// A leaf node.
+    /// A leaf node connected to this server.
     Leaf,
+    /// This server's hub.
+    Hub,
     /// A consumer inside the server.
     Internal,
     /// An import into another account.
@@ -59,6 +65,7 @@ impl Target {
             Target::Mqtt(_) => TargetKind::Mqtt,
             Target::Route(_) => TargetKind::Route,
             Target::Leaf(_) => TargetKind::Leaf,
+            Target::Hub(_) => TargetKind::Hub,
             Target::Internal(_) => TargetKind::Internal,
             Target::Import(_) => TargetKind::Import,
         }
@@ -68,9 +75,19 @@ impl Target {
     #[inline]
     pub fn connection(&self) -> Option<&Arc<Connection>> {
         match self {
-            Target::Client(c) | Target::Route(c) | Target::Leaf(c) => Some(c),
+            Target::Client(c) | Target::Route(c) | Target::Leaf(c) | Target::Hub(c) => Some(c),
             Target::Mqtt(t) => Some(&t.conn),
             Target::Internal(_) | Target::Import(_) => None,
+        }
+    }
+
+    /// For a leaf link (either side), its connection id: the source its interest is counted
+    /// under, so that a link is never told its own interest back; 0 for every other kind.
+    #[inline]
+    pub fn link_source(&self) -> u64 {
+        match self {
+            Target::Leaf(c) | Target::Hub(c) => c.cid,
+            _ => 0,
         }
     }
 

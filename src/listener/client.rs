@@ -67,14 +67,8 @@ pub(super) fn info_line(info: &ServerInfo, cid: u64, peer: SocketAddr, nonce: &s
     info.to_line()
 }
 
-/// A fresh nonce as nats-server makes them: 11 random bytes, base64url without padding.
-pub(super) fn new_nonce() -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 11]>())
-}
-
 fn greeting(live: &Live, cid: u64, peer: SocketAddr) -> Greeting {
-    let nonce = if live.opts.authorization.needs_nonce() { new_nonce() } else { String::new() };
+    let nonce = if live.opts.authorization.needs_nonce() { crate::nuid::nonce() } else { String::new() };
     Greeting { info: info_line(&live.info, cid, peer, &nonce), nonce, tls_version: None, websocket: None, attach: None }
 }
 

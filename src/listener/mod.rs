@@ -1,5 +1,5 @@
 //! Every listener the server has, bound and started from one place: the client port and HTTP
-//! monitoring, WebSocket; routes, leaf nodes and MQTT join here.
+//! monitoring, WebSocket, MQTT, routes and leaf nodes.
 
 mod client;
 mod mqtt;
@@ -37,6 +37,9 @@ pub struct Listeners {
     cluster: Option<(TcpListener, Option<crate::route::RouteTls>)>,
     /// MQTT, when configured, with its TLS and handshake timeout.
     mqtt: Option<(TcpListener, Option<(tokio_rustls::TlsAcceptor, std::time::Duration)>)>,
+    /// Leaf nodes, when configured: the listener (none when the server only has remotes) and
+    /// its TLS.
+    leaf: Option<crate::leaf::LeafBinding>,
 }
 
 impl Listeners {
@@ -90,7 +93,39 @@ impl Listeners {
             }
             None => None,
         };
-        Ok(Listeners { client, monitor, websocket, mqtt, cluster })
+        let leaf = match &opts.leafnodes {
+            Some(l) => {
+                let listener = match l.port {
+                    Some(port) => {
+                        let host = l.host.clone().unwrap_or_else(|| opts.host.clone());
+                        Some(TcpListener::bind((host.as_str(), port)).await?)
+                    }
+                    None => None,
+                };
+                let tls = match &l.tls {
+                    Some(t) => Some((crate::tls::acceptor(t).map_err(io::Error::other)?, t.timeout)),
+                    None => None,
+                };
+                let remote_tls = l
+                    .remotes
+                    .iter()
+                    .map(|r| match &r.tls {
+                        Some(t) => crate::tls::connector(t).map(Some),
+                        None if r.tls_required => crate::tls::connector(&crate::tls::TlsOptions::default()).map(Some),
+                        None => Ok(None),
+                    })
+                    .collect::<Result<_, _>>()
+                    .map_err(io::Error::other)?;
+                Some((listener, tls, remote_tls))
+            }
+            None => None,
+        };
+        Ok(Listeners { client, monitor, websocket, mqtt, cluster, leaf })
+    }
+
+    /// Where leaf nodes connect, when the server accepts them.
+    pub fn leaf_addr(&self) -> Option<SocketAddr> {
+        self.leaf.as_ref().and_then(|(l, _, _)| l.as_ref()).and_then(|l| l.local_addr().ok())
     }
 
     /// Where routes connect, when a cluster is configured.
@@ -121,7 +156,7 @@ impl Listeners {
     /// Starts monitoring (with JetStream's figures when it is on), then accepts clients (each on a task of `tracker`) until shutdown or
     /// lame duck mode.
     pub async fn run(self, state: Arc<ServerState>, jetstream: Option<Arc<JetStream>>, tracker: TaskTracker) {
-        let Listeners { client, monitor, websocket, mqtt, cluster } = self;
+        let Listeners { client, monitor, websocket, mqtt, cluster, leaf } = self;
         if let (Some((listener, tls)), Some(opts)) = (cluster, state.opts().cluster.clone()) {
             match listener.local_addr() {
                 Ok(addr) => {
@@ -130,6 +165,14 @@ impl Listeners {
                 }
                 Err(e) => tracing::error!("Cluster listener has no address: {e}"),
             }
+        }
+        if let (Some((listener, tls, remote_tls)), Some(opts)) = (leaf, state.opts().leafnodes.clone()) {
+            let addr = listener.as_ref().and_then(|l| l.local_addr().ok());
+            if let Some(addr) = addr {
+                info!("Listening for leafnode connections on {addr}");
+            }
+            let leafs = crate::leaf::LeafNodes::new(Arc::clone(&state), opts, tls, remote_tls, addr, tracker.clone());
+            tokio::spawn(leafs.run(listener));
         }
         if let Some(monitor) = monitor {
             tokio::spawn(crate::monitor::serve(state.view(), jetstream.clone(), monitor));

@@ -12,7 +12,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error};
 
-use super::client::{accept_each, info_line, new_nonce};
+use super::client::{accept_each, info_line};
 use crate::client::{self, ConnectionSlot, Greeting};
 use crate::options::WebsocketOptions;
 use crate::state::ServerState;
@@ -122,7 +122,7 @@ async fn upgrade_and_run<S>(
     info.tls_verify = false;
     let auth = live.opts.websocket_authorization.as_ref().unwrap_or(&live.opts.authorization);
     info.auth_required = auth.required();
-    let nonce = if auth.needs_nonce() { new_nonce() } else { String::new() };
+    let nonce = if auth.needs_nonce() { crate::nuid::nonce() } else { String::new() };
     let mut info = info_line(&info, cid, client_peer, &nonce);
     drop(live);
     if over {

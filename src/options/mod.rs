@@ -5,6 +5,7 @@
 //! limits they want to exercise.
 
 pub mod accounts;
+pub mod leaf;
 pub mod route_url;
 
 use std::path::PathBuf;
@@ -295,6 +296,8 @@ pub struct Options {
     pub websocket_authorization: Option<Authorization>,
     /// The cluster listener and routes, when configured.
     pub cluster: Option<ClusterOptions>,
+    /// The leaf node listener and remotes, when configured.
+    pub leafnodes: Option<leaf::LeafNodeOptions>,
     /// The MQTT listener, when configured.
     pub mqtt: Option<MqttOptions>,
     /// What MQTT devices are checked against when it differs from `authorization` (derived
@@ -429,6 +432,7 @@ impl Default for Options {
             websocket: None,
             websocket_authorization: None,
             cluster: None,
+            leafnodes: None,
             mqtt: None,
             mqtt_authorization: None,
             system_account: SYSTEM_ACCOUNT.to_string(),

@@ -1,5 +1,6 @@
-//! Route URLs: `nats-route://[user:password@]host:port`, as nats-server reads them (`nats://`
-//! and a bare `host:port` are taken too).
+//! Server URLs: routes' `nats-route://[user:password@]host:port` and leaf nodes'
+//! `nats-leaf://…` (or `tls://…`), as nats-server reads them (`nats://` and a bare `host:port`
+//! are taken too).
 
 /// A parsed route URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,14 +16,21 @@ pub struct RouteUrl {
 impl RouteUrl {
     /// Parses a route URL; `None` when it is not one.
     pub fn parse(url: &str) -> Option<RouteUrl> {
-        let rest = match url.split_once("://") {
-            Some((scheme, rest))
-                if scheme.eq_ignore_ascii_case("nats-route") || scheme.eq_ignore_ascii_case("nats") =>
-            {
-                rest
+        Self::parse_with(url, &["nats-route", "nats"]).map(|(u, _)| u)
+    }
+
+    /// Parses a leaf node remote's URL, and whether its scheme asks for TLS (`tls://`).
+    pub fn parse_leaf(url: &str) -> Option<(RouteUrl, bool)> {
+        Self::parse_with(url, &["nats-leaf", "nats", "tls"])
+    }
+
+    fn parse_with(url: &str, schemes: &[&str]) -> Option<(RouteUrl, bool)> {
+        let (rest, tls) = match url.split_once("://") {
+            Some((scheme, rest)) if schemes.iter().any(|s| scheme.eq_ignore_ascii_case(s)) => {
+                (rest, scheme.eq_ignore_ascii_case("tls"))
             }
             Some(_) => return None,
-            None => url,
+            None => (url, false),
         };
         let rest = rest.trim_end_matches('/');
         let (user, hostport) = match rest.rsplit_once('@') {
@@ -44,7 +52,7 @@ impl RouteUrl {
         }
         // -1 asks for a free port, as nats-server's flags take it.
         let port = if port == "-1" { 0 } else { port.parse().ok()? };
-        Some(RouteUrl { host: host.to_string(), port, user })
+        Some((RouteUrl { host: host.to_string(), port, user }, tls))
     }
 
     /// `host:port`, for dialing and logs.
@@ -71,5 +79,14 @@ mod tests {
         for bad in ["http://h:1", "nats-route://h", "nats-route://:1", "h:port"] {
             assert!(RouteUrl::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn leaf_urls_parse_as_nats_server_reads_them() {
+        let (u, tls) = RouteUrl::parse_leaf("nats-leaf://leaf:pw@hub.example:7422").unwrap();
+        assert_eq!((u.addr(), u.user, tls), ("hub.example:7422".into(), Some(("leaf".into(), "pw".into())), false));
+        assert!(RouteUrl::parse_leaf("tls://hub:7422").unwrap().1);
+        assert!(RouteUrl::parse_leaf("nats-route://hub:7422").is_none());
+        assert!(RouteUrl::parse("nats-leaf://hub:7422").is_none());
     }
 }

@@ -49,10 +49,21 @@ pub enum Origin<'a> {
     },
     /// A route: what arrives from the cluster is not sent back into it.
     Route(&'a Connection),
-    /// A leaf connection: what arrives from it is not sent back to it.
+    /// A leaf node connected to this server: what arrives from it is not sent back to it.
     Leaf(&'a Connection),
+    /// This server's hub: what arrives from it is not sent back to it, nor on to routes (each
+    /// server of a leaf cluster has its own link to the hub).
+    Hub(&'a Connection),
     /// The server itself (API replies, advisories, system answers).
     Internal,
+}
+
+impl Origin<'_> {
+    /// Whether the message came over the leaf link `conn`.
+    #[inline]
+    fn is_link(&self, conn: &Arc<Connection>) -> bool {
+        matches!(self, Origin::Leaf(from) | Origin::Hub(from) if std::ptr::eq(Arc::as_ptr(conn), *from))
+    }
 }
 
 /// A route or leaf connection a message is going to, with the queue groups picked there.
@@ -181,13 +192,33 @@ impl Publisher {
             }
             let n = group.members.len();
             let start = (self.next_random() % n as u64) as usize;
+            // Members behind leaf links serve the group only when no member here or in the
+            // cluster can, as in nats-server, so that each side keeps its own work.
+            let mut served = false;
+            let mut over_leaf = false;
             for i in 0..n {
                 let sub = &group.members[(start + i) % n];
+                if matches!(sub.target, Target::Leaf(_) | Target::Hub(_)) {
+                    over_leaf = true;
+                    continue;
+                }
                 if self.deliver(server, account, origin, sub, msg, Some(&group.name)) {
-                    delivered = true;
+                    served = true;
                     break;
                 }
             }
+            if !served && over_leaf {
+                for i in 0..n {
+                    let sub = &group.members[(start + i) % n];
+                    if matches!(sub.target, Target::Leaf(_) | Target::Hub(_))
+                        && self.deliver(server, account, origin, sub, msg, Some(&group.name))
+                    {
+                        served = true;
+                        break;
+                    }
+                }
+            }
+            delivered |= served;
         }
         if !self.hops.is_empty() {
             self.send_hops(server, account, msg);
@@ -223,7 +254,7 @@ impl Publisher {
                 if let Some(reply) = msg.reply {
                     opened = Some((responses, responses.open(from, reply, *response, *threshold)));
                 }
-                if let Origin::Client { conn, .. } | Origin::Leaf(conn) = origin {
+                if let Origin::Client { conn, .. } | Origin::Leaf(conn) | Origin::Hub(conn) = origin {
                     header_len = request_info(from, conn.stats.rtt_nanos.load(Ordering::Relaxed), msg, &mut with_info);
                     payload = &with_info;
                 }
@@ -323,23 +354,28 @@ impl Publisher {
                 }
             }
             Target::Route(conn) => {
-                // One hop only: what came from the cluster stays on this server.
-                if conn.is_closing() || matches!(origin, Origin::Route(_)) {
+                // One hop only: what came from the cluster stays on this server, and what came
+                // from the hub reached the other servers of this one's cluster over their own
+                // links.
+                if conn.is_closing() || matches!(origin, Origin::Route(_) | Origin::Hub(_)) {
+                    return false;
+                }
+                self.add_hop(conn, true, queue);
+                true
+            }
+            Target::Leaf(conn) => {
+                if conn.is_closing() || origin.is_link(conn) {
                     return false;
                 }
                 self.add_hop(conn, false, queue);
                 true
             }
-            Target::Leaf(conn) => {
-                if conn.is_closing() {
+            Target::Hub(conn) => {
+                // What came from a route went to the hub from the server it was published on.
+                if conn.is_closing() || origin.is_link(conn) || matches!(origin, Origin::Route(_)) {
                     return false;
                 }
-                if let Origin::Leaf(from) = origin {
-                    if std::ptr::eq(Arc::as_ptr(conn), from) {
-                        return false;
-                    }
-                }
-                self.add_hop(conn, true, queue);
+                self.add_hop(conn, false, queue);
                 true
             }
             Target::Import(import) => self.deliver_import(server, origin, import, msg),
@@ -369,11 +405,11 @@ impl Publisher {
         }
     }
 
-    fn add_hop(&mut self, conn: &Arc<Connection>, leaf: bool, queue: Option<&[u8]>) {
+    fn add_hop(&mut self, conn: &Arc<Connection>, route: bool, queue: Option<&[u8]>) {
         let hop = match self.hops.iter_mut().find(|h| Arc::ptr_eq(&h.conn, conn)) {
             Some(hop) => hop,
             None => {
-                self.hops.push(HopTarget { conn: Arc::clone(conn), leaf, queues: Vec::new() });
+                self.hops.push(HopTarget { conn: Arc::clone(conn), leaf: !route, queues: Vec::new() });
                 let last = self.hops.len() - 1;
                 &mut self.hops[last]
             }

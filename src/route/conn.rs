@@ -218,7 +218,7 @@ impl RouteConn {
         let mut next_ping = Instant::now() + FIRST_PING;
         loop {
             loop {
-                let (op, used) = match parser::parse(&buf, opts.max_payload) {
+                let (op, used) = match parser::parse(&buf, opts.max_payload, parser::Dialect::Route) {
                     Ok(Some(x)) => x,
                     Ok(None) => break,
                     Err(e) => {

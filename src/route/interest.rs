@@ -2,48 +2,22 @@
 //! subject gains its first subscriber here, `RS-` when it loses its last, and for a queue group
 //! its weight (members here) on every change.
 //!
-//! Interest learned from routes is never passed on (a full mesh needs no second hop), and
-//! interest of every other kind here (clients, devices, leaf nodes, the server's own
-//! subscribers, imports) counts as one: a subject two kinds subscribe to is one `RS+`, and its
+//! Interest learned from routes is never passed on (a full mesh needs no second hop), nor is
+//! what this server's hub told it (each server of a leaf cluster has its own hub link); interest
+//! of every other kind here (clients, devices, leaf nodes, the server's own subscribers,
+//! imports) counts as one ([`Tally`]): a subject two kinds subscribe to is one `RS+`, and its
 //! `RS-` comes only when both are gone.
 
 use std::sync::Arc;
 
 use bytes::BufMut;
 use parking_lot::Mutex;
-use rustc_hash::FxHashMap;
 
+use crate::account::interest::{Announce, Tally};
 use crate::account::{Account, InterestChange, InterestListener};
 use crate::auth::Permissions;
 use crate::connection::Connection;
 use crate::delivery::TargetKind;
-
-/// Subscriptions per kind of subscriber, for one subject (and queue group).
-#[derive(Default, Clone, Copy)]
-struct KindCounts([u32; 5]);
-
-impl KindCounts {
-    fn slot(kind: TargetKind) -> Option<usize> {
-        match kind {
-            TargetKind::Client => Some(0),
-            TargetKind::Mqtt => Some(1),
-            TargetKind::Leaf => Some(2),
-            TargetKind::Internal => Some(3),
-            TargetKind::Import => Some(4),
-            TargetKind::Route => None,
-        }
-    }
-
-    fn any(&self) -> bool {
-        self.0.iter().any(|c| *c > 0)
-    }
-
-    fn weight(&self) -> u32 {
-        self.0.iter().fold(0u32, |a, c| a.saturating_add(*c))
-    }
-}
-
-type Key = (Arc<[u8]>, Option<Arc<[u8]>>);
 
 /// One route's view of one account's interest.
 pub(crate) struct RouteInterest {
@@ -51,7 +25,7 @@ pub(crate) struct RouteInterest {
     account: Box<[u8]>,
     /// The cluster's permissions: interest is told only where `import` (publish) allows.
     permissions: Option<Arc<Permissions>>,
-    counts: Mutex<FxHashMap<Key, KindCounts>>,
+    counts: Mutex<Tally>,
 }
 
 impl RouteInterest {
@@ -66,7 +40,7 @@ impl RouteInterest {
             conn: Arc::clone(conn),
             account: account.name.as_bytes().into(),
             permissions,
-            counts: Mutex::new(FxHashMap::default()),
+            counts: Mutex::new(Tally::default()),
         });
         // Held while registering, so that no change is applied before the snapshot.
         let mut counts = me.counts.lock();
@@ -79,30 +53,19 @@ impl RouteInterest {
         me
     }
 
-    fn apply(&self, counts: &mut FxHashMap<Key, KindCounts>, change: &InterestChange<'_>) {
-        let Some(slot) = KindCounts::slot(change.kind) else { return };
+    fn apply(&self, counts: &mut Tally, change: &InterestChange<'_>) {
+        // Interest learned from a route or from this server's hub is not passed on.
+        if matches!(change.kind, TargetKind::Route | TargetKind::Hub) {
+            return;
+        }
         if self.permissions.as_ref().is_some_and(|p| !p.can_publish(change.subject)) {
             return;
         }
-        let key: Key = (change.subject.into(), change.queue.map(Into::into));
-        let before = counts.get(&key).copied().unwrap_or_default();
-        let mut after = before;
-        after.0[slot] = change.count;
-        if after.any() {
-            counts.insert(key, after);
-        } else {
-            counts.remove(&key);
-        }
-        match change.queue {
-            None if !before.any() && after.any() => self.send(b"RS+ ", change.subject, None),
-            None if before.any() && !after.any() => self.send(b"RS- ", change.subject, None),
-            Some(q) if after.weight() > 0 && after.weight() != before.weight() => {
-                self.send(b"RS+ ", change.subject, Some((q, Some(after.weight()))))
-            }
-            Some(q) if after.weight() == 0 && before.weight() > 0 => {
-                self.send(b"RS- ", change.subject, Some((q, None)))
-            }
-            _ => {}
+        match (counts.apply(change), change.queue) {
+            (Announce::Interest(_), None) => self.send(b"RS+ ", change.subject, None),
+            (Announce::Interest(weight), Some(q)) => self.send(b"RS+ ", change.subject, Some((q, weight))),
+            (Announce::Gone, queue) => self.send(b"RS- ", change.subject, queue.map(|q| (q, None))),
+            (Announce::Nothing, _) => {}
         }
     }
 

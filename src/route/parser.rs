@@ -1,11 +1,21 @@
-//! The route protocol, as one server reads another's bytes: INFO, CONNECT, PING, PONG, +OK,
-//! -ERR, `RS+`/`RS-` (interest, with accounts and queue weights) and `RMSG`/`HMSG` (messages
-//! with an account and the queue groups they were picked for). Borrowed from the read buffer,
-//! no I/O; operation names are case-insensitive and runs of spaces or tabs separate arguments,
-//! as in nats-server.
+//! The server-to-server protocols, as one server reads another's bytes: INFO, CONNECT, PING,
+//! PONG, +OK, -ERR, and for routes `RS+`/`RS-` (interest, with accounts and queue weights) and
+//! `RMSG`/`HMSG` (messages with an account and the queue groups they were picked for); for leaf
+//! nodes the same without the account (`LS+`/`LS-`, `LMSG`/`HMSG`), since a leaf link is bound
+//! to one account. Borrowed from the read buffer, no I/O; operation names are case-insensitive
+//! and runs of spaces or tabs separate arguments, as in nats-server.
 
 /// The longest control line taken from a route (a message's queue list can be long).
 pub const MAX_ROUTE_LINE: usize = 64 * 1024;
+
+/// Which of the two protocols a link speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// A route: interest and messages name their account.
+    Route,
+    /// A leaf node link: bound to one account, named nowhere.
+    Leaf,
+}
 
 /// One operation from a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,32 +32,32 @@ pub enum RouteOp<'a> {
     Ok,
     /// -ERR and its text.
     Err(&'a [u8]),
-    /// `RS+ <account> <subject> [<queue> <weight>]`.
+    /// `RS+ <account> <subject> [<queue> <weight>]`, or `LS+ <subject> [<queue> <weight>]`.
     Sub {
-        /// The account.
+        /// The account (empty on a leaf link).
         account: &'a [u8],
         /// The subject filter.
         subject: &'a [u8],
         /// The queue group and its weight (the peer's member count).
         queue: Option<(&'a [u8], u32)>,
     },
-    /// `RS- <account> <subject> [<queue>]`.
+    /// `RS- <account> <subject> [<queue>]`, or `LS- <subject> [<queue>]`.
     Unsub {
-        /// The account.
+        /// The account (empty on a leaf link).
         account: &'a [u8],
         /// The subject filter.
         subject: &'a [u8],
         /// The queue group.
         queue: Option<&'a [u8]>,
     },
-    /// `RMSG` or `HMSG`.
+    /// `RMSG`, `LMSG` or `HMSG`.
     Msg(RoutedMsg<'a>),
 }
 
 /// A message from a peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoutedMsg<'a> {
-    /// The account it was published in.
+    /// The account it was published in (empty on a leaf link).
     pub account: &'a [u8],
     /// Its subject.
     pub subject: &'a [u8],
@@ -119,6 +129,15 @@ fn last(s: &[u8]) -> Option<(&[u8], &[u8])> {
     Some((&s[..start], &s[start..]))
 }
 
+/// Splits the account off `s` on a route; a leaf link names none.
+fn account_of(s: &[u8], leaf: bool) -> Option<(&[u8], &[u8])> {
+    if leaf {
+        Some((&b""[..], s))
+    } else {
+        first(s)
+    }
+}
+
 fn number(s: &[u8]) -> Option<usize> {
     if s.is_empty() || s.len() > 12 || !s.iter().all(u8::is_ascii_digit) {
         return None;
@@ -128,7 +147,11 @@ fn number(s: &[u8]) -> Option<usize> {
 
 /// Parses the operation at the start of `buf`: `Ok(None)` when more bytes are needed, else the
 /// operation and the bytes it took. Payloads over `max_payload` are refused.
-pub fn parse(buf: &[u8], max_payload: usize) -> Result<Option<(RouteOp<'_>, usize)>, RouteParseError> {
+pub fn parse(
+    buf: &[u8],
+    max_payload: usize,
+    dialect: Dialect,
+) -> Result<Option<(RouteOp<'_>, usize)>, RouteParseError> {
     let Some(nl) = memchr::memchr(b'\n', buf) else {
         return if buf.len() > MAX_ROUTE_LINE { Err(RouteParseError::LineTooLong) } else { Ok(None) };
     };
@@ -143,39 +166,49 @@ pub fn parse(buf: &[u8], max_payload: usize) -> Result<Option<(RouteOp<'_>, usiz
         None => return Err(RouteParseError::UnknownOp),
     };
     let simple = |o| Ok(Some((o, after)));
-    match op.to_ascii_uppercase().as_slice() {
+    let leaf = dialect == Dialect::Leaf;
+    let upper = op.to_ascii_uppercase();
+    // `RS±`/`RMSG` on a route, `LS±`/`LMSG` on a leaf link, `HMSG` on both.
+    let fits = |u: &[u8]| u == b"HMSG" || (u[0] == b'L') == leaf;
+    match upper.as_slice() {
         b"PING" => simple(RouteOp::Ping),
         b"PONG" => simple(RouteOp::Pong),
         b"+OK" => simple(RouteOp::Ok),
         b"-ERR" => simple(RouteOp::Err(trim(args))),
         b"INFO" => simple(RouteOp::Info(trim(args))),
         b"CONNECT" => simple(RouteOp::Connect(trim(args))),
-        b"RS+" => {
-            let (account, rest) = first(args).ok_or(RouteParseError::BadArgs("RS+"))?;
-            let (subject, rest) = first(rest).ok_or(RouteParseError::BadArgs("RS+"))?;
+        b"RS+" | b"LS+" if fits(&upper) => {
+            let what = if leaf { "LS+" } else { "RS+" };
+            let (account, rest) = account_of(args, leaf).ok_or(RouteParseError::BadArgs(what))?;
+            let (subject, rest) = first(rest).ok_or(RouteParseError::BadArgs(what))?;
             let queue = match first(rest) {
                 None => None,
                 Some((queue, rest)) => {
                     let weight = match first(rest) {
-                        Some((w, tail)) if trim(tail).is_empty() => number(w).ok_or(RouteParseError::BadArgs("RS+"))?,
+                        Some((w, tail)) if trim(tail).is_empty() => number(w).ok_or(RouteParseError::BadArgs(what))?,
                         None => 1,
-                        Some(_) => return Err(RouteParseError::BadArgs("RS+")),
+                        Some(_) => return Err(RouteParseError::BadArgs(what)),
                     };
                     Some((queue, u32::try_from(weight).unwrap_or(u32::MAX)))
                 }
             };
             simple(RouteOp::Sub { account, subject, queue })
         }
-        b"RS-" => {
-            let (account, rest) = first(args).ok_or(RouteParseError::BadArgs("RS-"))?;
-            let (subject, rest) = first(rest).ok_or(RouteParseError::BadArgs("RS-"))?;
+        b"RS-" | b"LS-" if fits(&upper) => {
+            let what = if leaf { "LS-" } else { "RS-" };
+            let (account, rest) = account_of(args, leaf).ok_or(RouteParseError::BadArgs(what))?;
+            let (subject, rest) = first(rest).ok_or(RouteParseError::BadArgs(what))?;
             let queue = first(rest).map(|(q, _)| q);
             simple(RouteOp::Unsub { account, subject, queue })
         }
-        b"RMSG" | b"HMSG" => {
-            let headers = op.eq_ignore_ascii_case(b"HMSG");
-            let what = if headers { "HMSG" } else { "RMSG" };
-            let (account, rest) = first(args).ok_or(RouteParseError::BadArgs(what))?;
+        b"RMSG" | b"LMSG" | b"HMSG" if fits(&upper) => {
+            let headers = upper == b"HMSG";
+            let what = match (headers, leaf) {
+                (true, _) => "HMSG",
+                (false, true) => "LMSG",
+                (false, false) => "RMSG",
+            };
+            let (account, rest) = account_of(args, leaf).ok_or(RouteParseError::BadArgs(what))?;
             let (subject, rest) = first(rest).ok_or(RouteParseError::BadArgs(what))?;
             let (rest, total) = last(rest).ok_or(RouteParseError::BadArgs(what))?;
             let total = number(total).ok_or(RouteParseError::BadArgs(what))?;
@@ -220,7 +253,7 @@ mod tests {
     use super::*;
 
     fn one(bytes: &[u8]) -> RouteOp<'_> {
-        let (op, used) = parse(bytes, 1 << 20).unwrap().unwrap();
+        let (op, used) = parse(bytes, 1 << 20, Dialect::Route).unwrap().unwrap();
         assert_eq!(used, bytes.len(), "{}", String::from_utf8_lossy(bytes));
         op
     }
@@ -234,7 +267,7 @@ mod tests {
         );
         assert_eq!(one(b"rs-  $G\tbar.*\r\n"), RouteOp::Unsub { account: b"$G", subject: b"bar.*", queue: None });
         assert_eq!(one(b"RS- $G foo q1\r\n"), RouteOp::Unsub { account: b"$G", subject: b"foo", queue: Some(b"q1") });
-        assert_eq!(parse(b"RS+ $G\r\n", 10), Err(RouteParseError::BadArgs("RS+")));
+        assert_eq!(parse(b"RS+ $G\r\n", 10, Dialect::Route), Err(RouteParseError::BadArgs("RS+")));
     }
 
     #[test]
@@ -258,14 +291,38 @@ mod tests {
     }
 
     #[test]
+    fn leaf_links_as_nats_server_writes_them() {
+        let leaf = |b: &'static [u8]| {
+            let (op, used) = parse(b, 1 << 20, Dialect::Leaf).unwrap().unwrap();
+            assert_eq!(used, b.len());
+            op
+        };
+        assert_eq!(leaf(b"LS+ lsub\r\n"), RouteOp::Sub { account: b"", subject: b"lsub", queue: None });
+        assert_eq!(leaf(b"LS+ lq g2 1\r\n"), RouteOp::Sub { account: b"", subject: b"lq", queue: Some((b"g2", 1)) });
+        assert_eq!(leaf(b"LS- lq g2\r\n"), RouteOp::Unsub { account: b"", subject: b"lq", queue: Some(b"g2") });
+        let RouteOp::Msg(m) = leaf(b"LMSG hq + _INBOX.z grp 2\r\nqq\r\n") else { panic!() };
+        assert_eq!(
+            (m.subject, m.reply, m.queues, m.payload),
+            (&b"hq"[..], Some(&b"_INBOX.z"[..]), &b"grp"[..], &b"qq"[..])
+        );
+        let RouteOp::Msg(m) = leaf(b"LMSG lq | g2 1\r\nq\r\n") else { panic!() };
+        assert_eq!((m.reply, m.queues), (None, &b"g2"[..]));
+        let RouteOp::Msg(m) = leaf(b"HMSG hsub 20 22\r\nNATS/1.0\r\nX-A: 1\r\n\r\nok\r\n") else { panic!() };
+        assert_eq!((m.account, m.subject, m.header_len), (&b""[..], &b"hsub"[..], 20));
+        assert_eq!(parse(b"RS+ $G foo\r\n", 100, Dialect::Leaf), Err(RouteParseError::UnknownOp));
+        assert_eq!(parse(b"RMSG $G a 2\r\nhi\r\n", 100, Dialect::Leaf), Err(RouteParseError::UnknownOp));
+        assert_eq!(parse(b"LS+\r\n", 100, Dialect::Leaf), Err(RouteParseError::BadArgs("LS+")));
+    }
+
+    #[test]
     fn incomplete_and_refused() {
-        assert_eq!(parse(b"RMSG $G a 5\r\nab", 100), Ok(None));
-        assert_eq!(parse(b"PIN", 100), Ok(None));
-        assert_eq!(parse(b"RMSG $G a 5\r\nabcdeXY", 100), Err(RouteParseError::BadPayload));
-        assert_eq!(parse(b"RMSG $G a 500\r\n", 100), Err(RouteParseError::TooLarge));
-        assert_eq!(parse(b"HMSG $G a 9 5\r\n", 100), Err(RouteParseError::BadArgs("HMSG")));
-        assert_eq!(parse(b"LMSG a 0 2\r\nhi\r\n", 100), Err(RouteParseError::UnknownOp));
-        assert_eq!(parse(b"RMSG $G a x\r\n", 100), Err(RouteParseError::BadArgs("RMSG")));
+        assert_eq!(parse(b"RMSG $G a 5\r\nab", 100, Dialect::Route), Ok(None));
+        assert_eq!(parse(b"PIN", 100, Dialect::Route), Ok(None));
+        assert_eq!(parse(b"RMSG $G a 5\r\nabcdeXY", 100, Dialect::Route), Err(RouteParseError::BadPayload));
+        assert_eq!(parse(b"RMSG $G a 500\r\n", 100, Dialect::Route), Err(RouteParseError::TooLarge));
+        assert_eq!(parse(b"HMSG $G a 9 5\r\n", 100, Dialect::Route), Err(RouteParseError::BadArgs("HMSG")));
+        assert_eq!(parse(b"LMSG a 0 2\r\nhi\r\n", 100, Dialect::Route), Err(RouteParseError::UnknownOp));
+        assert_eq!(parse(b"RMSG $G a x\r\n", 100, Dialect::Route), Err(RouteParseError::BadArgs("RMSG")));
         assert_eq!(one(b"INFO {\"a\":1} \r\n"), RouteOp::Info(b"{\"a\":1}"));
         assert_eq!(one(b"-ERR 'Stale Connection'\r\n"), RouteOp::Err(b"'Stale Connection'"));
     }
