@@ -11,7 +11,8 @@ use tracing::{error, info, warn};
 
 /// Courier: a NATS-protocol message broker.
 ///
-/// Flags follow nats-server's. Leaf nodes are not served yet.
+/// Flags follow nats-server's (leaf nodes are configured in the file's `leafnodes {}`, as for
+/// nats-server).
 #[derive(Debug, Parser)]
 #[command(name = "courier", version, disable_version_flag = true)]
 struct Cli {

@@ -111,10 +111,15 @@ impl Finished {
 
 impl Example {
     fn start(name: &str, server: &TestServer, args: &[&str]) -> Example {
+        Example::start_at(name, &server.url(), args)
+    }
+
+    /// Starts example `name` against the server at `url`.
+    fn start_at(name: &str, url: &str, args: &[&str]) -> Example {
         let bin = examples_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
         let mut child = Command::new(&bin)
             .arg("--server")
-            .arg(server.url())
+            .arg(url)
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -255,6 +260,42 @@ async fn mqtt_devices_and_a_nats_service_share_the_broker() {
     out.line_with("20 MQTT devices connected");
     out.line_with("readings received by the NATS service: 100 (100 at QoS 1)");
     out.line_with("commands received by devices: 100 (every device: true)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn site_gateway_serves_the_site_through_an_uplink_outage() {
+    use common::process::{self, COURIER};
+    examples_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // The hub comes back on the same ports.
+    let (client_port, leaf_port) = (free(), free());
+    let hub_conf =
+        format!("server_name: hub\nlisten: 127.0.0.1:{client_port}\nleafnodes {{ listen: 127.0.0.1:{leaf_port} }}\n");
+    let site_conf = format!(
+        "server_name: site1\nlisten: 127.0.0.1:-1\nhttp: 127.0.0.1:-1\n\
+         leafnodes {{ remotes [ {{ url: \"nats-leaf://127.0.0.1:{leaf_port}\" }} ] }}\n"
+    );
+    let hub = process::start(COURIER, dir.path(), "hub", &hub_conf);
+    let site = process::start(COURIER, dir.path(), "site1", &site_conf);
+    site.wait_monitor("/leafz", "the uplink", |v| v["leafnodes"] == 1).await;
+    let hub_url = hub.client.clone();
+    let mut gateway = Example::start_at(
+        "site_gateway",
+        &site.client,
+        &["--hub", &hub_url, "--devices", "4", "--readings", "60", "--interval-ms", "25", "--timeout", "25"],
+    );
+    gateway.wait_for_line("publishing 240 readings").await;
+    // The uplink goes down while the devices publish, and comes back.
+    drop(hub);
+    site.wait_monitor("/leafz", "the uplink down", |v| v["leafnodes"] == 0).await;
+    let _hub = process::start(COURIER, dir.path(), "hub", &hub_conf);
+    let out = gateway.finish().await;
+    out.assert_success("site_gateway");
+    out.line_with("site controller: 240/240 readings");
+    out.line_with("uplink: forwarding resumed both ways");
+    let at_hub = numbers(out.line_with("hub collector:"))[0];
+    assert!(at_hub < 240.0, "readings published while the uplink was down did not cross:\n{}", out.stdout);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

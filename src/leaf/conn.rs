@@ -611,13 +611,12 @@ impl LeafConn {
     /// `-ERR` from the other side: after a loop or a refused cluster name, the next dial waits.
     fn on_err(&mut self, text: &[u8]) -> CloseReason {
         let text = String::from_utf8_lossy(text);
-        if text.contains("Loop detected") || text.contains("remote leafnode has same cluster name") {
-            if self.role == LinkRole::Dialed {
-                self.delayed = true;
-            }
+        let refused = text.contains("Loop detected") || text.contains("remote leafnode has same cluster name");
+        if refused && self.role == LinkRole::Dialed {
+            self.delayed = true;
             error!(
                 cid = self.shared.cid,
-                "Leafnode connection dropped: {text}. Delaying attempt to reconnect for {:?}", LOOP_DELAY
+                "Leafnode connection refused: {text}. Delaying attempt to reconnect for {:?}", LOOP_DELAY
             );
         } else {
             warn!(cid = self.shared.cid, "Leafnode error: {text}");

@@ -170,6 +170,7 @@ impl Listeners {
             let addr = listener.as_ref().and_then(|l| l.local_addr().ok());
             if let Some(addr) = addr {
                 info!("Listening for leafnode connections on {addr}");
+                state.set_leaf_port(addr.port());
             }
             let leafs = crate::leaf::LeafNodes::new(Arc::clone(&state), opts, tls, remote_tls, addr, tracker.clone());
             tokio::spawn(leafs.run(listener));

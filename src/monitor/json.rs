@@ -85,7 +85,7 @@ pub(crate) struct Varz {
     max_pending: usize,
     cluster: ClusterVarz,
     gateway: Empty,
-    leaf: Empty,
+    leaf: LeafVarz,
     mqtt: Empty,
     websocket: Empty,
     jetstream: super::jsz::JsVarz,
@@ -147,7 +147,7 @@ pub(crate) fn varz(state: &StateView, sampler: &CpuSampler, js: Option<&crate::j
         max_pending: opts.max_pending,
         cluster: cluster_varz(state),
         gateway: Empty {},
-        leaf: Empty {},
+        leaf: leaf_varz(state),
         mqtt: Empty {},
         websocket: Empty {},
         jetstream: super::jsz::varz(js),
@@ -745,14 +745,145 @@ fn cluster_varz(state: &StateView) -> ClusterVarz {
     }
 }
 
+/// The `leaf` section of `/varz`, as nats-server's `LeafNodeOptsVarz`.
+#[derive(Serialize, Default)]
+pub(crate) struct LeafVarz {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    host: String,
+    #[serde(skip_serializing_if = "is_zero_u16")]
+    port: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth_timeout: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_timeout: Option<f64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    tls_required: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    tls_verify: bool,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    remotes: Vec<RemoteLeafVarz>,
+}
+
+#[derive(Serialize)]
+struct RemoteLeafVarz {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    local_account: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_timeout: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    urls: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deny: Option<DenyRules>,
+}
+
+#[derive(Serialize)]
+struct DenyRules {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    exports: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    imports: Vec<String>,
+}
+
+fn leaf_varz(state: &StateView) -> LeafVarz {
+    let opts = state.opts();
+    let Some(l) = &opts.leafnodes else { return LeafVarz::default() };
+    LeafVarz {
+        host: if l.port.is_some() { l.host.clone().unwrap_or_else(|| opts.host.clone()) } else { String::new() },
+        port: state.leaf_port(),
+        auth_timeout: l.port.map(|_| l.auth_timeout.unwrap_or(opts.auth_timeout).as_secs_f64()),
+        tls_timeout: l.port.map(|_| l.tls.as_ref().map_or(2.0, |t| t.timeout.as_secs_f64())),
+        tls_required: l.tls.is_some(),
+        tls_verify: l.tls.as_ref().is_some_and(|t| t.verify),
+        remotes: l
+            .remotes
+            .iter()
+            .map(|r| RemoteLeafVarz {
+                local_account: r.local_account().to_string(),
+                tls_timeout: r.tls.as_ref().map(|t| t.timeout.as_secs_f64()),
+                urls: r.urls.iter().map(|u| u.addr()).collect(),
+                deny: (!r.deny_exports.is_empty() || !r.deny_imports.is_empty())
+                    .then(|| DenyRules { exports: r.deny_exports.clone(), imports: r.deny_imports.clone() }),
+            })
+            .collect(),
+    }
+}
+
+/// `/leafz`, as nats-server's `Leafz`.
 #[derive(Serialize)]
 pub(crate) struct Leafz {
     server_id: String,
     now: String,
     leafnodes: usize,
-    leafs: Option<Vec<()>>,
+    leafs: Option<Vec<LeafJson>>,
 }
 
-pub(crate) fn leafz(state: &StateView) -> Leafz {
-    Leafz { server_id: state.info().server_id, now: rfc3339(SystemTime::now()), leafnodes: 0, leafs: None }
+/// One leaf link in `/leafz`, as nats-server's `LeafInfo`.
+#[derive(Serialize)]
+struct LeafJson {
+    account: String,
+    ip: String,
+    port: u16,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    rtt: String,
+    in_msgs: u64,
+    out_msgs: u64,
+    in_bytes: u64,
+    out_bytes: u64,
+    subscriptions: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subscriptions_list: Option<Vec<String>>,
+}
+
+pub(crate) fn leafz(state: &StateView, subs: bool, account: Option<&str>) -> Leafz {
+    let mut by_cid: FxHashMap<u64, Vec<String>> = FxHashMap::default();
+    if subs {
+        for acc in state.accounts() {
+            for sub in acc.sublist.all() {
+                if let crate::delivery::Target::Leaf(_) | crate::delivery::Target::Hub(_) = sub.target {
+                    let list = by_cid.entry(sub.target.cid()).or_default();
+                    let subject = String::from_utf8_lossy(&sub.subject).into_owned();
+                    // A queue group's weight is several subscriptions here: one entry.
+                    if !list.contains(&subject) {
+                        list.push(subject);
+                    }
+                }
+            }
+        }
+    }
+    let mut links: Vec<(u64, LeafJson)> = state
+        .connections(crate::connection::Kind::Leaf)
+        .iter()
+        .filter_map(|c| {
+            let meta = c.meta.lock().clone();
+            let leaf = meta.leaf?;
+            if account.is_some_and(|a| a != meta.account) {
+                return None;
+            }
+            let rtt = c.stats.rtt_nanos.load(Ordering::Relaxed);
+            let (out_msgs, out_bytes) = c.outbound.counters();
+            Some((
+                c.cid,
+                LeafJson {
+                    account: meta.account,
+                    ip: meta.peer.map(|p| p.ip().to_string()).unwrap_or_default(),
+                    port: meta.peer.map_or(0, |p| p.port()),
+                    rtt: go_duration(Duration::from_nanos(rtt)),
+                    in_msgs: c.stats.in_msgs.load(Ordering::Relaxed),
+                    out_msgs,
+                    in_bytes: c.stats.in_bytes.load(Ordering::Relaxed),
+                    out_bytes,
+                    subscriptions: leaf.subscriptions,
+                    subscriptions_list: subs.then(|| by_cid.remove(&c.cid).unwrap_or_default()),
+                },
+            ))
+        })
+        .collect();
+    links.sort_by_key(|(cid, _)| *cid);
+    let leafs: Vec<LeafJson> = links.into_iter().map(|(_, l)| l).collect();
+    Leafz {
+        server_id: state.info().server_id,
+        now: rfc3339(SystemTime::now()),
+        leafnodes: leafs.len(),
+        leafs: (!leafs.is_empty()).then_some(leafs),
+    }
 }

@@ -40,6 +40,17 @@ pub(crate) fn render(state: &StateView, js: Option<&crate::jetstream::JetStream>
         metric(&mut out, "courier_route_out_msgs", "gauge", "Messages sent over the open routes.", sent);
         metric(&mut out, "courier_route_in_msgs", "gauge", "Messages received over the open routes.", received);
     }
+    if state.opts().leafnodes.is_some() {
+        let leafs = state.connections(Kind::Leaf);
+        metric(&mut out, "courier_leafnodes", "gauge", "Leaf node links open now (both sides).", leafs.len());
+        let pending: usize = leafs.iter().map(|l| l.outbound.pending()).sum();
+        metric(&mut out, "courier_leaf_pending_bytes", "gauge", "Bytes queued for leaf node links, in all.", pending);
+        let (sent, received) = leafs
+            .iter()
+            .fold((0u64, 0u64), |(s, r), c| (s + c.outbound.counters().0, r + c.stats.in_msgs.load(Ordering::Relaxed)));
+        metric(&mut out, "courier_leaf_out_msgs", "gauge", "Messages sent over the open leaf node links.", sent);
+        metric(&mut out, "courier_leaf_in_msgs", "gauge", "Messages received over the open leaf node links.", received);
+    }
     if state.opts().mqtt.is_some() {
         let mqtt = state.connections(Kind::Client).iter().filter(|c| c.meta.lock().mqtt_client.is_some()).count();
         metric(&mut out, "courier_mqtt_connections", "gauge", "MQTT device connections open now.", mqtt);

@@ -118,8 +118,9 @@ async fn routez(State(m): State<Monitor>, Query(params): Params) -> Response {
     json_response(&json::routez(&m.state, params.get("subs").map(String::as_str)))
 }
 
-async fn leafz(State(m): State<Monitor>) -> Response {
-    json_response(&json::leafz(&m.state))
+async fn leafz(State(m): State<Monitor>, Query(params): Params) -> Response {
+    let subs = params.get("subs").is_some_and(|s| s == "1" || s.eq_ignore_ascii_case("true"));
+    json_response(&json::leafz(&m.state, subs, params.get("acc").map(String::as_str)))
 }
 
 async fn accountz(State(m): State<Monitor>, Query(params): Params) -> Response {

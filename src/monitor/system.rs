@@ -350,7 +350,11 @@ impl Service {
             "CONNZ" => data(json::ConnzQuery::parse(&params).and_then(|q| to_value(&json::connz(&view, &q)))),
             "SUBSZ" => data(json::SubszQuery::parse(&params).and_then(|q| to_value(&json::subsz(&view, &q)))),
             "ROUTEZ" => data(to_value(&json::routez(&view, None))),
-            "LEAFZ" => data(to_value(&json::leafz(&view))),
+            "LEAFZ" => data(to_value(&json::leafz(
+                &view,
+                params.get("subs").is_some_and(|s| s == "true"),
+                params.get("acc").map(String::as_str),
+            ))),
             "ACCOUNTZ" => data(accountz::accountz(&view, js, &params).and_then(|a| to_value(&a))),
             "GATEWAYZ" => data(to_value(&serde_json::json!({
                 "server_id": view.info().server_id,

@@ -47,6 +47,8 @@ pub struct ServerState {
     monitor_port: AtomicU16,
     /// The cluster port, once bound (0 without a cluster).
     cluster_port: AtomicU16,
+    /// The leaf node port, once bound (0 when leaf nodes are not accepted).
+    leaf_port: AtomicU16,
     /// The cluster's name, as configured or learned from the first route.
     pub cluster_name: parking_lot::RwLock<String>,
 }
@@ -65,6 +67,7 @@ impl ServerState {
             start: SystemTime::now(),
             monitor_port: AtomicU16::new(0),
             cluster_port: AtomicU16::new(0),
+            leaf_port: AtomicU16::new(0),
             cluster_name: parking_lot::RwLock::new(String::new()),
         }
     }
@@ -134,6 +137,16 @@ impl ServerState {
     /// Records the bound cluster port.
     pub fn set_cluster_port(&self, port: u16) {
         self.cluster_port.store(port, Ordering::Relaxed);
+    }
+
+    /// The leaf node port (0 when leaf nodes are not accepted).
+    pub fn leaf_port(&self) -> u16 {
+        self.leaf_port.load(Ordering::Relaxed)
+    }
+
+    /// Records the bound leaf node port.
+    pub fn set_leaf_port(&self, port: u16) {
+        self.leaf_port.store(port, Ordering::Relaxed);
     }
 
     /// A read-only view, for monitoring.

@@ -51,6 +51,11 @@ impl StateView {
         self.state.cluster_port()
     }
 
+    /// The leaf node port (0 when leaf nodes are not accepted).
+    pub fn leaf_port(&self) -> u16 {
+        self.state.leaf_port()
+    }
+
     /// The cluster's name (empty without a cluster).
     pub fn cluster_name(&self) -> String {
         self.state.cluster_name.read().clone()

@@ -6,6 +6,8 @@
 //! including queueing every message it published to its subscribers.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
