@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use common::{options, RawClient, TestServer, TIMEOUT};
+use common::{encode_jwt, options, RawClient, TestServer, TIMEOUT};
 use courier::auth::{Authorization, NkeyUser, Trust, User};
 use futures::StreamExt;
 
@@ -94,13 +94,6 @@ async fn nkey_users_sign_the_nonce() {
     let (na, nb) = (a.info()["nonce"].as_str().unwrap().to_string(), b.info()["nonce"].as_str().unwrap().to_string());
     assert!(!na.is_empty() && na != nb);
     assert_eq!(a.info()["auth_required"], true);
-}
-
-fn encode_jwt(claims: serde_json::Value, signer: &nkeys::KeyPair) -> String {
-    let h = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
-    let p = URL_SAFE_NO_PAD.encode(claims.to_string());
-    let signed = format!("{h}.{p}");
-    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signer.sign(signed.as_bytes()).unwrap()))
 }
 
 fn jwt_opts(jwt: String, user: Arc<nkeys::KeyPair>) -> async_nats::ConnectOptions {

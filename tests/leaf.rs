@@ -35,6 +35,12 @@ fn leaf_conf(name: &str, url: &str, extra: &str) -> String {
     )
 }
 
+/// A hub's configuration with `top` (which names the server) and no server name of its own.
+fn hub_conf_named(leaf_port: u16, top: &str) -> String {
+    let port = if leaf_port == 0 { "-1".to_string() } else { leaf_port.to_string() };
+    format!("listen: 127.0.0.1:-1\nhttp: 127.0.0.1:-1\n{top}\nleafnodes {{ listen: 127.0.0.1:{port} }}\n")
+}
+
 fn leaf_url(hub: &Proc) -> String {
     format!("nats-leaf://127.0.0.1:{}", hub.leaf_port.expect("the hub accepts leaf nodes"))
 }
@@ -407,4 +413,183 @@ async fn a_leaf_whose_hub_is_unreachable_still_serves_its_clients() {
     c.publish("here", "ok".into()).await.unwrap();
     c.flush().await.unwrap();
     assert_eq!(&next(&mut sub).await.payload[..], b"ok");
+}
+
+#[tokio::test]
+async fn a_leaf_reconnecting_from_the_same_server_replaces_its_old_link() {
+    let hub = hub_in_process(Vec::new()).await;
+    let addr = hub.handle.leaf_addr().expect("leaf listener");
+    let connect = "CONNECT {\"name\":\"EDGE\",\"cluster\":\"EDGE\"}\r\n";
+    let mut old = RawClient::connect_bare(addr).await;
+    old.read_line().await;
+    old.send(connect).await;
+    assert_eq!(info_json(&old.read_line().await)["connect_info"], true);
+    let mut new = RawClient::connect_bare(addr).await;
+    new.read_line().await;
+    new.send(connect).await;
+    assert_eq!(info_json(&new.read_line().await)["connect_info"], true);
+    let rest = old.read_through(b"-ERR 'Duplicate Remote LeafNode Connection'\r\n").await;
+    assert!(!rest.is_empty());
+    old.expect_closed().await;
+    new.send("PING\r\n").await;
+    new.read_through(b"PONG\r\n").await;
+}
+
+/// An operator, an account it signs and a `.creds` file of a user of that account, in `dir`.
+struct Creds {
+    operator_jwt: String,
+    account: nkeys::KeyPair,
+    account_jwt: String,
+    path: std::path::PathBuf,
+}
+
+/// Version 2 claims as nsc writes them (nats-server refuses others), without limits.
+fn claims(issuer: &nkeys::KeyPair, subject: &str, kind: &str) -> serde_json::Value {
+    let limits = match kind {
+        "account" => serde_json::json!({"conn": -1, "leaf": -1, "subs": -1, "data": -1, "payload": -1,
+            "imports": -1, "exports": -1, "wildcards": true}),
+        _ => serde_json::json!({"subs": -1, "data": -1, "payload": -1}),
+    };
+    let mut nats = serde_json::json!({"type": kind, "version": 2});
+    match kind {
+        "account" => nats["limits"] = limits,
+        // A user's limits sit beside its type.
+        "user" => nats.as_object_mut().unwrap().extend(limits.as_object().unwrap().clone()),
+        _ => {}
+    }
+    serde_json::json!({
+        "jti": format!("{kind}-{subject}"),
+        "iat": 1_700_000_000,
+        "iss": issuer.public_key(),
+        "name": kind,
+        "sub": subject,
+        "nats": nats,
+    })
+}
+
+fn creds(dir: &std::path::Path) -> Creds {
+    let operator = nkeys::KeyPair::new_operator();
+    let operator_jwt = common::encode_jwt(claims(&operator, &operator.public_key(), "operator"), &operator);
+    let account = nkeys::KeyPair::new_account();
+    let account_jwt = common::encode_jwt(claims(&operator, &account.public_key(), "account"), &operator);
+    let user = nkeys::KeyPair::new_user();
+    let user_jwt = common::encode_jwt(claims(&account, &user.public_key(), "user"), &account);
+    let text = format!(
+        "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+         -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+        user.seed().unwrap()
+    );
+    let path = dir.join("edge.creds");
+    std::fs::write(&path, text).unwrap();
+    Creds { operator_jwt, account, account_jwt, path }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaf_signs_the_hubs_nonce_with_its_credentials() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = creds(dir.path());
+    let account = c.account.public_key();
+    let trust =
+        courier::auth::Trust::new([c.operator_jwt.as_str()], [(account.as_str(), c.account_jwt.as_str())]).unwrap();
+    let mut hub_opts = common::options();
+    hub_opts.authorization.trust = Some(trust);
+    hub_opts.leafnodes = Some(LeafNodeOptions { port: Some(0), ..LeafNodeOptions::default() });
+    let hub = common::TestServer::start(hub_opts).await;
+    let hub_leaf = hub.handle.leaf_addr().unwrap();
+    let mut leaf_opts = common::options();
+    leaf_opts.leafnodes = Some(LeafNodeOptions {
+        remotes: vec![courier::options::leaf::RemoteLeafOptions {
+            urls: vec![
+                courier::options::route_url::RouteUrl::parse_leaf(&format!("nats-leaf://{hub_leaf}")).unwrap().0,
+            ],
+            credentials: Some(c.path.clone()),
+            ..Default::default()
+        }],
+        ..LeafNodeOptions::default()
+    });
+    let leaf = common::TestServer::start(leaf_opts).await;
+    // The link is bound to the account of the credentials' user.
+    common::eventually("the link binds to the user's account", || {
+        let a = hub.handle.state().accounts.get(&account);
+        a.is_some_and(|a| a.sublist.all().iter().any(|s| s.subject.starts_with(b"$LDS.")))
+    })
+    .await;
+    let cl = leaf.nats().await;
+    let mut down = cl.subscribe("down").await.unwrap();
+    cl.flush().await.unwrap();
+    common::eventually("the leaf's interest reaches the account", || {
+        let a = hub.handle.state().accounts.get(&account);
+        a.is_some_and(|a| a.sublist.all().iter().any(|s| &s.subject[..] == b"down"))
+    })
+    .await;
+    // A user of the same account on the hub reaches the leaf.
+    let user = std::sync::Arc::new(nkeys::KeyPair::new_user());
+    let jwt = common::encode_jwt(claims(&c.account, &user.public_key(), "user"), &c.account);
+    let signer = std::sync::Arc::clone(&user);
+    let ch = async_nats::ConnectOptions::with_jwt(jwt, move |nonce| {
+        let signer = std::sync::Arc::clone(&signer);
+        async move { signer.sign(&nonce).map_err(async_nats::AuthError::new) }
+    })
+    .connect(hub.url())
+    .await
+    .unwrap();
+    ch.publish("down", "signed".into()).await.unwrap();
+    ch.flush().await.unwrap();
+    assert_eq!(&next(&mut down).await.payload[..], b"signed");
+    leaf.assert_healthy().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_courier_leaf_with_credentials_joins_a_nats_server_hub_in_operator_mode() {
+    let Some(bin) = nats_server_or_skip() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let c = creds(dir.path());
+    let top = format!(
+        "operator: {}\nresolver: MEMORY\nresolver_preload: {{ {}: {} }}",
+        c.operator_jwt,
+        c.account.public_key(),
+        c.account_jwt
+    );
+    let hub = process::start(bin, dir.path(), "NHUB", &hub_conf("NHUB", 0, "", &top));
+    let extra = format!("credentials: \"{}\"", c.path.display());
+    let leaf = process::start(COURIER, dir.path(), "LEAF", &leaf_conf("LEAF", &leaf_url(&hub), &extra));
+    wait_links(&hub, 1).await;
+    let link = hub.monitor("/leafz").await;
+    assert_eq!(link["leafs"][0]["account"], c.account.public_key(), "{link}\n{}\n{}", hub.log(), leaf.log());
+    wait_links(&leaf, 1).await;
+    assert!(!hub.log().contains("[ERR]"), "nats-server logged errors:\n{}", hub.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaf_of_one_server_of_a_hub_cluster_reaches_the_whole_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = |name: &str, seed: Option<u16>| {
+        let routes = seed.map(|p| format!("routes: [\"nats-route://127.0.0.1:{p}\"]")).unwrap_or_default();
+        format!("cluster {{ name: HUBS, listen: 127.0.0.1:-1, {routes} }}\nserver_name: {name}")
+    };
+    let a = process::start(COURIER, dir.path(), "A", &hub_conf_named(0, &cluster("A", None)));
+    let b = process::start(COURIER, dir.path(), "B", &hub_conf_named(0, &cluster("B", a.cluster_port)));
+    a.wait_monitor("/routez", "a route", |v| v["num_routes"] == 1).await;
+    let leaf = process::start(COURIER, dir.path(), "LEAF", &leaf_conf("LEAF", &leaf_url(&a), ""));
+    wait_links(&a, 1).await;
+    let (cb, cl) = (b.client().await, leaf.client().await);
+    // B's subscriber gets what the leaf publishes, through A.
+    let mut at_b = cb.subscribe("up.>").await.unwrap();
+    cb.flush().await.unwrap();
+    wait_interest(&leaf, "up.>", true).await;
+    cl.publish("up.x", "from the edge".into()).await.unwrap();
+    cl.flush().await.unwrap();
+    assert_eq!(&next(&mut at_b).await.payload[..], b"from the edge");
+    // The leaf's subscriber gets what B publishes, through A.
+    let mut at_leaf = cl.subscribe("down.>").await.unwrap();
+    cl.flush().await.unwrap();
+    wait_interest(&a, "down.>", true).await;
+    b.wait_monitor("/routez?subs=1", "the leaf's interest over the route", |v| {
+        v["routes"][0]["subscriptions_list"].as_array().into_iter().flatten().any(|s| s == "down.>")
+    })
+    .await;
+    cb.publish("down.y", "to the edge".into()).await.unwrap();
+    cb.flush().await.unwrap();
+    assert_eq!(&next(&mut at_leaf).await.payload[..], b"to the edge");
+    nothing_more(&mut at_leaf, "once").await;
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::net::SocketAddr;
 
-use common::{options, TestServer, TIMEOUT};
+use common::{encode_jwt, options, TestServer, TIMEOUT};
 use courier::options::WebsocketOptions;
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -573,13 +573,6 @@ fn a_websocket_no_auth_user_must_be_a_user() {
     .unwrap();
     let err = courier::config::apply(&map, &mut options()).expect_err("refused");
     assert!(err.to_string().contains("websocket no_auth_user: \"ghost\" not present as user or nkey"), "{err}");
-}
-
-fn encode_jwt(claims: serde_json::Value, signer: &nkeys::KeyPair) -> String {
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let signed = format!("{}.{}", b64.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#), b64.encode(claims.to_string()));
-    format!("{signed}.{}", b64.encode(signer.sign(signed.as_bytes()).unwrap()))
 }
 
 #[tokio::test]

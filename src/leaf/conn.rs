@@ -594,7 +594,7 @@ impl LeafConn {
                 }
             }
             RouteOp::Ok => {}
-            RouteOp::Err(text) => return Err(self.on_err(text)),
+            RouteOp::Err(text) => self.on_err(text)?,
             RouteOp::Connect(_) => {}
             RouteOp::Info(json) => self.on_info(json)?,
             RouteOp::Sub { subject, queue, .. } if self.stage == Stage::Ready => self.remote_sub(subject, queue)?,
@@ -608,20 +608,25 @@ impl LeafConn {
         Ok(())
     }
 
-    /// `-ERR` from the other side: after a loop or a refused cluster name, the next dial waits.
-    fn on_err(&mut self, text: &[u8]) -> CloseReason {
+    /// `-ERR` from the other side. As in nats-server, an error does not end a leaf link by
+    /// itself (the side that sent it closes when it means to), but after a loop or a refused
+    /// cluster name the next dial waits, and a loop ends the link here too.
+    fn on_err(&mut self, text: &[u8]) -> Result<(), CloseReason> {
         let text = String::from_utf8_lossy(text);
-        let refused = text.contains("Loop detected") || text.contains("remote leafnode has same cluster name");
-        if refused && self.role == LinkRole::Dialed {
+        let is_loop = text.contains("Loop detected");
+        if (is_loop || text.contains("remote leafnode has same cluster name")) && self.role == LinkRole::Dialed {
             self.delayed = true;
             error!(
                 cid = self.shared.cid,
                 "Leafnode connection refused: {text}. Delaying attempt to reconnect for {:?}", LOOP_DELAY
             );
         } else {
-            warn!(cid = self.shared.cid, "Leafnode error: {text}");
+            error!(cid = self.shared.cid, "Leafnode Error {text}");
         }
-        CloseReason::ProtocolViolation
+        if is_loop {
+            return Err(CloseReason::ProtocolViolation);
+        }
+        Ok(())
     }
 
     /// INFO from the hub: the answer to CONNECT finishes a dialed handshake; later ones are

@@ -571,3 +571,14 @@ pub fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// A JWT with `claims`, signed by `signer` (an operator, account or user key), as nsc writes
+/// them.
+pub fn encode_jwt(claims: serde_json::Value, signer: &nkeys::KeyPair) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let h = URL_SAFE_NO_PAD.encode(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let p = URL_SAFE_NO_PAD.encode(claims.to_string());
+    let signed = format!("{h}.{p}");
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signer.sign(signed.as_bytes()).unwrap()))
+}

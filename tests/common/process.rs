@@ -124,7 +124,7 @@ impl Proc {
             if cond(&v) {
                 return;
             }
-            assert!(Instant::now() < deadline, "{}: {what}: {v}", self.name);
+            assert!(Instant::now() < deadline, "{}: {what}: {v}\n--- log\n{}", self.name, self.log());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
