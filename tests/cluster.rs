@@ -5,33 +5,19 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::process::{self, Proc, COURIER};
 use futures::StreamExt;
 use tokio::time::timeout;
 
-const COURIER: &str = env!("CARGO_BIN_EXE_courier");
 const WAIT: Duration = Duration::from_secs(20);
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A server process, killed when dropped.
-struct Node {
-    child: Child,
-    name: String,
-    client: String,
-    cluster_port: u16,
-    http: Option<String>,
-    dir: PathBuf,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// A server process of the cluster, killed when dropped.
+type Node = Proc;
 
 /// Starts a Courier node named `name` with cluster `C1`, its route listener on `port` (0: a
 /// free one) and seed routes to `seeds` (route ports).
@@ -44,7 +30,7 @@ fn courier_in(dir: &Path, cluster: &str, name: &str, port: u16, seeds: &[u16], e
     courier_conf(dir, name, &cluster_conf(cluster, name, port, seeds, extra))
 }
 
-/// The configuration of a node of `cluster`.
+/// The configuration of a node of `cluster` (nats-server reads it too).
 fn cluster_conf(cluster: &str, name: &str, port: u16, seeds: &[u16], extra: &str) -> String {
     let routes: Vec<String> = seeds.iter().map(|p| format!("\"nats-route://127.0.0.1:{p}\"")).collect();
     let listen = if port == 0 { "-1".to_string() } else { port.to_string() };
@@ -57,122 +43,42 @@ fn cluster_conf(cluster: &str, name: &str, port: u16, seeds: &[u16], extra: &str
 
 /// Starts a Courier node with the configuration `text`.
 fn courier_conf(dir: &Path, name: &str, text: &str) -> Node {
-    let conf = dir.join(format!("{name}.conf"));
-    std::fs::write(&conf, text).unwrap();
-    let log = dir.join(format!("{name}.log"));
-    let _ = std::fs::remove_file(&log);
-    let child = Command::new(COURIER)
-        .args(["-c", conf.to_str().unwrap(), "-l", log.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start courier");
-    wait_listening(child, name, dir, &log)
+    process::start(COURIER, dir, name, text)
 }
 
-/// Starts a nats-server node, or `None` when it is not installed.
+/// Starts a nats-server node of cluster `C1`, or `None` when it is not installed.
 fn nats_server(dir: &Path, name: &str, seeds: &[u16]) -> Option<Node> {
-    let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())?;
-    let routes: Vec<String> = seeds.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect();
-    let log = dir.join(format!("{name}.log"));
-    let _ = std::fs::remove_file(&log);
-    let child = Command::new(bin)
-        .args(["-a", "127.0.0.1", "-p", "-1", "-m", "-1", "-n", name, "--cluster_name", "C1"])
-        .args(["--cluster", "nats://127.0.0.1:-1", "--routes", &routes.join(","), "-l", log.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nats-server");
-    Some(wait_listening(child, name, dir, &log))
+    let bin = process::nats_server_bin()?;
+    Some(process::start(bin, dir, name, &cluster_conf("C1", name, 0, seeds, "")))
 }
 
-fn wait_listening(child: Child, name: &str, dir: &Path, log: &Path) -> Node {
-    let mut node = Node {
-        child,
-        name: name.to_string(),
-        client: String::new(),
-        cluster_port: 0,
-        http: None,
-        dir: dir.to_path_buf(),
-    };
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let after = |needle: &str| {
-            text.lines().find(|l| l.contains(needle)).map(|l| l.rsplit(' ').next().unwrap_or("").to_string())
-        };
-        if let (Some(client), Some(route)) = (after("client connections on"), after("route connections on")) {
-            node.client = format!("nats://{client}");
-            node.cluster_port = route.rsplit(':').next().unwrap().parse().unwrap();
-            node.http = after("http monitor on").map(|h| h.trim_start_matches("http://").to_string());
-            if text.contains("ready") {
-                return node;
-            }
-        }
-        assert!(Instant::now() < deadline, "{name} did not start:\n{text}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// The route port of a node.
+fn route_port(node: &Node) -> u16 {
+    node.cluster_port.expect("a route listener")
 }
 
-impl Node {
-    async fn client(&self) -> async_nats::Client {
-        let opts = async_nats::ConnectOptions::new().connection_timeout(TIMEOUT).name(&self.name);
-        timeout(TIMEOUT, opts.connect(&self.client)).await.expect("connect in time").expect("connect")
-    }
-
-    /// `/routez` of this node.
-    async fn routez(&self) -> serde_json::Value {
-        let http = self.http.as_ref().expect("monitoring");
-        http_get(http, "/routez").await
-    }
-
-    /// Waits until this node has `n` routes.
-    async fn wait_routes(&self, n: usize) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let routez = self.routez().await;
-            if routez["num_routes"].as_u64() == Some(n as u64) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{} has not {n} routes: {routez}", self.name);
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    /// Waits until some route of this node has (or, with `present` false, no route has)
-    /// remote interest in `subject`.
-    async fn wait_remote_interest(&self, subject: &str, present: bool) {
-        let http = self.http.as_ref().expect("monitoring");
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let routez = http_get(http, "/routez?subs=1").await;
-            let found = routez["routes"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|r| r["subscriptions_list"].as_array().into_iter().flatten().any(|s| s == subject));
-            if found == present {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{}: interest in {subject} should be {present}: {routez}", self.name);
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join(format!("{}.log", self.name))).unwrap_or_default()
-    }
+/// `/routez` of `node`.
+async fn routez(node: &Node) -> serde_json::Value {
+    node.monitor("/routez").await
 }
 
-async fn http_get(hostport: &str, path: &str) -> serde_json::Value {
-    let addr = hostport.parse().expect("monitoring address");
-    let (status, _, body) = common::http_get(addr, path).await;
-    assert!(status.contains("200"), "{path}: {status}");
-    serde_json::from_str(&body).unwrap()
+/// Waits until `node` has `n` routes.
+async fn wait_routes(node: &Node, n: usize) {
+    node.wait_monitor("/routez", &format!("{n} routes"), |v| v["num_routes"].as_u64() == Some(n as u64)).await;
+}
+
+/// Waits until some route of `node` has (or, with `present` false, no route has) remote
+/// interest in `subject`.
+async fn wait_remote_interest(node: &Node, subject: &str, present: bool) {
+    node.wait_monitor("/routez?subs=1", &format!("interest in {subject} should be {present}"), |routez| {
+        let found = routez["routes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| r["subscriptions_list"].as_array().into_iter().flatten().any(|s| s == subject));
+        found == present
+    })
+    .await;
 }
 
 async fn next(sub: &mut async_nats::Subscriber) -> async_nats::Message {
@@ -195,7 +101,7 @@ async fn exercise(
     third.flush().await.unwrap();
     // Interest crosses the routes: the publisher's node sees it.
     for subject in ["orders.>", "work", "svc.echo"] {
-        hub.wait_remote_interest(subject, true).await;
+        wait_remote_interest(hub, subject, true).await;
     }
 
     let mut headers = async_nats::HeaderMap::new();
@@ -247,12 +153,12 @@ async fn exercise(
 async fn three_nodes_from_one_seed_form_a_mesh_and_carry_traffic() {
     let dir = tempfile::tempdir().unwrap();
     let a = courier(dir.path(), "A", 0, &[]);
-    let b = courier(dir.path(), "B", 0, &[a.cluster_port]);
-    let c = courier(dir.path(), "C", 0, &[a.cluster_port]);
+    let b = courier(dir.path(), "B", 0, &[route_port(&a)]);
+    let c = courier(dir.path(), "C", 0, &[route_port(&a)]);
     for n in [&a, &b, &c] {
-        n.wait_routes(2).await;
+        wait_routes(n, 2).await;
     }
-    let routez = b.routez().await;
+    let routez = routez(&b).await;
     let solicited: Vec<bool> =
         routez["routes"].as_array().unwrap().iter().map(|r| r["did_solicit"].as_bool().unwrap()).collect();
     assert_eq!(solicited.len(), 2, "{routez}");
@@ -267,15 +173,15 @@ async fn three_nodes_from_one_seed_form_a_mesh_and_carry_traffic() {
     // UNSUB propagates: once B has no interest left, C stops sending.
     let mut gone = cb.subscribe("temp.*").await.unwrap();
     cb.flush().await.unwrap();
-    c.wait_remote_interest("temp.*", true).await;
+    wait_remote_interest(&c, "temp.*", true).await;
     gone.unsubscribe().await.unwrap();
     cb.flush().await.unwrap();
-    c.wait_remote_interest("temp.*", false).await;
+    wait_remote_interest(&c, "temp.*", false).await;
 
     // A burst across one route arrives complete and in order.
     let mut burst = cb.subscribe("burst").await.unwrap();
     cb.flush().await.unwrap();
-    c.wait_remote_interest("burst", true).await;
+    wait_remote_interest(&c, "burst", true).await;
     for i in 0..20_000u32 {
         cc.publish("burst", i.to_be_bytes().to_vec().into()).await.unwrap();
     }
@@ -290,11 +196,11 @@ async fn three_nodes_from_one_seed_form_a_mesh_and_carry_traffic() {
 async fn a_killed_node_is_redialed_and_its_clients_fail_over() {
     let dir = tempfile::tempdir().unwrap();
     let a = courier(dir.path(), "A", 0, &[]);
-    let port_a = a.cluster_port;
+    let port_a = route_port(&a);
     let b = courier(dir.path(), "B", 0, &[port_a]);
     let c = courier(dir.path(), "C", 0, &[port_a]);
     for n in [&a, &b, &c] {
-        n.wait_routes(2).await;
+        wait_routes(n, 2).await;
     }
     // A client of A, told of B and C by A's INFO, fails over when A dies.
     let roaming = a.client().await;
@@ -302,8 +208,8 @@ async fn a_killed_node_is_redialed_and_its_clients_fail_over() {
     roaming.flush().await.unwrap();
     let cb = b.client().await;
     drop(a); // SIGKILL
-    b.wait_routes(1).await;
-    c.wait_routes(1).await;
+    wait_routes(&b, 1).await;
+    wait_routes(&c, 1).await;
     let deadline = Instant::now() + WAIT;
     loop {
         cb.publish("roam", "here".into()).await.unwrap();
@@ -318,12 +224,12 @@ async fn a_killed_node_is_redialed_and_its_clients_fail_over() {
     // A comes back on its port; B and C redial it and traffic reaches it again.
     let a = courier(dir.path(), "A", port_a, &[]);
     for n in [&a, &b, &c] {
-        n.wait_routes(2).await;
+        wait_routes(n, 2).await;
     }
     let ca = a.client().await;
     let mut at_a = ca.subscribe("back").await.unwrap();
     ca.flush().await.unwrap();
-    c.wait_remote_interest("back", true).await;
+    wait_remote_interest(&c, "back", true).await;
     let cc = c.client().await;
     cc.publish("back", "again".into()).await.unwrap();
     cc.flush().await.unwrap();
@@ -334,16 +240,16 @@ async fn a_killed_node_is_redialed_and_its_clients_fail_over() {
 async fn nats_server_nodes_join_the_same_mesh() {
     let dir = tempfile::tempdir().unwrap();
     let a = courier(dir.path(), "A", 0, &[]);
-    let Some(n) = nats_server(dir.path(), "N", &[a.cluster_port]) else {
+    let Some(n) = nats_server(dir.path(), "N", &[route_port(&a)]) else {
         assert!(std::env::var_os("CI").is_none(), "CI installs nats-server");
         eprintln!("nats-server not installed: skipping");
         return;
     };
     // C is given only N: gossip makes it meet A too.
-    let c = courier(dir.path(), "C", 0, &[n.cluster_port]);
-    a.wait_routes(2).await;
-    c.wait_routes(2).await;
-    n.wait_routes(2).await;
+    let c = courier(dir.path(), "C", 0, &[route_port(&n)]);
+    wait_routes(&a, 2).await;
+    wait_routes(&c, 2).await;
+    wait_routes(&n, 2).await;
 
     let (ca, cn, cc) = (a.client().await, n.client().await, c.client().await);
     // Courier → nats-server → Courier and back, every pairing.
@@ -356,15 +262,15 @@ async fn nats_server_nodes_join_the_same_mesh() {
 async fn a_server_of_another_cluster_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let a = courier(dir.path(), "A", 0, &[]);
-    let x = courier_in(dir.path(), "OTHER", "X", 0, &[a.cluster_port], "");
+    let x = courier_in(dir.path(), "OTHER", "X", 0, &[route_port(&a)], "");
     let deadline = Instant::now() + WAIT;
     while !a.log().contains("does not match") {
         assert!(Instant::now() < deadline, "A did not refuse X:\n{}", a.log());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(a.log().contains(r#"Rejecting connection, cluster name "OTHER" does not match "C1""#), "{}", a.log());
-    assert_eq!(a.routez().await["num_routes"], 0);
-    assert_eq!(x.routez().await["num_routes"], 0);
+    assert_eq!(routez(&a).await["num_routes"], 0);
+    assert_eq!(routez(&x).await["num_routes"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -378,18 +284,18 @@ async fn route_permissions_limit_what_crosses() {
         &[],
         r#"permissions { import: ["allowed.>", "marker"], export: ["out.>", "marker"] }"#,
     );
-    let b = courier(dir.path(), "B", 0, &[a.cluster_port]);
-    a.wait_routes(1).await;
-    b.wait_routes(1).await;
+    let b = courier(dir.path(), "B", 0, &[route_port(&a)]);
+    wait_routes(&a, 1).await;
+    wait_routes(&b, 1).await;
     let (ca, cb) = (a.client().await, b.client().await);
     // Import: A tells B of its interest, and takes messages, only where it may import.
     let mut allowed = ca.subscribe("allowed.>").await.unwrap();
     let mut blocked = ca.subscribe("blocked.>").await.unwrap();
     let mut marker_a = ca.subscribe("marker").await.unwrap();
     ca.flush().await.unwrap();
-    b.wait_remote_interest("marker", true).await;
-    b.wait_remote_interest("allowed.>", true).await;
-    b.wait_remote_interest("blocked.>", false).await;
+    wait_remote_interest(&b, "marker", true).await;
+    wait_remote_interest(&b, "allowed.>", true).await;
+    wait_remote_interest(&b, "blocked.>", false).await;
     cb.publish("blocked.x", "no".into()).await.unwrap();
     cb.publish("allowed.x", "yes".into()).await.unwrap();
     cb.publish("marker", "m".into()).await.unwrap();
@@ -403,9 +309,9 @@ async fn route_permissions_limit_what_crosses() {
     let mut secret = cb.subscribe("secret.y").await.unwrap();
     let mut marker_b = cb.subscribe("marker").await.unwrap();
     cb.flush().await.unwrap();
-    a.wait_remote_interest("marker", true).await;
-    a.wait_remote_interest("out.y", true).await;
-    a.wait_remote_interest("secret.y", false).await;
+    wait_remote_interest(&a, "marker", true).await;
+    wait_remote_interest(&a, "out.y", true).await;
+    wait_remote_interest(&a, "secret.y", false).await;
     ca.publish("secret.y", "no".into()).await.unwrap();
     ca.publish("out.y", "yes".into()).await.unwrap();
     ca.publish("marker", "m".into()).await.unwrap();
@@ -431,24 +337,24 @@ async fn routes_over_tls_check_both_sides() {
         cert_file.to_str().unwrap()
     );
     let a = courier_in(dir.path(), "C1", "A", 0, &[], &tls);
-    let b = courier_in(dir.path(), "C1", "B", 0, &[a.cluster_port], &tls);
-    a.wait_routes(1).await;
-    b.wait_routes(1).await;
+    let b = courier_in(dir.path(), "C1", "B", 0, &[route_port(&a)], &tls);
+    wait_routes(&a, 1).await;
+    wait_routes(&b, 1).await;
     let (ca, cb) = (a.client().await, b.client().await);
     let mut sub = cb.subscribe("secure").await.unwrap();
     cb.flush().await.unwrap();
-    a.wait_remote_interest("secure", true).await;
+    wait_remote_interest(&a, "secure", true).await;
     ca.publish("secure", "over tls".into()).await.unwrap();
     ca.flush().await.unwrap();
     assert_eq!(&next(&mut sub).await.payload[..], b"over tls");
     // A server without TLS cannot join.
-    let plain = courier(dir.path(), "P", 0, &[a.cluster_port]);
+    let plain = courier(dir.path(), "P", 0, &[route_port(&a)]);
     let deadline = Instant::now() + WAIT;
     while !a.log().contains("Route TLS handshake error") {
         assert!(Instant::now() < deadline, "A did not refuse a plain route:\n{}", a.log());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(plain.routez().await["num_routes"], 0);
+    assert_eq!(routez(&plain).await["num_routes"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -457,9 +363,9 @@ async fn accounts_stay_apart_across_routes() {
     let accounts = "accounts { A: { users: [{user: a, password: a}] }, B: { users: [{user: b, password: b}] } }\n";
     let n1 = courier_conf(dir.path(), "N1", &format!("{accounts}{}", cluster_conf("C1", "N1", 0, &[], "")));
     let n2 =
-        courier_conf(dir.path(), "N2", &format!("{accounts}{}", cluster_conf("C1", "N2", 0, &[n1.cluster_port], "")));
-    n1.wait_routes(1).await;
-    n2.wait_routes(1).await;
+        courier_conf(dir.path(), "N2", &format!("{accounts}{}", cluster_conf("C1", "N2", 0, &[route_port(&n1)], "")));
+    wait_routes(&n1, 1).await;
+    wait_routes(&n2, 1).await;
     let connect = |node: &Node, user: &str| {
         let url = node.client.clone();
         let user = user.to_string();
@@ -475,10 +381,9 @@ async fn accounts_stay_apart_across_routes() {
     let mut in_b = sub_b.subscribe("same.subject").await.unwrap();
     sub_a.flush().await.unwrap();
     sub_b.flush().await.unwrap();
-    let http = n1.http.clone().unwrap();
     let deadline = Instant::now() + WAIT;
     loop {
-        let detail = http_get(&http, "/routez?subs=detail").await;
+        let detail = n1.monitor("/routez?subs=detail").await;
         let accounts: Vec<String> = detail["routes"][0]["subscriptions_list_detail"]
             .as_array()
             .into_iter()

@@ -2,53 +2,24 @@
 //! acknowledgements, and a store whose files were truncated and damaged, both restarted as
 //! processes on the same store directory.
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
+use common::process::{self, Proc, COURIER};
 
-const BIN: &str = env!("CARGO_BIN_EXE_courier");
 const WAIT: Duration = Duration::from_secs(20);
 
-/// A server process, killed when dropped.
-struct Proc {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `courier -js` on `store`, on a free port, and waits for it to listen.
+/// Starts `courier` with JetStream on `store`, on a free port, logging to `log`, and waits for
+/// it to listen.
 fn start(store: &Path, log: &Path) -> Proc {
-    let _ = std::fs::remove_file(log);
-    let child = Command::new(BIN)
-        .args(["-js", "-sd", store.to_str().unwrap(), "-a", "127.0.0.1", "-p", "-1", "-l", log.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start courier");
-    // Killed by its drop if it does not come up.
-    let mut proc = Proc { child, url: String::new() };
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if let Ok(text) = std::fs::read_to_string(log) {
-            if let Some(line) = text.lines().find(|l| l.contains("client connections on")) {
-                let addr = line.rsplit(' ').next().unwrap_or_default().to_string();
-                proc.url = format!("nats://{addr}");
-                return proc;
-            }
-        }
-        assert!(Instant::now() < deadline, "courier did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let dir = log.parent().expect("the log's directory");
+    let name = log.file_stem().and_then(|n| n.to_str()).expect("a log name");
+    let conf = format!("listen: 127.0.0.1:-1\njetstream {{ store_dir: {:?} }}\n", store.to_str().unwrap());
+    process::start(COURIER, dir, name, &conf)
 }
 
 async fn connect(url: &str) -> jetstream::Context {
@@ -75,7 +46,7 @@ async fn acknowledged_messages_survive_sigkill() {
     let log = dir.path().join("courier.log");
     let store = dir.path().join("store");
     let mut server = start(&store, &log);
-    let js = connect(&server.url).await;
+    let js = connect(&server.client).await;
     js.create_stream(stream::Config { name: "EVENTS".into(), subjects: vec!["events.>".into()], ..Default::default() })
         .await
         .expect("create");
@@ -104,8 +75,7 @@ async fn acknowledged_messages_survive_sigkill() {
             tokio::time::timeout(WAIT, rx.recv()).await.expect("acks keep coming").expect("publishing");
         assert!(acked.insert(seq, payload).is_none(), "two acks for sequence {seq}");
     }
-    server.child.kill().expect("SIGKILL");
-    server.child.wait().unwrap();
+    server.kill();
     for t in tasks {
         let _ = tokio::time::timeout(WAIT, t).await;
     }
@@ -114,7 +84,7 @@ async fn acknowledged_messages_survive_sigkill() {
     }
 
     let server = start(&store, &log);
-    let js = connect(&server.url).await;
+    let js = connect(&server.client).await;
     let stored = read_all(&js, "EVENTS").await;
     for (seq, payload) in &acked {
         assert_eq!(stored.get(seq), Some(payload), "acknowledged sequence {seq} lost or changed");
@@ -132,7 +102,7 @@ async fn damaged_files_cost_only_the_damaged_records() {
     let log = dir.path().join("courier.log");
     let store = dir.path().join("store");
     let server = start(&store, &log);
-    let js = connect(&server.url).await;
+    let js = connect(&server.client).await;
     js.create_stream(stream::Config { name: "D".into(), subjects: vec!["d".into()], ..Default::default() })
         .await
         .expect("create");
@@ -151,7 +121,7 @@ async fn damaged_files_cost_only_the_damaged_records() {
     std::fs::write(stream_dir.join("meta.json"), b"{\"config\": garbage").unwrap();
 
     let server = start(&store, &log);
-    let js = connect(&server.url).await;
+    let js = connect(&server.client).await;
     let stored = read_all(&js, "D").await;
     assert_eq!(stored.len(), 98, "all but the damaged and the torn record");
     assert!(!stored.contains_key(&11) && !stored.contains_key(&100));
@@ -185,7 +155,7 @@ async fn a_restart_from_the_index_snapshot_keeps_what_came_after_it_and_a_damage
     let store = dir.path().join("store");
     let snap = store.join("jetstream").join("$G").join("streams").join("S").join("msgs").join("index.snap");
     let mut server = start(&store, &log);
-    let js = connect(&server.url).await;
+    let js = connect(&server.client).await;
     js.create_stream(stream::Config {
         name: "S".into(),
         subjects: vec!["s.*".into()],
@@ -219,8 +189,7 @@ async fn a_restart_from_the_index_snapshot_keeps_what_came_after_it_and_a_damage
         expected.remove(&seq);
     }
     assert_eq!(expected.len(), 7 * 50 - 2);
-    server.child.kill().expect("SIGKILL");
-    server.child.wait().unwrap();
+    server.kill();
 
     let check = |stored: &HashMap<u64, Vec<u8>>| {
         let mut extra: Vec<&u64> = stored.keys().filter(|k| !expected.contains_key(k)).collect();
@@ -232,12 +201,11 @@ async fn a_restart_from_the_index_snapshot_keeps_what_came_after_it_and_a_damage
         }
     };
     let mut server = start(&store, &log);
-    let js = connect(&server.url).await;
+    let js = connect(&server.client).await;
     check(&read_all(&js, "S").await);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(!text.contains("index.snap"), "the snapshot was used without complaint:\n{text}");
-    server.child.kill().expect("SIGKILL");
-    server.child.wait().unwrap();
+    server.kill();
 
     // A damaged snapshot is not trusted: every segment is read instead.
     let mut bytes = std::fs::read(&snap).unwrap();
@@ -245,7 +213,7 @@ async fn a_restart_from_the_index_snapshot_keeps_what_came_after_it_and_a_damage
     bytes[mid] ^= 0x21;
     std::fs::write(&snap, &bytes).unwrap();
     let server = start(&store, &log);
-    let js = connect(&server.url).await;
+    let js = connect(&server.client).await;
     check(&read_all(&js, "S").await);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("reading every segment instead"), "the damage is reported:\n{text}");
@@ -263,7 +231,7 @@ async fn a_worker_acking_across_sigkill_and_restart_gets_every_message_and_ends_
     let log = dir.path().join("courier.log");
     let store = dir.path().join("store");
     let mut server = start(&store, &log);
-    let js = connect(&server.url).await;
+    let js = connect(&server.client).await;
     let st = js
         .create_stream(stream::Config { name: "JOBS".into(), subjects: vec!["jobs.*".into()], ..Default::default() })
         .await
@@ -303,12 +271,11 @@ async fn a_worker_acking_across_sigkill_and_restart_gets_every_message_and_ends_
         assert!(Instant::now() < deadline, "the consumer's state is never saved");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    server.child.kill().expect("SIGKILL");
-    server.child.wait().unwrap();
+    server.kill();
     drop(msgs);
 
     let server = start(&store, &log);
-    let js = connect(&server.url).await;
+    let js = connect(&server.client).await;
     let st = js.get_stream("JOBS").await.expect("stream recovered");
     let mut c: PullConsumer = st.get_consumer("WORKER").await.expect("durable consumer recovered");
     let floor = c.info().await.unwrap().ack_floor.stream_sequence;

@@ -627,60 +627,21 @@ fn raise_open_files() {
     }
 }
 
-/// A server process on a store directory, killed when dropped.
-struct Proc {
-    child: std::process::Child,
-    mqtt: SocketAddr,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Starts `courier` with an MQTT listener and JetStream in `dir`, and waits for it to listen.
-fn start_process(dir: &std::path::Path) -> Proc {
-    let conf = dir.join("courier.conf");
-    let log = dir.join("courier.log");
+fn start_process(dir: &std::path::Path) -> common::process::Proc {
     let store = dir.join("store");
-    std::fs::write(
-        &conf,
-        format!(
-            "server_name: edge\nlisten: 127.0.0.1:-1\njetstream {{ store_dir: {:?} }}\nmqtt {{ listen: 127.0.0.1:-1 }}\n",
-            store.to_str().unwrap()
-        ),
-    )
-    .unwrap();
-    let _ = std::fs::remove_file(&log);
-    let child = std::process::Command::new(env!("CARGO_BIN_EXE_courier"))
-        .args(["-c", conf.to_str().unwrap(), "-l", log.to_str().unwrap()])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start courier");
-    let mut proc = Proc { child, mqtt: "0.0.0.0:0".parse().unwrap() };
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains("Server is ready") {
-            let line =
-                text.lines().find(|l| l.contains("Listening for MQTT clients on tcp://")).expect("MQTT listening");
-            proc.mqtt = line.rsplit("tcp://").next().unwrap().parse().unwrap();
-            return proc;
-        }
-        assert!(std::time::Instant::now() < deadline, "courier did not start: {text}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let conf = format!(
+        "server_name: edge\nlisten: 127.0.0.1:-1\njetstream {{ store_dir: {:?} }}\nmqtt {{ listen: 127.0.0.1:-1 }}\n",
+        store.to_str().unwrap()
+    );
+    common::process::start(common::process::COURIER, dir, "courier", &conf)
 }
 
 #[tokio::test]
 async fn sessions_held_messages_and_retained_messages_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let server = start_process(dir.path());
-    let mut keeper = Raw::connect(server.mqtt).await;
+    let mut keeper = Raw::connect(server.mqtt.expect("MQTT listener")).await;
     keeper.send(&connect_packet(b"MQTT", 4, 0x00, 30, &[b"keeper"])).await;
     keeper.expect(&CONNACK_OK).await;
     keeper.send(&subscribe(1, &[("orders/+", 1)])).await;
@@ -688,7 +649,7 @@ async fn sessions_held_messages_and_retained_messages_survive_kill_9() {
     keeper.send(&[0xe0, 0x00]).await;
     keeper.expect_closed().await;
 
-    let mut producer = raw_device(server.mqtt, "producer").await;
+    let mut producer = raw_device(server.mqtt.expect("MQTT listener"), "producer").await;
     producer.send(&publish("orders/1", 1, 1, b"o1")).await;
     producer.expect(&[0x40, 0x02, 0x00, 0x01]).await;
     producer.send(&publish("config/site", 1, 2, b"v2")).await;
@@ -701,11 +662,11 @@ async fn sessions_held_messages_and_retained_messages_survive_kill_9() {
     // SIGKILL: nothing is flushed or closed on the way out.
     drop(server);
     let server = start_process(dir.path());
-    let mut producer = raw_device(server.mqtt, "producer").await;
+    let mut producer = raw_device(server.mqtt.expect("MQTT listener"), "producer").await;
     producer.send(&publish("orders/2", 1, 4, b"o2")).await;
     producer.expect(&[0x40, 0x02, 0x00, 0x04]).await;
 
-    let mut keeper = Raw::connect(server.mqtt).await;
+    let mut keeper = Raw::connect(server.mqtt.expect("MQTT listener")).await;
     keeper.send(&connect_packet(b"MQTT", 4, 0x00, 30, &[b"keeper"])).await;
     keeper.expect(&[0x20, 0x02, 0x01, 0x00]).await;
     let mut got = Vec::new();
@@ -719,7 +680,7 @@ async fn sessions_held_messages_and_retained_messages_survive_kill_9() {
     got.sort();
     assert_eq!(got, vec![(b"orders/1".to_vec(), b"o1".to_vec()), (b"orders/2".to_vec(), b"o2".to_vec())]);
 
-    let mut fresh = raw_device(server.mqtt, "fresh").await;
+    let mut fresh = raw_device(server.mqtt.expect("MQTT listener"), "fresh").await;
     fresh.send(&subscribe(1, &[("config/#", 0)])).await;
     fresh.expect(&[0x90, 0x03, 0x00, 0x01, 0x00]).await;
     fresh.expect(&[&[0x31, 0x0f, 0x00, 0x0b][..], b"config/site", b"v3"].concat()).await;

@@ -153,6 +153,10 @@ struct LeafConn {
     /// The other side's permissions as if it were a client here: what it may publish here
     /// (and so which interest it is told), and what it may get from here.
     permissions: Option<Arc<Permissions>>,
+    /// Whether messages from the other side are checked against what it may publish: only
+    /// when the link has publish rules of its own (JetStream's subjects, denied on every link,
+    /// are kept off by the interest this side tells and by the other side's filters).
+    check_inbound: bool,
     remote: FxHashMap<RemoteKey, Vec<Arc<Subscription>>>,
     publisher: Publisher,
     in_msgs: u64,
@@ -403,6 +407,7 @@ impl LeafConn {
             loop_subject: None,
             interest: None,
             permissions: None,
+            check_inbound: false,
             remote: FxHashMap::default(),
             publisher: Publisher::new(cid ^ rand::random::<u64>()),
             in_msgs: 0,
@@ -658,7 +663,7 @@ impl LeafConn {
             cid = self.shared.cid,
             "Leafnode connection created for account: {} (remote account {:?})", account.name, info.remote_account
         );
-        self.bind(account, link_permissions(base), String::new());
+        self.bind(account, base, String::new());
         Ok(())
     }
 
@@ -734,7 +739,7 @@ impl LeafConn {
             cid = self.shared.cid,
             "Leafnode connection created for account: {} from {:?}", account.name, connect.name
         );
-        self.bind(account, link_permissions(base), connect.cluster);
+        self.bind(account, base, connect.cluster);
         Ok(())
     }
 
@@ -796,10 +801,12 @@ impl LeafConn {
         }
     }
 
-    /// The link joins: bound to `account`, registered, and interest starts both ways.
-    fn bind(&mut self, account: Arc<Account>, permissions: Permissions, remote_cluster: String) {
+    /// The link joins: bound to `account` with `base` (the other side's permissions as if it
+    /// were a client here), registered, and interest starts both ways.
+    fn bind(&mut self, account: Arc<Account>, base: Permissions, remote_cluster: String) {
         let loop_subject = self.leafs.loop_subject(&account.name);
-        let permissions = Arc::new(permissions);
+        self.check_inbound = base.publish.is_some();
+        let permissions = Arc::new(link_permissions(base));
         let (remote_server, cluster) = {
             let meta = self.shared.meta.lock();
             let leaf = meta.leaf.clone().unwrap_or_default();
@@ -911,7 +918,7 @@ impl LeafConn {
         self.in_msgs += 1;
         self.in_bytes += m.payload.len() as u64;
         let Some(account) = self.account.clone() else { return };
-        if self.permissions.as_ref().is_some_and(|p| !p.can_publish(m.subject)) {
+        if self.check_inbound && self.permissions.as_ref().is_some_and(|p| !p.can_publish(m.subject)) {
             return;
         }
         let msg = Message { subject: m.subject, reply: m.reply, header_len: m.header_len, payload: m.payload };

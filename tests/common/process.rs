@@ -36,6 +36,8 @@ pub struct Proc {
     pub leaf_port: Option<u16>,
     /// `host:port` of HTTP monitoring, when on.
     pub http: Option<String>,
+    /// Where MQTT devices connect, when it has an MQTT listener.
+    pub mqtt: Option<std::net::SocketAddr>,
     log: PathBuf,
 }
 
@@ -63,6 +65,7 @@ pub fn start(bin: &str, dir: &Path, name: &str, text: &str) -> Proc {
     let wants_leaf = text.find("leafnodes").is_some_and(|at| text[at..].contains("listen"));
     let wants_cluster = text.contains("cluster");
     let wants_http = text.contains("http:");
+    let wants_mqtt = text.contains("mqtt");
     let mut proc = Proc {
         child,
         name: name.to_string(),
@@ -70,6 +73,7 @@ pub fn start(bin: &str, dir: &Path, name: &str, text: &str) -> Proc {
         cluster_port: None,
         leaf_port: None,
         http: None,
+        mqtt: None,
         log,
     };
     let deadline = Instant::now() + START_WAIT;
@@ -84,9 +88,11 @@ pub fn start(bin: &str, dir: &Path, name: &str, text: &str) -> Proc {
             proc.cluster_port = after("route connections on").and_then(port);
             proc.leaf_port = after("leafnode connections on").and_then(port);
             proc.http = after("http monitor on").map(|h| h.trim_start_matches("http://").to_string());
+            proc.mqtt = after("MQTT clients on").and_then(|m| m.trim_start_matches("tcp://").parse().ok());
             let complete = (!wants_leaf || proc.leaf_port.is_some())
                 && (!wants_cluster || proc.cluster_port.is_some())
-                && (!wants_http || proc.http.is_some());
+                && (!wants_http || proc.http.is_some())
+                && (!wants_mqtt || proc.mqtt.is_some());
             if text.contains("ready") && complete {
                 return proc;
             }
@@ -97,6 +103,12 @@ pub fn start(bin: &str, dir: &Path, name: &str, text: &str) -> Proc {
 }
 
 impl Proc {
+    /// Kills it with SIGKILL and waits for it to be gone.
+    pub fn kill(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("reaped");
+    }
+
     /// Its log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
