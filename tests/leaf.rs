@@ -593,3 +593,29 @@ async fn a_leaf_of_one_server_of_a_hub_cluster_reaches_the_whole_cluster() {
     assert_eq!(&next(&mut at_leaf).await.payload[..], b"to the edge");
     nothing_more(&mut at_leaf, "once").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_courier_leaf_fails_over_to_another_server_of_a_nats_server_hub_cluster() {
+    let Some(bin) = nats_server_or_skip() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = |name: &str, seed: Option<u16>| {
+        let routes = seed.map(|p| format!("routes: [\"nats-route://127.0.0.1:{p}\"]")).unwrap_or_default();
+        format!("cluster {{ name: HUBS, listen: 127.0.0.1:-1, {routes} }}\nserver_name: {name}")
+    };
+    let n1 = process::start(bin, dir.path(), "N1", &hub_conf_named(0, &cluster("N1", None)));
+    let n2 = process::start(bin, dir.path(), "N2", &hub_conf_named(0, &cluster("N2", n1.cluster_port)));
+    n1.wait_monitor("/routez", "a route", |v| v["num_routes"] == 1).await;
+    // The leaf is told of N1 only; N1's INFO names N2's leaf port too.
+    let leaf = process::start(COURIER, dir.path(), "LEAF", &leaf_conf("LEAF", &leaf_url(&n1), ""));
+    wait_links(&n1, 1).await;
+    let cl = leaf.client().await;
+    let cn2 = n2.client().await;
+    let mut at_n2 = cn2.subscribe("up").await.unwrap();
+    cn2.flush().await.unwrap();
+    drop(n1); // SIGKILL
+    wait_links(&n2, 1).await;
+    wait_interest(&leaf, "up", true).await;
+    cl.publish("up", "through N2".into()).await.unwrap();
+    cl.flush().await.unwrap();
+    assert_eq!(&next(&mut at_n2).await.payload[..], b"through N2");
+}

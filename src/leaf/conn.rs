@@ -216,6 +216,7 @@ pub(super) async fn dial(leafs: Arc<LeafNodes>, mut stream: TcpStream, index: us
             return DialEnd { delayed: false };
         }
     };
+    leafs.learn_urls(index, info.leafnode_urls.as_deref().unwrap_or_default());
     let state = Arc::clone(&leafs.state);
     let cid = state.registry.next_cid();
     let mut link = LeafConn::new(&leafs, cid, LinkRole::Dialed, !remote.hub, String::new(), peer);
@@ -634,12 +635,10 @@ impl LeafConn {
         Ok(())
     }
 
-    /// INFO from the hub: the answer to CONNECT finishes a dialed handshake; later ones are
-    /// updates this server needs nothing from.
+    /// INFO from the hub: the answer to CONNECT finishes a dialed handshake; every one may
+    /// tell the leaf URLs of the hub's cluster, for the next dial.
     fn on_info(&mut self, json: &[u8]) -> Result<(), CloseReason> {
-        if self.role != LinkRole::Dialed || self.stage != Stage::AwaitConnectInfo {
-            return Ok(());
-        }
+        let Some(index) = self.remote_index else { return Ok(()) };
         let info: HubInfo = match serde_json::from_slice(json) {
             Ok(i) => i,
             Err(e) => {
@@ -647,7 +646,10 @@ impl LeafConn {
                 return Err(CloseReason::ProtocolViolation);
             }
         };
-        if !info.connect_info {
+        if let Some(urls) = &info.leafnode_urls {
+            self.leafs.learn_urls(index, urls);
+        }
+        if self.stage != Stage::AwaitConnectInfo || !info.connect_info {
             return Ok(());
         }
         let Some(remote) = self.remote_opts().cloned() else { return Err(CloseReason::Internal) };

@@ -26,7 +26,8 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error};
 
 use crate::connection::Connection;
-use crate::options::leaf::{LeafNodeOptions, RemoteLeafOptions};
+use crate::options::leaf::LeafNodeOptions;
+use crate::options::route_url::RouteUrl;
 use crate::state::ServerState;
 
 pub use conn::LinkRole;
@@ -71,6 +72,9 @@ pub struct LeafNodes {
     links: DashMap<u64, LinkEntry>,
     /// Each account's loop detection subject.
     loop_subjects: DashMap<String, Arc<str>>,
+    /// The leaf URLs each remote's hub told of (the other servers of its cluster), by the
+    /// remote's index: dialed in turn with the configured ones, so that the uplink fails over.
+    learned: Vec<parking_lot::Mutex<Vec<RouteUrl>>>,
     tracker: TaskTracker,
 }
 
@@ -91,6 +95,7 @@ impl LeafNodes {
             })
         });
         Arc::new(LeafNodes {
+            learned: opts.remotes.iter().map(|_| parking_lot::Mutex::new(Vec::new())).collect(),
             state,
             opts,
             tls,
@@ -132,14 +137,14 @@ impl LeafNodes {
     /// Keeps remote `index` connected: dials its URLs in turn, again after each loss, waiting
     /// `reconnect` between attempts (longer after a loop or a refused cluster name).
     async fn keep_remote(self: Arc<Self>, index: usize) {
-        let remote: &RemoteLeafOptions = &self.opts.remotes[index];
         let mut next_url = 0usize;
         let mut attempts = 0u64;
         loop {
             if self.state.shutdown.is_cancelled() {
                 break;
             }
-            let url = &remote.urls[next_url % remote.urls.len()];
+            let urls = self.remote_urls(index);
+            let url = &urls[next_url % urls.len()];
             next_url += 1;
             let dialed = tokio::select! {
                 _ = self.state.shutdown.cancelled() => break,
@@ -171,6 +176,25 @@ impl LeafNodes {
                 _ = self.state.shutdown.cancelled() => break,
                 _ = tokio::time::sleep(delay) => {}
             }
+        }
+    }
+
+    /// The URLs remote `index` dials in turn: the configured ones, then those its hub told of.
+    fn remote_urls(&self, index: usize) -> Vec<RouteUrl> {
+        let mut urls = self.opts.remotes[index].urls.clone();
+        for u in self.learned[index].lock().iter() {
+            if !urls.iter().any(|have| have.addr() == u.addr()) {
+                urls.push(u.clone());
+            }
+        }
+        urls
+    }
+
+    /// Remembers the leaf URLs remote `index`'s hub told of (`host:port`, no credentials: the
+    /// configured URL's are used with them).
+    fn learn_urls(&self, index: usize, told: &[String]) {
+        if let Some(learned) = self.learned.get(index) {
+            *learned.lock() = told.iter().filter_map(|u| RouteUrl::parse_leaf(u).map(|(url, _)| url)).collect();
         }
     }
 
