@@ -12,6 +12,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use crate::delivery::{Subscription, TargetKind};
+use crate::proto::encode::{self, Hop};
 
 /// One change of interest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +170,21 @@ pub enum Announce {
     Interest(Option<u32>),
     /// No interest left (`RS-`/`LS-`).
     Gone,
+}
+
+impl Announce {
+    /// Queues the announcement for `change` on the link `conn` (`RS±` on a route, `LS±` on a
+    /// leaf link).
+    pub fn send(self, conn: &crate::connection::Connection, hop: Hop<'_>, change: &InterestChange<'_>) {
+        let (gained, weight) = match self {
+            Announce::Nothing => return,
+            Announce::Interest(weight) => (true, weight),
+            Announce::Gone => (false, None),
+        };
+        let queue = change.queue.map(|q| (q, weight));
+        let need = encode::interest_len_hint(hop, change.subject, change.queue);
+        let _ = conn.outbound.push_with(need, |out| encode::interest(out, hop, gained, change.subject, queue));
+    }
 }
 
 type TallyKey = (Arc<[u8]>, Option<Arc<[u8]>>);

@@ -7,6 +7,7 @@
 //! outbound queue, the account tells it about subscriptions that ended elsewhere, and the
 //! server closes it.
 
+pub mod heartbeat;
 pub mod outbound;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -273,7 +274,31 @@ pub struct ResponseTracker {
 /// Most reply subjects remembered per client; the oldest are dropped past it.
 const MAX_TRACKED_REPLIES: usize = 10_000;
 
+impl ConnStats {
+    /// Adds messages and payload bytes a link's reader took in since it last added them.
+    pub fn add_in(&self, msgs: &mut u64, bytes: &mut u64) {
+        if *msgs > 0 {
+            self.in_msgs.fetch_add(*msgs, Ordering::Relaxed);
+            self.in_bytes.fetch_add(*bytes, Ordering::Relaxed);
+            (*msgs, *bytes) = (0, 0);
+        }
+    }
+}
+
 impl Connection {
+    /// What a read from the peer's socket means for its read loop: bytes (noted as activity),
+    /// or why the connection ends.
+    pub fn after_read(&self, read: std::io::Result<usize>) -> Result<(), CloseReason> {
+        match read {
+            Ok(0) => Err(CloseReason::ClientClosed),
+            Ok(_) => {
+                self.stats.last_activity.store(unix_nanos(SystemTime::now()), Ordering::Relaxed);
+                Ok(())
+            }
+            Err(_) => Err(CloseReason::ReadError),
+        }
+    }
+
     /// State for a new connection of `kind` with the given outbound limit.
     pub fn new(cid: u64, kind: Kind, max_pending: usize) -> Self {
         Connection {

@@ -7,7 +7,6 @@
 //! lost, a loop is detected, or the server stops.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +23,8 @@ use super::{creds, LeafNodes, LinkEntry, LEAF_MAX_PENDING, LOOP_DELAY};
 use crate::account::{Account, Removal};
 use crate::auth::permissions::{Rule, SubjectRules};
 use crate::auth::{Authenticated, Permissions};
-use crate::connection::{unix_nanos, CloseReason, ConnMeta, Connection, Kind, LeafMeta};
+use crate::connection::heartbeat::Heartbeat;
+use crate::connection::{CloseReason, ConnMeta, Connection, Kind, LeafMeta};
 use crate::delivery::{Message, Subscription, Target};
 use crate::options::route_url::RouteUrl;
 use crate::proto::ConnectOptions;
@@ -161,8 +161,7 @@ struct LeafConn {
     publisher: Publisher,
     in_msgs: u64,
     in_bytes: u64,
-    pings_out: u32,
-    ping_sent: Option<Instant>,
+    heartbeat: Heartbeat,
     /// Set when the next dial must wait [`LOOP_DELAY`].
     delayed: bool,
     registered: bool,
@@ -413,8 +412,7 @@ impl LeafConn {
             publisher: Publisher::new(cid ^ rand::random::<u64>()),
             in_msgs: 0,
             in_bytes: 0,
-            pings_out: 0,
-            ping_sent: None,
+            heartbeat: Heartbeat::default(),
             delayed: false,
             registered: false,
         }
@@ -530,11 +528,7 @@ impl LeafConn {
                 }
             }
             self.publisher.flush(&state);
-            if self.in_msgs > 0 {
-                shared.stats.in_msgs.fetch_add(self.in_msgs, Ordering::Relaxed);
-                shared.stats.in_bytes.fetch_add(self.in_bytes, Ordering::Relaxed);
-                (self.in_msgs, self.in_bytes) = (0, 0);
-            }
+            shared.stats.add_in(&mut self.in_msgs, &mut self.in_bytes);
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(64 * 1024);
             }
@@ -558,24 +552,16 @@ impl LeafConn {
                         self.send_err("Authentication Timeout");
                         return CloseReason::AuthenticationTimeout;
                     }
-                    if self.pings_out >= opts.ping_max {
+                    if !self.heartbeat.ping(&shared, opts.ping_max) {
                         self.send_err("Stale Connection");
                         return CloseReason::StaleConnection;
                     }
-                    self.pings_out += 1;
-                    self.ping_sent = Some(Instant::now());
-                    let _ = shared.outbound.push_bytes(b"PING\r\n");
-                    shared.outbound.wake();
                     next_ping = Instant::now() + opts.ping_interval;
                     continue;
                 }
             };
-            match read {
-                Ok(0) => return CloseReason::ClientClosed,
-                Ok(_) => {
-                    shared.stats.last_activity.store(unix_nanos(std::time::SystemTime::now()), Ordering::Relaxed);
-                }
-                Err(_) => return CloseReason::ReadError,
+            if let Err(reason) = shared.after_read(read) {
+                return reason;
             }
         }
     }
@@ -588,17 +574,8 @@ impl LeafConn {
 
     fn handle(&mut self, op: RouteOp<'_>) -> Result<(), CloseReason> {
         match op {
-            RouteOp::Ping => {
-                let _ = self.shared.outbound.push_bytes(b"PONG\r\n");
-                self.shared.outbound.wake();
-            }
-            RouteOp::Pong => {
-                self.pings_out = 0;
-                if let Some(sent) = self.ping_sent.take() {
-                    let rtt = u64::try_from(sent.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1);
-                    self.shared.stats.rtt_nanos.store(rtt, Ordering::Relaxed);
-                }
-            }
+            RouteOp::Ping => Heartbeat::answer(&self.shared),
+            RouteOp::Pong => self.heartbeat.pong(&self.shared),
             RouteOp::Ok => {}
             RouteOp::Err(text) => self.on_err(text)?,
             RouteOp::Connect(_) => {}

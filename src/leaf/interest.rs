@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 
-use bytes::BufMut;
 use parking_lot::Mutex;
 
 use crate::account::interest::{Announce, Tally};
@@ -17,6 +16,7 @@ use crate::account::{Account, InterestChange, InterestListener};
 use crate::auth::Permissions;
 use crate::connection::Connection;
 use crate::delivery::TargetKind;
+use crate::proto::encode::Hop;
 
 /// The prefix of loop detection subjects, which go over whatever the permissions say.
 pub(super) const LOOP_PREFIX: &[u8] = b"$LDS.";
@@ -44,7 +44,14 @@ impl LeafInterest {
     ) -> Arc<LeafInterest> {
         let me =
             Arc::new(LeafInterest { conn: Arc::clone(conn), spoke, permissions, tally: Mutex::new(Tally::default()) });
-        me.send(b"LS+ ", loop_subject.as_bytes(), None);
+        let lds = InterestChange {
+            kind: TargetKind::Internal,
+            source: 0,
+            subject: loop_subject.as_bytes(),
+            queue: None,
+            count: 1,
+        };
+        Announce::Interest(None).send(&me.conn, Hop::Leaf, &lds);
         // Held while registering, so that no change is applied before the snapshot.
         let mut tally = me.tally.lock();
         let now = account.listen(Arc::clone(&me) as Arc<dyn InterestListener>);
@@ -78,29 +85,7 @@ impl LeafInterest {
         if !permitted {
             return;
         }
-        match (tally.apply(change), change.queue) {
-            (Announce::Interest(_), None) => self.send(b"LS+ ", change.subject, None),
-            (Announce::Interest(weight), Some(q)) => self.send(b"LS+ ", change.subject, Some((q, weight))),
-            (Announce::Gone, queue) => self.send(b"LS- ", change.subject, queue.map(|q| (q, None))),
-            (Announce::Nothing, _) => {}
-        }
-    }
-
-    fn send(&self, op: &[u8], subject: &[u8], queue: Option<(&[u8], Option<u32>)>) {
-        let need = op.len() + subject.len() + queue.map_or(0, |(q, _)| q.len() + 12) + 2;
-        let _ = self.conn.outbound.push_with(need, |out| {
-            out.put_slice(op);
-            out.put_slice(subject);
-            if let Some((q, weight)) = queue {
-                out.put_u8(b' ');
-                out.put_slice(q);
-                if let Some(w) = weight {
-                    out.put_u8(b' ');
-                    out.put_slice(itoa::Buffer::new().format(w).as_bytes());
-                }
-            }
-            out.put_slice(b"\r\n");
-        });
+        tally.apply(change).send(&self.conn, Hop::Leaf, change);
     }
 }
 

@@ -232,15 +232,13 @@ impl MqttConn {
                     return CloseReason::AuthenticationTimeout;
                 }
             };
-            match read {
-                Ok(0) => return CloseReason::ClientClosed,
-                Ok(_) => {
-                    shared.stats.last_activity.store(unix_nanos(std::time::SystemTime::now()), Ordering::Relaxed);
+            match shared.after_read(read) {
+                Err(reason) => return reason,
+                Ok(()) => {
                     if let (true, Some(k)) = (self.connected(), self.keep_alive) {
                         deadline = Some(Instant::now() + k);
                     }
                 }
-                Err(_) => return CloseReason::ReadError,
             }
         }
     }

@@ -88,6 +88,41 @@ pub enum Hop<'a> {
     Leaf,
 }
 
+/// Bytes an interest line takes, an upper bound used for reserving.
+#[inline]
+pub fn interest_len_hint(hop: Hop<'_>, subject: &[u8], queue: Option<&[u8]>) -> usize {
+    let account = match hop {
+        Hop::Route { account } => account.len() + 1,
+        Hop::Leaf => 0,
+    };
+    4 + account + subject.len() + queue.map_or(0, |q| q.len() + 12) + 2
+}
+
+/// Appends interest for another server: `RS+`/`RS-` with the account on a route, `LS+`/`LS-`
+/// on a leaf link; `gained` picks `+`. A queue group's `+` carries its weight.
+pub fn interest(out: &mut BytesMut, hop: Hop<'_>, gained: bool, subject: &[u8], queue: Option<(&[u8], Option<u32>)>) {
+    out.put_slice(match (hop, gained) {
+        (Hop::Route { .. }, true) => b"RS+ ",
+        (Hop::Route { .. }, false) => b"RS- ",
+        (Hop::Leaf, true) => b"LS+ ",
+        (Hop::Leaf, false) => b"LS- ",
+    });
+    if let Hop::Route { account } = hop {
+        out.put_slice(account);
+        out.put_u8(b' ');
+    }
+    out.put_slice(subject);
+    if let Some((q, weight)) = queue {
+        out.put_u8(b' ');
+        out.put_slice(q);
+        if let (Some(w), true) = (weight, gained) {
+            out.put_u8(b' ');
+            out.put_slice(itoa::Buffer::new().format(w).as_bytes());
+        }
+    }
+    out.put_slice(b"\r\n");
+}
+
 /// Bytes a routed message takes, an upper bound used for reserving.
 #[inline]
 pub fn routed_len_hint<Q: AsRef<[u8]>>(hop: Hop<'_>, m: &Message<'_>, queues: &[Q]) -> usize {
@@ -187,6 +222,16 @@ mod tests {
         );
         assert_eq!(&case(route, b"foo", None, 20, hdr, &[], false)[..], b"RMSG $G foo 2\r\nok\r\n");
         assert_eq!(&case(Hop::Leaf, b"hsub", None, 0, b"hi", &[], true)[..], b"LMSG hsub 2\r\nhi\r\n");
+        let line = |hop, gained, queue| {
+            let mut out = BytesMut::new();
+            interest(&mut out, hop, gained, b"s.>", queue);
+            out
+        };
+        let route = Hop::Route { account: b"$G" };
+        assert_eq!(&line(route, true, None)[..], b"RS+ $G s.>\r\n");
+        assert_eq!(&line(route, true, Some((&b"q"[..], Some(3))))[..], b"RS+ $G s.> q 3\r\n");
+        assert_eq!(&line(Hop::Leaf, false, Some((&b"q"[..], None)))[..], b"LS- s.> q\r\n");
+        assert_eq!(&line(Hop::Leaf, true, None)[..], b"LS+ s.>\r\n");
         assert_eq!(
             &case(Hop::Leaf, b"hq", Some(b"_INBOX.z"), 0, b"qq", &[b"grp"], true)[..],
             b"LMSG hq + _INBOX.z grp 2\r\nqq\r\n"

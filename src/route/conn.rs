@@ -4,7 +4,6 @@
 //! the gossip that tells the other routes about a newcomer.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +19,8 @@ use super::interest::RouteInterest;
 use super::parser::{self, RouteOp, RoutedMsg};
 use super::{Cluster, RouteEntry, RouteUrl, ROUTE_MAX_PENDING};
 use crate::account::{Account, Removal};
-use crate::connection::{unix_nanos, CloseReason, ConnMeta, Connection, Kind, RouteMeta};
+use crate::connection::heartbeat::Heartbeat;
+use crate::connection::{CloseReason, ConnMeta, Connection, Kind, RouteMeta};
 use crate::delivery::{Message, Subscription, Target};
 use crate::publish::{Origin, Publisher};
 
@@ -85,8 +85,7 @@ struct RouteConn {
     /// Messages and bytes received since the counters were last added to the shared ones.
     in_msgs: u64,
     in_bytes: u64,
-    pings_out: u32,
-    ping_sent: Option<Instant>,
+    heartbeat: Heartbeat,
     end: Option<RouteEnd>,
 }
 
@@ -120,8 +119,7 @@ where
         last_account: None,
         in_msgs: 0,
         in_bytes: 0,
-        pings_out: 0,
-        ping_sent: None,
+        heartbeat: Heartbeat::default(),
         end: None,
     };
     if let Some((url, _)) = &route.dialed {
@@ -235,12 +233,8 @@ impl RouteConn {
                 }
             }
             self.publisher.flush(&state);
-            if self.in_msgs > 0 {
-                // Routed messages count for the route, not as messages from clients.
-                shared.stats.in_msgs.fetch_add(self.in_msgs, Ordering::Relaxed);
-                shared.stats.in_bytes.fetch_add(self.in_bytes, Ordering::Relaxed);
-                (self.in_msgs, self.in_bytes) = (0, 0);
-            }
+            // Routed messages count for the route, not as messages from clients.
+            shared.stats.add_in(&mut self.in_msgs, &mut self.in_bytes);
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(64 * 1024);
             }
@@ -258,24 +252,16 @@ impl RouteConn {
                         debug!(cid = shared.cid, "Route handshake timed out");
                         return CloseReason::AuthenticationTimeout;
                     }
-                    if self.pings_out >= opts.ping_max {
+                    if !self.heartbeat.ping(&shared, opts.ping_max) {
                         self.send_err("'Stale Connection'");
                         return CloseReason::StaleConnection;
                     }
-                    self.pings_out += 1;
-                    self.ping_sent = Some(Instant::now());
-                    let _ = shared.outbound.push_bytes(b"PING\r\n");
-                    shared.outbound.wake();
                     next_ping = Instant::now() + opts.ping_interval;
                     continue;
                 }
             };
-            match read {
-                Ok(0) => return CloseReason::ClientClosed,
-                Ok(_) => {
-                    shared.stats.last_activity.store(unix_nanos(std::time::SystemTime::now()), Ordering::Relaxed);
-                }
-                Err(_) => return CloseReason::ReadError,
+            if let Err(reason) = shared.after_read(read) {
+                return reason;
             }
         }
     }
@@ -287,17 +273,8 @@ impl RouteConn {
 
     fn handle(&mut self, op: RouteOp<'_>) -> Result<(), CloseReason> {
         match op {
-            RouteOp::Ping => {
-                let _ = self.shared.outbound.push_bytes(b"PONG\r\n");
-                self.shared.outbound.wake();
-            }
-            RouteOp::Pong => {
-                self.pings_out = 0;
-                if let Some(sent) = self.ping_sent.take() {
-                    let rtt = u64::try_from(sent.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1);
-                    self.shared.stats.rtt_nanos.store(rtt, Ordering::Relaxed);
-                }
-            }
+            RouteOp::Ping => Heartbeat::answer(&self.shared),
+            RouteOp::Pong => self.heartbeat.pong(&self.shared),
             RouteOp::Ok => {}
             RouteOp::Err(text) => {
                 warn!(cid = self.shared.cid, "Route error: {}", String::from_utf8_lossy(text));

@@ -10,14 +10,14 @@
 
 use std::sync::Arc;
 
-use bytes::BufMut;
 use parking_lot::Mutex;
 
-use crate::account::interest::{Announce, Tally};
+use crate::account::interest::Tally;
 use crate::account::{Account, InterestChange, InterestListener};
 use crate::auth::Permissions;
 use crate::connection::Connection;
 use crate::delivery::TargetKind;
+use crate::proto::encode::Hop;
 
 /// One route's view of one account's interest.
 pub(crate) struct RouteInterest {
@@ -61,31 +61,7 @@ impl RouteInterest {
         if self.permissions.as_ref().is_some_and(|p| !p.can_publish(change.subject)) {
             return;
         }
-        match (counts.apply(change), change.queue) {
-            (Announce::Interest(_), None) => self.send(b"RS+ ", change.subject, None),
-            (Announce::Interest(weight), Some(q)) => self.send(b"RS+ ", change.subject, Some((q, weight))),
-            (Announce::Gone, queue) => self.send(b"RS- ", change.subject, queue.map(|q| (q, None))),
-            (Announce::Nothing, _) => {}
-        }
-    }
-
-    fn send(&self, op: &[u8], subject: &[u8], queue: Option<(&[u8], Option<u32>)>) {
-        let need = op.len() + self.account.len() + subject.len() + queue.map_or(0, |(q, _)| q.len() + 12) + 4;
-        let _ = self.conn.outbound.push_with(need, |out| {
-            out.put_slice(op);
-            out.put_slice(&self.account);
-            out.put_u8(b' ');
-            out.put_slice(subject);
-            if let Some((q, weight)) = queue {
-                out.put_u8(b' ');
-                out.put_slice(q);
-                if let Some(w) = weight {
-                    out.put_u8(b' ');
-                    out.put_slice(itoa::Buffer::new().format(w).as_bytes());
-                }
-            }
-            out.put_slice(b"\r\n");
-        });
+        counts.apply(change).send(&self.conn, Hop::Route { account: &self.account }, change);
     }
 }
 
