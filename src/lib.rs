@@ -17,7 +17,8 @@
 //! - [`sublist`]: the subject trie that finds the subscriptions a subject matches, its shared
 //!   match cache (patched on every insert and remove) and each publisher's view of it.
 //! - [`connection`]: what any socket connection shares with other tasks: its outbound queue and
-//!   writer, how it closes, its counters.
+//!   writer, how it closes, its counters; the accept loop every listener shares and the
+//!   heartbeat of links to other servers.
 //! - [`mqtt`]: the MQTT 3.1.1 packet codec, the topic ↔ subject mapping, and how a message is
 //!   sent to an MQTT subscription (QoS 0, or QoS 1 with packet ids in flight).
 //! - [`delivery`]: subscriptions and the targets they deliver to, by kind (client, MQTT device,

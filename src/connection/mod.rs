@@ -7,6 +7,7 @@
 //! outbound queue, the account tells it about subscriptions that ended elsewhere, and the
 //! server closes it.
 
+pub mod accept;
 pub mod heartbeat;
 pub mod outbound;
 

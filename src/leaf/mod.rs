@@ -88,12 +88,8 @@ impl LeafNodes {
         addr: Option<SocketAddr>,
         tracker: TaskTracker,
     ) -> Arc<LeafNodes> {
-        let advertise = addr.map(|addr| {
-            opts.advertise.clone().unwrap_or_else(|| {
-                let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
-                format!("{host}:{}", addr.port())
-            })
-        });
+        let advertise =
+            addr.map(|addr| opts.advertise.clone().unwrap_or_else(|| crate::options::route_url::dialable(addr)));
         Arc::new(LeafNodes {
             learned: opts.remotes.iter().map(|_| parking_lot::Mutex::new(Vec::new())).collect(),
             state,
@@ -115,23 +111,12 @@ impl LeafNodes {
             self.tracker.spawn(async move { me.keep_remote(index).await });
         }
         let Some(listener) = listener else { return };
-        loop {
-            let accepted = tokio::select! {
-                _ = self.state.shutdown.cancelled() => break,
-                r = listener.accept() => r,
-            };
-            match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let me = Arc::clone(&self);
-                    self.tracker.spawn(async move { conn::accept(me, stream, peer).await });
-                }
-                Err(e) => {
-                    error!("Error accepting leafnode connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
+        crate::connection::accept::accept_each(&listener, "leafnode", &self.state.shutdown, None, |stream, peer| {
+            let _ = stream.set_nodelay(true);
+            let me = Arc::clone(&self);
+            self.tracker.spawn(async move { conn::accept(me, stream, peer).await });
+        })
+        .await;
     }
 
     /// Keeps remote `index` connected: dials its URLs in turn, again after each loss, waiting

@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, error};
 
 use crate::client::{self, ConnectionSlot, Greeting};
+use crate::connection::accept::accept_each;
 use crate::connection::CloseReason;
 use crate::proto::encode;
 use crate::proto::errors;
@@ -22,40 +23,10 @@ use crate::state::{Live, ServerState};
 /// Accepts clients until shutdown or lame duck mode, each on a task of `tracker`.
 pub(super) async fn accept_loop(state: Arc<ServerState>, listener: TcpListener, tracker: TaskTracker) {
     let serving = Arc::clone(&state);
-    accept_each(&state, &listener, "client", |stream, peer| {
+    accept_each(&listener, "client", &state.shutdown, Some(&state.lame_duck), |stream, peer| {
         tracker.spawn(serve(Arc::clone(&serving), stream, peer));
     })
     .await;
-}
-
-/// Accepts connections on `listener` until shutdown or lame duck mode, handing each to
-/// `serve`; an accept error (out of file descriptors and the like) backs off instead of
-/// spinning.
-pub(super) async fn accept_each(
-    state: &ServerState,
-    listener: &TcpListener,
-    what: &str,
-    mut serve: impl FnMut(TcpStream, SocketAddr),
-) {
-    let mut backoff = Duration::from_millis(5);
-    loop {
-        let accepted = tokio::select! {
-            _ = state.shutdown.cancelled() => break,
-            _ = state.lame_duck.cancelled() => break,
-            r = listener.accept() => r,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                backoff = Duration::from_millis(5);
-                serve(stream, peer);
-            }
-            Err(e) => {
-                error!("Error accepting {what} connection: {e}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
 }
 
 /// The INFO line for one client, with its nonce when there is one.

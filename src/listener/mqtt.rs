@@ -9,7 +9,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tracing::debug;
 
-use super::client::accept_each;
+use crate::connection::accept::accept_each;
 use crate::mqtt_server::{self, MqttServer};
 
 /// Accepts MQTT devices until shutdown or lame duck mode.
@@ -20,7 +20,7 @@ pub(super) async fn accept_loop(
     tracker: TaskTracker,
 ) {
     let state = Arc::clone(server.state());
-    accept_each(&state, &listener, "mqtt", |stream, peer| {
+    accept_each(&listener, "mqtt", &state.shutdown, Some(&state.lame_duck), |stream, peer| {
         let _ = stream.set_nodelay(true);
         tracker.spawn(serve(Arc::clone(&server), stream, peer, tls.clone()));
     })

@@ -12,8 +12,9 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error};
 
-use super::client::{accept_each, info_line};
+use super::client::info_line;
 use crate::client::{self, ConnectionSlot, Greeting};
+use crate::connection::accept::accept_each;
 use crate::options::WebsocketOptions;
 use crate::state::ServerState;
 use crate::websocket::{handshake, Control, HandshakeError, Upgrade, WsReader, WsWriter};
@@ -28,7 +29,7 @@ pub(super) async fn accept_loop(
 ) {
     let opts = Arc::new(opts);
     let serving = Arc::clone(&state);
-    accept_each(&state, &listener, "websocket", |stream, peer| {
+    accept_each(&listener, "websocket", &state.shutdown, Some(&state.lame_duck), |stream, peer| {
         let _ = stream.set_nodelay(true);
         tracker.spawn(serve(Arc::clone(&serving), stream, peer, tls.clone(), Arc::clone(&opts)));
     })

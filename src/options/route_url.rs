@@ -65,6 +65,13 @@ impl RouteUrl {
     }
 }
 
+/// `host:port` other servers dial for a listener bound at `addr` (loopback for an unspecified
+/// address), when no advertise address is configured.
+pub fn dialable(addr: std::net::SocketAddr) -> String {
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+    format!("{host}:{}", addr.port())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

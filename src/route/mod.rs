@@ -75,10 +75,7 @@ impl Cluster {
         addr: SocketAddr,
         tracker: TaskTracker,
     ) -> Arc<Cluster> {
-        let advertise = opts.advertise.clone().unwrap_or_else(|| {
-            let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
-            format!("{host}:{}", addr.port())
-        });
+        let advertise = opts.advertise.clone().unwrap_or_else(|| crate::options::route_url::dialable(addr));
         let name = opts.name.clone().unwrap_or_else(crate::nuid::nuid);
         *state.cluster_name.write() = name;
         state.set_cluster_port(addr.port());
@@ -97,23 +94,12 @@ impl Cluster {
                 self.dial(u, true);
             }
         }
-        loop {
-            let accepted = tokio::select! {
-                _ = self.state.shutdown.cancelled() => break,
-                r = listener.accept() => r,
-            };
-            match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let me = Arc::clone(&self);
-                    self.tracker.spawn(async move { me.serve_accepted(stream, peer).await });
-                }
-                Err(e) => {
-                    tracing::error!("Error accepting route connection: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
+        crate::connection::accept::accept_each(&listener, "route", &self.state.shutdown, None, |stream, peer| {
+            let _ = stream.set_nodelay(true);
+            let me = Arc::clone(&self);
+            self.tracker.spawn(async move { me.serve_accepted(stream, peer).await });
+        })
+        .await;
     }
 
     /// A route that dialed in: TLS first when configured, then the route protocol.
