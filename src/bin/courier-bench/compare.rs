@@ -21,6 +21,9 @@ const SERVER_CPU: usize = 0;
 /// The CPU the bench pins itself to.
 const BENCH_CPU: usize = 1;
 
+/// How many figures a run has.
+const FIGURES: usize = 11;
+
 /// The figures compared for one run.
 #[derive(Debug, Clone, Serialize)]
 struct Figures {
@@ -30,6 +33,16 @@ struct Figures {
     p50_us: Option<f64>,
     /// 99th percentile latency, µs.
     p99_us: Option<f64>,
+    /// 99.9th percentile latency, µs.
+    p999_us: Option<f64>,
+    /// 99.99th percentile latency, µs.
+    p9999_us: Option<f64>,
+    /// Largest latency, µs.
+    max_us: Option<f64>,
+    /// Open loop: 99th percentile of the bench's own lateness, µs.
+    pacing_p99_us: Option<f64>,
+    /// Request-reply: the median over two PING/PONG round trips.
+    p50_over_floor: Option<f64>,
     /// Server CPU seconds per million counted units.
     server_cpu_s_per_m: Option<f64>,
     /// Bench CPU seconds per million counted units.
@@ -45,6 +58,11 @@ impl Figures {
             msgs_per_sec: r.msgs_per_sec,
             p50_us: r.latency.as_ref().map(|l| l.p50_us),
             p99_us: r.latency.as_ref().map(|l| l.p99_us),
+            p999_us: r.latency.as_ref().map(|l| l.p999_us),
+            p9999_us: r.latency.as_ref().map(|l| l.p9999_us),
+            max_us: r.latency.as_ref().map(|l| l.max_us),
+            pacing_p99_us: r.pacing.as_ref().map(|l| l.p99_us),
+            p50_over_floor: r.floor.as_ref().and_then(|f| f.p50_over_floor),
             server_cpu_s_per_m: r.server_cpu_per_million(),
             client_cpu_s_per_m: per_m(r.client_cpu_s),
             churn_per_sec: r.churn_per_sec,
@@ -52,11 +70,16 @@ impl Figures {
     }
 
     /// (name, value) pairs in display order.
-    fn named(&self) -> [(&'static str, Option<f64>); 6] {
+    fn named(&self) -> [(&'static str, Option<f64>); FIGURES] {
         [
             ("msgs/s", Some(self.msgs_per_sec)),
             ("p50 µs", self.p50_us),
             ("p99 µs", self.p99_us),
+            ("p99.9 µs", self.p999_us),
+            ("p99.99 µs", self.p9999_us),
+            ("max µs", self.max_us),
+            ("p50 / two PING RTT", self.p50_over_floor),
+            ("bench late p99 µs", self.pacing_p99_us),
             ("server CPU s per M msgs", self.server_cpu_s_per_m),
             ("client CPU s per M msgs", self.client_cpu_s_per_m),
             ("SUB/UNSUB pairs/s", self.churn_per_sec),
@@ -99,6 +122,8 @@ struct Summary {
 /// The whole comparison, as printed with --json.
 #[derive(Debug, Serialize)]
 struct Comparison {
+    /// Names this format; changes only when a field is renamed or removed.
+    schema: &'static str,
     scenario: String,
     scenario_args: Vec<String>,
     a: String,
@@ -362,7 +387,7 @@ pub fn run(args: &CompareArgs) -> Result<ExitCode> {
         }
     }
 
-    let summary: Vec<Summary> = (0..6)
+    let summary: Vec<Summary> = (0..FIGURES)
         .map(|k| {
             let vals = |side: &str| -> Vec<f64> {
                 runs.iter().filter(|r| r.side == side).filter_map(|r| r.figures.named()[k].1).collect()
@@ -383,6 +408,7 @@ pub fn run(args: &CompareArgs) -> Result<ExitCode> {
         .collect();
 
     let cmp = Comparison {
+        schema: "courier-bench/compare/1",
         scenario: spec.kind.name().into(),
         scenario_args: args.scenario.clone(),
         a: args.a.clone(),
@@ -394,7 +420,7 @@ pub fn run(args: &CompareArgs) -> Result<ExitCode> {
         summary,
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&cmp)?);
+        println!("{}", serde_json::to_string(&cmp)?);
     } else {
         print!("{}", human(&cmp));
     }
@@ -430,7 +456,7 @@ fn human(c: &Comparison) -> String {
     }
     s.push('\n');
     // Figures no run measured (churn rates outside the churn scenario) get no column.
-    let shown: Vec<usize> = (0..6).filter(|&k| c.runs.iter().any(|r| r.figures.named()[k].1.is_some())).collect();
+    let shown: Vec<usize> = (0..FIGURES).filter(|&k| c.runs.iter().any(|r| r.figures.named()[k].1.is_some())).collect();
     let names: Vec<&str> =
         c.runs.first().map(|r| shown.iter().map(|&k| r.figures.named()[k].0).collect()).unwrap_or_default();
     let mut headers = vec!["run", "server"];

@@ -311,5 +311,6 @@ pub async fn run_jsconsume(spec: &Spec) -> Result<Report> {
         timeline: Vec::new(),
         notes: notes.into_iter().chain(cpu_notes).collect(),
         histogram: None,
+        ..Report::default()
     })
 }

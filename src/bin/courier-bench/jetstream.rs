@@ -215,5 +215,6 @@ pub async fn run_jspub(spec: &Spec) -> Result<Report> {
         .chain(cpu_notes)
         .collect(),
         histogram: (!hist.is_empty()).then_some(hist),
+        ..Report::default()
     })
 }

@@ -15,8 +15,9 @@ use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, watch, Mutex, Notify};
 
+use crate::over_time::LatencyOverTime;
 use crate::proto::{encode_pub, parse, Conn, Frame, ReadHalf, SharedWriter, READ_CHUNK, WRITE_BATCH};
-use crate::stats::{nanos_since_epoch, new_histogram, Checks, SeqSeen};
+use crate::stats::{nanos_since_epoch, new_histogram, Checks, Recorder, SeqSeen};
 
 /// How long a receiver waits for more messages, once every publisher is done, before it counts
 /// what is missing as lost.
@@ -119,6 +120,9 @@ pub struct PubTask {
     pub rate: Option<f64>,
     /// When publishing starts (and the paced schedule's origin).
     pub start: Instant,
+    /// Messages scheduled before this moment (shared epoch nanoseconds) are warm-up: their
+    /// lateness is not recorded.
+    pub warm_until_ns: u64,
     /// Stop publishing at this moment even if `count` is not reached.
     pub deadline: Instant,
     /// Give up waiting on the server at this moment.
@@ -135,7 +139,8 @@ pub struct PubOutcome {
     pub flushed: Instant,
     /// Server errors seen on this connection.
     pub checks: Checks,
-    /// Paced mode: how far behind schedule each batch was written, in nanoseconds.
+    /// Paced mode: how far behind its scheduled time each message was handed to the socket, in
+    /// nanoseconds.
     pub lag: Histogram<u64>,
 }
 
@@ -197,9 +202,6 @@ async fn publish_loop(
         };
         buf.clear();
         let batch_ts = nanos_since_epoch(now);
-        if let Some(iv) = interval_ns {
-            lag.saturating_record(batch_ts.saturating_sub(start_ns + (seq as f64 * iv) as u64).max(1));
-        }
         let first = seq;
         while seq < due && buf.len() < WRITE_BATCH {
             let prefix = match &t.choice {
@@ -209,11 +211,17 @@ async fn publish_loop(
             buf.extend_from_slice(prefix);
             let p = buf.len();
             buf.extend_from_slice(&t.template);
+            let ts = match interval_ns {
+                Some(iv) => {
+                    let scheduled = start_ns + (seq as f64 * iv) as u64;
+                    if scheduled >= t.warm_until_ns {
+                        lag.saturating_record(batch_ts.saturating_sub(scheduled).max(1));
+                    }
+                    scheduled
+                }
+                None => batch_ts,
+            };
             if size >= 8 {
-                let ts = match interval_ns {
-                    Some(iv) => start_ns + (seq as f64 * iv) as u64,
-                    None => batch_ts,
-                };
                 buf[p..p + 8].copy_from_slice(&ts.to_le_bytes());
             }
             if size >= 16 {
@@ -319,6 +327,8 @@ pub struct SubTask {
     pub hard: Instant,
     /// Progress counter to bump with received messages.
     pub progress: Arc<AtomicU64>,
+    /// Where measured latencies go.
+    pub recorder: Recorder,
 }
 
 /// What a subscriber saw.
@@ -327,8 +337,8 @@ pub struct SubOutcome {
     pub received: u64,
     /// Messages that count toward completion: first arrivals of valid messages.
     pub counted: u64,
-    /// One-way latency in nanoseconds (when payloads carry a timestamp).
-    pub hist: Histogram<u64>,
+    /// One-way latencies (when payloads carry a timestamp).
+    pub latency: Recorder,
     /// Sequence numbers seen, per publisher (when payloads carry a tag).
     pub seen: Vec<SeqSeen>,
     /// Messages on a subject this subscription should not get (or on the wrong subject).
@@ -347,7 +357,7 @@ pub async fn run_subscriber(conn: Conn, mut t: SubTask) -> Result<SubOutcome> {
     let mut out = SubOutcome {
         received: 0,
         counted: 0,
-        hist: new_histogram(),
+        latency: std::mem::replace(&mut t.recorder, Recorder::new(0, None)),
         seen: vec![SeqSeen::default(); t.pubs],
         misrouted: 0,
         last_recv: None,
@@ -467,7 +477,7 @@ fn on_message(out: &mut SubOutcome, t: &SubTask, subject: &[u8], payload: &[u8],
         out.counted += 1;
     }
     if let Some(ts) = ts {
-        out.hist.saturating_record(now_ns.saturating_sub(ts).max(1));
+        out.latency.record(ts, now_ns);
     }
 }
 
@@ -533,6 +543,10 @@ pub struct ReqTask {
     pub hard: Instant,
     /// Progress counter to bump with replies.
     pub progress: Arc<AtomicU64>,
+    /// Requests sent (scheduled) before this moment (shared epoch nanoseconds) are warm-up.
+    pub warm_until_ns: u64,
+    /// Whether this requester keeps its latency over time.
+    pub over_time: bool,
 }
 
 /// What a requester saw.
@@ -541,8 +555,8 @@ pub struct ReqOutcome {
     pub sent: u64,
     /// Replies received.
     pub received: u64,
-    /// Round-trip latency in nanoseconds.
-    pub hist: Histogram<u64>,
+    /// Round-trip latencies.
+    pub latency: Recorder,
     /// Sequence numbers of the replies.
     pub seen: SeqSeen,
     /// Replies whose subject does not match the sequence number they carry.
@@ -551,7 +565,8 @@ pub struct ReqOutcome {
     pub last_recv: Option<Instant>,
     /// Server errors and malformed replies.
     pub checks: Checks,
-    /// Paced mode: how far behind schedule each batch was written, in nanoseconds.
+    /// Paced mode: how far behind its scheduled time each request was handed to the socket, in
+    /// nanoseconds.
     pub lag: Histogram<u64>,
 }
 
@@ -579,15 +594,18 @@ fn on_reply(o: &mut ReqOutcome, t: &ReqTask, subject: &[u8], payload: &[u8], now
         return;
     }
     o.seen.observe(seq);
-    o.hist.saturating_record(now_ns.saturating_sub(ts).max(1));
+    o.latency.record(ts, now_ns);
 }
 
 /// Sends requests and collects replies, keeping `inflight` outstanding, or at a fixed rate.
 pub async fn run_requester(conn: Conn, t: ReqTask) -> Result<ReqOutcome> {
+    let over_time = t
+        .over_time
+        .then(|| LatencyOverTime::new(nanos_since_epoch(t.start), t.deadline.saturating_duration_since(t.start)));
     let mut o = ReqOutcome {
         sent: 0,
         received: 0,
-        hist: new_histogram(),
+        latency: Recorder::new(t.warm_until_ns, over_time),
         seen: SeqSeen::default(),
         misrouted: 0,
         last_recv: None,
@@ -688,6 +706,8 @@ async fn open_loop_requester(conn: Conn, t: &ReqTask, rate: f64, o: &mut ReqOutc
             deadline,
             hard,
             progress: t.progress.clone(),
+            warm_until_ns: t.warm_until_ns,
+            over_time: false,
         };
         tokio::spawn(async move {
             let r = paced_requests(&task, rate, &wr, &sent).await;
@@ -778,9 +798,13 @@ async fn paced_requests(t: &ReqTask, rate: f64, wr: &SharedWriter, sent: &Atomic
             continue;
         }
         out.clear();
-        lag.saturating_record(nanos_since_epoch(now).saturating_sub(start_ns + (seq as f64 * iv) as u64).max(1));
+        let now_ns = nanos_since_epoch(now);
         while seq < due && out.len() < WRITE_BATCH {
-            encode_request(&mut out, t, &mut reply, seq, start_ns + (seq as f64 * iv) as u64);
+            let scheduled = start_ns + (seq as f64 * iv) as u64;
+            if scheduled >= t.warm_until_ns {
+                lag.saturating_record(now_ns.saturating_sub(scheduled).max(1));
+            }
+            encode_request(&mut out, t, &mut reply, seq, scheduled);
             seq += 1;
         }
         // Count before writing so the reader never sees a reply to an uncounted request.

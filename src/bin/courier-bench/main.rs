@@ -24,6 +24,7 @@ mod consume;
 mod jetstream;
 mod load;
 mod mqtt;
+mod over_time;
 mod plot;
 mod progress;
 mod proto;
@@ -86,6 +87,10 @@ pub struct Common {
     /// latency from each message's scheduled send time (no coordinated omission).
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Leave messages sent in the first this long out of the latency figures (connections,
+    /// caches and the CPU's clock settle first; the plot over time still shows them).
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub warmup: Duration,
     /// Payload bytes.
     #[arg(long, value_enum, default_value_t = PayloadPattern::Zeros)]
     pub payload: PayloadPattern,
@@ -98,15 +103,22 @@ pub struct Common {
     /// Runtime threads; 1 runs every connection on one thread.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// Print the report as JSON.
+    /// Print the report as one line of JSON (its `schema` field names the format).
     #[arg(long, conflicts_with = "csv")]
     pub json: bool,
     /// Print the report as CSV (a header line and one row).
     #[arg(long)]
     pub csv: bool,
-    /// Write an SVG with the latency percentile curve and throughput over time.
+    /// Write an SVG with the latency percentile curve, latency over time and throughput over
+    /// time.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+    /// Write the latency percentile spectrum as CSV (percentile, µs) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub percentiles_csv: Option<PathBuf>,
+    /// Write latency over time as CSV (interval end, count, p50, p99, max) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub over_time_csv: Option<PathBuf>,
     /// No progress bar or notes; results only.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -474,6 +486,9 @@ fn build_spec(cmd: &Command) -> Result<(Spec, Common)> {
             bail!("--rate must be a positive number of messages per second");
         }
     }
+    if common.warmup >= common.duration {
+        bail!("--warmup must be shorter than --duration");
+    }
     if common.threads == 0 || common.threads > 64 {
         bail!("--threads must be between 1 and 64");
     }
@@ -494,6 +509,7 @@ fn build_spec(cmd: &Command) -> Result<(Spec, Common)> {
         msgs,
         size: common.size,
         duration: common.duration,
+        warmup: common.warmup,
         rate: common.rate,
         random_payload: common.payload == PayloadPattern::Random,
         seed: common.seed,
@@ -585,7 +601,7 @@ fn run_scenario(cmd: &Command) -> Result<ExitCode> {
     let rt = runtime(common.threads)?;
     let report = rt.block_on(scenarios::run(&spec))?;
     if common.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", report::json_line(&report)?);
     } else if common.csv {
         println!("{}", report::CSV_HEADER);
         println!("{}", report::csv_row(&report));
@@ -595,6 +611,13 @@ fn run_scenario(cmd: &Command) -> Result<ExitCode> {
             text = text.lines().filter(|l| !l.starts_with("note: ")).map(|l| format!("{l}\n")).collect();
         }
         print!("{text}");
+    }
+    if let Some(path) = &common.percentiles_csv {
+        std::fs::write(path, report::percentiles_csv(&report))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &common.over_time_csv {
+        std::fs::write(path, report::over_time_csv(&report)).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &common.plot {
         plot::write_svg(path, &report)?;

@@ -268,6 +268,7 @@ pub async fn run_telemetry(spec: &Spec) -> Result<Report> {
         timeline,
         notes,
         histogram,
+        ..Report::default()
     })
 }
 

@@ -5,8 +5,40 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::over_time::LatencySample;
 use crate::progress::Sample;
 use crate::stats::{Checks, Latency};
+
+/// The `schema` of the `--json` line; it changes only when a field is renamed or removed.
+pub const JSON_SCHEMA: &str = "courier-bench/1";
+
+/// The least a request can take: two PING/PONG round trips (requester to server and back,
+/// responder to server and back), measured on the same server just before the load.
+#[derive(Debug, Clone, Serialize)]
+pub struct Floor {
+    /// One PING/PONG round trip.
+    pub ping_rtt: Latency,
+    /// Twice the median round trip.
+    pub two_rtt_p50_us: f64,
+    /// The request median over `two_rtt_p50_us` (1.0 is the floor).
+    pub p50_over_floor: Option<f64>,
+}
+
+impl Floor {
+    /// The floor from a histogram of round trips, compared with the requests' latency.
+    pub fn new(rtt: Histogram<u64>, requests: Option<&Latency>, notes: &mut Vec<String>) -> Option<Floor> {
+        let ping_rtt = Latency::from_histogram(&rtt)?;
+        let two = 2.0 * ping_rtt.p50_us;
+        let p50_over_floor = requests.filter(|_| two > 0.0).map(|l| l.p50_us / two);
+        notes.push(format!(
+            "floor: PING/PONG round trip p50 {:.1} µs, p99 {:.1} µs; two round trips {two:.1} µs{}",
+            ping_rtt.p50_us,
+            ping_rtt.p99_us,
+            p50_over_floor.map_or_else(String::new, |r| format!("; request p50 is {r:.2}x that"))
+        ));
+        Some(Floor { ping_rtt, two_rtt_p50_us: two, p50_over_floor })
+    }
+}
 
 /// How evenly queue group members (or responders) shared the work.
 #[derive(Debug, Clone, Serialize)]
@@ -46,7 +78,7 @@ pub struct Memory {
 }
 
 /// Everything one scenario run measured.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
     /// Scenario name.
     pub scenario: String,
@@ -86,6 +118,17 @@ pub struct Report {
     pub timeline: Vec<Sample>,
     /// Free-form notes (what was not measured and why).
     pub notes: Vec<String>,
+    /// Open loop: how long after its scheduled time each message was handed to the socket (the
+    /// bench's own lateness, already part of `latency`).
+    pub pacing: Option<Latency>,
+    /// Milliseconds the hypervisor took from each CPU during the run (steal; 10 ms ticks).
+    pub steal_ms: Vec<u64>,
+    /// Seconds at the start whose messages are left out of `latency` and `pacing`.
+    pub warmup_s: f64,
+    /// Latency by send time (p50, p99, max per interval), warm-up included.
+    pub latency_over_time: Vec<LatencySample>,
+    /// Request-reply: the round-trip floor measured on the same server.
+    pub floor: Option<Floor>,
     /// The latency histogram in nanoseconds, for plotting.
     #[serde(skip)]
     pub histogram: Option<Histogram<u64>>,
@@ -115,6 +158,7 @@ pub fn human(r: &Report) -> String {
         "p90 µs",
         "p99 µs",
         "p99.9 µs",
+        "p99.99 µs",
         "max µs",
         "client CPU s",
         "server CPU s",
@@ -128,6 +172,7 @@ pub fn human(r: &Report) -> String {
         opt(lat.map(|l| l.p90_us), 1),
         opt(lat.map(|l| l.p99_us), 1),
         opt(lat.map(|l| l.p999_us), 1),
+        opt(lat.map(|l| l.p9999_us), 1),
         opt(lat.map(|l| l.max_us), 1),
         format!("{:.3}", r.client_cpu_s),
         opt(r.server_cpu_s, 3),
@@ -194,15 +239,17 @@ pub fn failure_banner(c: &Checks) -> Option<String> {
 
 /// CSV column names, matching [`csv_row`].
 pub const CSV_HEADER: &str = "scenario,server,msgs,published,received,size,elapsed_s,msgs_per_sec,mb_per_sec,\
-p50_us,p90_us,p99_us,p999_us,max_us,client_cpu_s,server_cpu_s,lost,duplicated,out_of_order,misrouted,errors";
+p50_us,p90_us,p99_us,p999_us,max_us,client_cpu_s,server_cpu_s,lost,duplicated,out_of_order,misrouted,errors,\
+p9999_us,pacing_p50_us,pacing_p99_us,pacing_max_us,floor_two_rtt_us,warmup_s";
 
 /// One CSV line for a report.
 pub fn csv_row(r: &Report) -> String {
     let lat = r.latency.as_ref();
     let o = |v: Option<f64>| v.map(|v| format!("{v:.3}")).unwrap_or_default();
     let c = &r.checks;
+    let pacing = r.pacing.as_ref();
     format!(
-        "{},{},{},{},{},{},{:.6},{:.1},{:.3},{},{},{},{},{},{:.3},{},{},{},{},{},{}",
+        "{},{},{},{},{},{},{:.6},{:.1},{:.3},{},{},{},{},{},{:.3},{},{},{},{},{},{},{},{},{},{},{},{}",
         r.scenario,
         r.server,
         r.msgs,
@@ -223,8 +270,45 @@ pub fn csv_row(r: &Report) -> String {
         c.duplicated,
         c.out_of_order,
         c.misrouted,
-        c.errors
+        c.errors,
+        o(lat.map(|l| l.p9999_us)),
+        o(pacing.map(|l| l.p50_us)),
+        o(pacing.map(|l| l.p99_us)),
+        o(pacing.map(|l| l.max_us)),
+        o(r.floor.as_ref().map(|f| f.two_rtt_p50_us)),
+        r.warmup_s
     )
+}
+
+/// The `--json` line: the whole report on one line, led by its schema name.
+pub fn json_line(r: &Report) -> serde_json::Result<String> {
+    #[derive(Serialize)]
+    struct Line<'a> {
+        schema: &'static str,
+        #[serde(flatten)]
+        report: &'a Report,
+    }
+    serde_json::to_string(&Line { schema: JSON_SCHEMA, report: r })
+}
+
+/// The latency percentile spectrum as CSV (`percentile,latency_us`), from p0 to the maximum.
+pub fn percentiles_csv(r: &Report) -> String {
+    let mut s = String::from("percentile,latency_us\n");
+    if let Some(h) = &r.histogram {
+        for v in h.iter_quantiles(5) {
+            let _ = writeln!(s, "{:.6},{:.3}", v.quantile_iterated_to() * 100.0, v.value_iterated_to() as f64 / 1000.0);
+        }
+    }
+    s
+}
+
+/// Latency over time as CSV, one line per interval.
+pub fn over_time_csv(r: &Report) -> String {
+    let mut s = String::from("t_s,count,p50_us,p99_us,max_us\n");
+    for x in &r.latency_over_time {
+        let _ = writeln!(s, "{:.3},{},{:.1},{:.1},{:.1}", x.t_s, x.count, x.p50_us, x.p99_us, x.max_us);
+    }
+    s
 }
 
 /// Renders a plain text table with right-aligned columns (the first left-aligned).

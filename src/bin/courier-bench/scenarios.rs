@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
@@ -15,10 +16,14 @@ use crate::load::{
     run_churner, run_publisher, run_requester, run_responder, run_subscriber, ChurnTask, Expect, Filter, PubTask,
     ReqTask, SubTask, SubjectSpace,
 };
+use crate::over_time::LatencyOverTime;
 use crate::progress::Sampler;
 use crate::proto::{pub_prefix, Conn};
-use crate::report::{Memory, Report, Spread};
-use crate::stats::{new_histogram, proc_cpu_seconds, proc_rss_kb, self_cpu_seconds, Checks, Latency, SeqSeen};
+use crate::report::{Floor, Memory, Report, Spread};
+use crate::stats::{
+    nanos_since_epoch, new_histogram, proc_cpu_seconds, proc_rss_kb, self_cpu_seconds, steal_ms_by_cpu, Checks,
+    Latency, Recorder, SeqSeen,
+};
 
 /// Extra time past --duration for the server to catch up before a run is abandoned.
 const HARD_GRACE: Duration = Duration::from_secs(30);
@@ -95,6 +100,8 @@ pub struct Spec {
     pub size: usize,
     /// Stop sending new messages after this long.
     pub duration: Duration,
+    /// Messages sent in the first this long are not counted in the latency figures.
+    pub warmup: Duration,
     /// Total messages (or requests) per second, open loop; `None` for as fast as possible.
     pub rate: Option<f64>,
     /// Random payload bytes instead of zeros.
@@ -151,13 +158,31 @@ pub(crate) struct Meter {
     client0: f64,
     server0: Option<f64>,
     pid: Option<u32>,
+    steal0: Vec<u64>,
+    started: Instant,
 }
 
 impl Meter {
     /// Reads both CPU counters now.
     pub(crate) fn start(pid: Option<u32>) -> Result<Meter> {
         let server0 = pid.map(proc_cpu_seconds).transpose().context("reading the server's CPU time (--server-pid)")?;
-        Ok(Meter { client0: self_cpu_seconds(), server0, pid })
+        Ok(Meter { client0: self_cpu_seconds(), server0, pid, steal0: steal_ms_by_cpu(), started: Instant::now() })
+    }
+
+    /// Milliseconds of steal per CPU since [`Meter::start`], with a note when the hypervisor
+    /// took more than 1% of the run from any CPU.
+    pub(crate) fn steal(&self, notes: &mut Vec<String>) -> Vec<u64> {
+        let now = steal_ms_by_cpu();
+        let steal: Vec<u64> = now.iter().zip(&self.steal0).map(|(b, a)| b.saturating_sub(*a)).collect();
+        let run_ms = self.started.elapsed().as_millis() as u64;
+        if steal.iter().any(|&ms| ms * 100 > run_ms) {
+            let per_cpu: Vec<String> = steal.iter().enumerate().map(|(i, ms)| format!("CPU {i} {ms} ms")).collect();
+            notes.push(format!(
+                "steal: the hypervisor took {} of this {run_ms} ms run; tails include those pauses",
+                per_cpu.join(", ")
+            ));
+        }
+        steal
     }
 
     /// CPU seconds used since [`Meter::start`] by this process and by the server.
@@ -230,14 +255,37 @@ fn size_notes(size: usize, notes: &mut Vec<String>) {
     }
 }
 
-/// Notes how far behind schedule paced sends were (nothing in closed-loop runs).
-fn pacing_note(lag: &hdrhistogram::Histogram<u64>, notes: &mut Vec<String>) {
-    if let Some(l) = Latency::from_histogram(lag) {
-        notes.push(format!(
-            "pacing: batches written p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs behind schedule",
-            l.p50_us, l.p99_us, l.max_us
-        ));
+/// Receivers that keep their latency over time (the rest only add to the percentiles).
+const OVER_TIME_RECEIVERS: usize = 8;
+
+/// The recorder for receiver number `i` of a run that starts at `start`.
+fn recorder(spec: &Spec, start: Instant, i: usize) -> Recorder {
+    let over_time = (i < OVER_TIME_RECEIVERS).then(|| LatencyOverTime::new(nanos_since_epoch(start), spec.duration));
+    Recorder::new(warm_until_ns(spec, start), over_time)
+}
+
+/// When the warm-up of a run that starts at `start` ends, in shared epoch nanoseconds.
+fn warm_until_ns(spec: &Spec, start: Instant) -> u64 {
+    nanos_since_epoch(start + spec.warmup)
+}
+
+/// How late the publisher handed paced messages to the socket (nothing in closed-loop runs), and
+/// a warning when that is large enough to matter next to the latencies measured.
+fn pacing(lag: &hdrhistogram::Histogram<u64>, latency: Option<&Latency>, notes: &mut Vec<String>) -> Option<Latency> {
+    let l = Latency::from_histogram(lag)?;
+    notes.push(format!(
+        "pacing: messages handed to the socket p50 {:.1} µs, p99 {:.1} µs, p99.9 {:.1} µs, max {:.1} µs after their scheduled time (counted in the latency)",
+        l.p50_us, l.p99_us, l.p999_us, l.max_us
+    ));
+    if let Some(lat) = latency {
+        if l.p99_us > 0.5 * lat.p99_us.max(lat.p50_us * 2.0) {
+            notes.push(
+                "pacing: the publisher itself ran late for a good part of the tail; the bench or the machine, not only the server, is in these figures (pin the bench to its own CPU, lower --rate)"
+                    .into(),
+            );
+        }
     }
+    Some(l)
 }
 
 /// pub, pubsub, fanout, queue and wildcard.
@@ -348,6 +396,7 @@ async fn run_pubsub(spec: &Spec) -> Result<Report> {
             done: done_rx.clone(),
             hard,
             progress: progress.clone(),
+            recorder: recorder(spec, start, sub_tasks.len()),
         };
         sub_tasks.push(tokio::spawn(run_subscriber(conn, t)));
     }
@@ -375,6 +424,7 @@ async fn run_pubsub(spec: &Spec) -> Result<Report> {
             template: template.clone(),
             rate: per_pub_rate,
             start,
+            warm_until_ns: warm_until_ns(spec, start),
             deadline,
             hard,
             sent: sent[id].clone(),
@@ -444,12 +494,12 @@ async fn run_pubsub(spec: &Spec) -> Result<Report> {
     }
     let timeline = sampler.finish().await;
     let (client_cpu_s, server_cpu_s) = meter.stop(&mut notes);
-    pacing_note(&lag, &mut notes);
+    let steal_ms = meter.steal(&mut notes);
 
     let sent_by_pub: Vec<u64> = sent.iter().map(|s| s.load(Ordering::Relaxed)).collect();
     let published: u64 = sent_by_pub.iter().sum();
     let tagged = spec.size >= 16;
-    let mut hist = new_histogram();
+    let mut latency = Recorder::new(0, None);
     let mut received = 0u64;
     let mut members = Vec::new();
     let mut merged = vec![SeqSeen::default(); pubs];
@@ -472,7 +522,7 @@ async fn run_pubsub(spec: &Spec) -> Result<Report> {
         }
         checks.add(&o.checks);
         checks.misrouted += o.misrouted;
-        let _ = hist.add(&o.hist);
+        latency.merge(&o.latency);
         if kind == Kind::Queue {
             for (m, s) in merged.iter_mut().zip(&o.seen) {
                 m.merge(s);
@@ -501,6 +551,10 @@ async fn run_pubsub(spec: &Spec) -> Result<Report> {
     let msgs = if kind == Kind::Pub { published } else { received };
     let elapsed_s = end.saturating_duration_since(start).as_secs_f64();
     let per_sec = |n: u64| if elapsed_s > 0.0 { n as f64 / elapsed_s } else { 0.0 };
+    let lat = Latency::from_histogram(&latency.hist);
+    let pacing = pacing(&lag, lat.as_ref(), &mut notes);
+    warmup_note(spec, &mut notes);
+    let hist = latency.hist;
     Ok(Report {
         scenario: kind.name().to_string(),
         server: spec.server.clone(),
@@ -511,7 +565,7 @@ async fn run_pubsub(spec: &Spec) -> Result<Report> {
         elapsed_s,
         msgs_per_sec: per_sec(msgs),
         mb_per_sec: per_sec(msgs) * spec.size as f64 / 1e6,
-        latency: Latency::from_histogram(&hist),
+        latency: lat,
         client_cpu_s,
         server_cpu_s,
         checks,
@@ -521,7 +575,12 @@ async fn run_pubsub(spec: &Spec) -> Result<Report> {
         churn_per_sec,
         timeline,
         notes,
+        pacing,
+        steal_ms,
+        warmup_s: spec.warmup.as_secs_f64(),
+        latency_over_time: latency.over_time.map(|o| o.samples()).unwrap_or_default(),
         histogram: (!hist.is_empty()).then_some(hist),
+        ..Report::default()
     })
 }
 
@@ -572,6 +631,11 @@ async fn run_request(spec: &Spec) -> Result<Report> {
             first.await_route(resp, ROUTE_WAIT).await?;
         }
     }
+    // The floor: PING/PONG round trips on the first requester's connection, before the load.
+    let floor = match req_conns.first_mut() {
+        Some((c, _)) => Some(ping_round_trips(c, FLOOR_PINGS).await?),
+        None => None,
+    };
     let progress = Arc::new(AtomicU64::new(0));
     let template = template(spec);
     let (done_tx, done_rx) = watch::channel(false);
@@ -599,12 +663,14 @@ async fn run_request(spec: &Spec) -> Result<Report> {
                 deadline,
                 hard,
                 progress: progress.clone(),
+                warm_until_ns: warm_until_ns(spec, start),
+                over_time: id < OVER_TIME_RECEIVERS,
             };
             tokio::spawn(run_requester(c, t))
         })
         .collect();
     let mut checks = Checks::default();
-    let mut hist = new_histogram();
+    let mut latency = Recorder::new(0, None);
     let mut lag = new_histogram();
     let (mut published, mut received) = (0u64, 0u64);
     let mut end = start;
@@ -620,7 +686,7 @@ async fn run_request(spec: &Spec) -> Result<Report> {
                 if r == 1 {
                     checks.out_of_order += o.seen.out_of_order;
                 }
-                let _ = hist.add(&o.hist);
+                latency.merge(&o.latency);
                 let _ = lag.add(&o.lag);
                 if let Some(t) = o.last_recv {
                     end = end.max(t);
@@ -644,9 +710,14 @@ async fn run_request(spec: &Spec) -> Result<Report> {
     }
     let timeline = sampler.finish().await;
     let (client_cpu_s, server_cpu_s) = meter.stop(&mut notes);
-    pacing_note(&lag, &mut notes);
+    let steal_ms = meter.steal(&mut notes);
     let elapsed_s = end.saturating_duration_since(start).as_secs_f64();
     let per_sec = if elapsed_s > 0.0 { received as f64 / elapsed_s } else { 0.0 };
+    let lat = Latency::from_histogram(&latency.hist);
+    let pacing = pacing(&lag, lat.as_ref(), &mut notes);
+    let floor = floor.and_then(|rtt| Floor::new(rtt, lat.as_ref(), &mut notes));
+    warmup_note(spec, &mut notes);
+    let hist = latency.hist;
     Ok(Report {
         scenario: Kind::Request.name().into(),
         server: spec.server.clone(),
@@ -657,7 +728,7 @@ async fn run_request(spec: &Spec) -> Result<Report> {
         elapsed_s,
         msgs_per_sec: per_sec,
         mb_per_sec: per_sec * spec.size as f64 / 1e6,
-        latency: Latency::from_histogram(&hist),
+        latency: lat,
         client_cpu_s,
         server_cpu_s,
         checks,
@@ -667,8 +738,40 @@ async fn run_request(spec: &Spec) -> Result<Report> {
         churn_per_sec: None,
         timeline,
         notes,
+        pacing,
+        steal_ms,
+        warmup_s: spec.warmup.as_secs_f64(),
+        latency_over_time: latency.over_time.map(|o| o.samples()).unwrap_or_default(),
+        floor,
         histogram: (!hist.is_empty()).then_some(hist),
     })
+}
+
+/// PING/PONG round trips measured for the request scenario's floor.
+const FLOOR_PINGS: u64 = 2000;
+
+/// Times `n` PING/PONG round trips one after the other on `conn` (nanoseconds).
+async fn ping_round_trips(conn: &mut Conn, n: u64) -> Result<hdrhistogram::Histogram<u64>> {
+    let mut h = new_histogram();
+    for _ in 0..n {
+        let t0 = Instant::now();
+        conn.wr.write_all(b"PING\r\n").await?;
+        tokio::time::timeout(Duration::from_secs(10), conn.wait_pong())
+            .await
+            .context("no PONG within 10 s while measuring the round trip")??;
+        h.saturating_record((t0.elapsed().as_nanos() as u64).max(1));
+    }
+    Ok(h)
+}
+
+/// Notes the warm-up, if there was one.
+fn warmup_note(spec: &Spec, notes: &mut Vec<String>) {
+    if !spec.warmup.is_zero() {
+        notes.push(format!(
+            "warm-up: messages sent in the first {:?} are not in the latency figures (they are in the plot over time)",
+            spec.warmup
+        ));
+    }
 }
 
 /// Raises this process's open-file limit to its hard limit; returns the new soft limit.
@@ -801,5 +904,6 @@ pub(crate) fn idle_report(kind: Kind, spec: &Spec, r: IdleRun) -> Report {
         timeline,
         notes,
         histogram: None,
+        ..Report::default()
     }
 }

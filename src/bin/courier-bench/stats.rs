@@ -8,6 +8,8 @@ use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use crate::over_time::LatencyOverTime;
+
 /// The shared clock origin: timestamps embedded in payloads are nanoseconds since this instant.
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
 
@@ -26,6 +28,48 @@ pub fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds")
 }
 
+/// Where a receiver puts the latencies it measures: the run's histogram (once the warm-up is
+/// over) and, for the first few receivers, the record over time (warm-up included, so the plot
+/// shows it).
+#[derive(Clone)]
+pub struct Recorder {
+    /// Latencies in nanoseconds of messages sent after the warm-up.
+    pub hist: Histogram<u64>,
+    /// Messages sent before this moment (shared epoch nanoseconds) are warm-up.
+    pub from_ns: u64,
+    /// Latency by send time, if this receiver keeps one.
+    pub over_time: Option<LatencyOverTime>,
+}
+
+impl Recorder {
+    /// A recorder that ignores messages sent before `from_ns` in its histogram.
+    pub fn new(from_ns: u64, over_time: Option<LatencyOverTime>) -> Self {
+        Recorder { hist: new_histogram(), from_ns, over_time }
+    }
+
+    /// Records a message stamped `sent_ns` that arrived at `now_ns`.
+    #[inline]
+    pub fn record(&mut self, sent_ns: u64, now_ns: u64) {
+        let lat = now_ns.saturating_sub(sent_ns).max(1);
+        if sent_ns >= self.from_ns {
+            self.hist.saturating_record(lat);
+        }
+        if let Some(o) = &mut self.over_time {
+            o.record(sent_ns, lat);
+        }
+    }
+
+    /// Adds another receiver's latencies.
+    pub fn merge(&mut self, other: &Recorder) {
+        let _ = self.hist.add(&other.hist);
+        match (&mut self.over_time, &other.over_time) {
+            (Some(a), Some(b)) => a.merge(b),
+            (None, Some(b)) => self.over_time = Some(b.clone()),
+            _ => {}
+        }
+    }
+}
+
 /// Latency percentiles in microseconds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
@@ -41,6 +85,8 @@ pub struct Latency {
     pub p99_us: f64,
     /// 99.9th percentile.
     pub p999_us: f64,
+    /// 99.99th percentile.
+    pub p9999_us: f64,
     /// Largest sample.
     pub max_us: f64,
 }
@@ -59,6 +105,7 @@ impl Latency {
             p90_us: us(h.value_at_quantile(0.90)),
             p99_us: us(h.value_at_quantile(0.99)),
             p999_us: us(h.value_at_quantile(0.999)),
+            p9999_us: us(h.value_at_quantile(0.9999)),
             max_us: us(h.max()),
         })
     }
@@ -220,6 +267,21 @@ pub fn proc_rss_kb(pid: u32) -> Result<u64> {
     bail!("no VmRSS line in {path}")
 }
 
+/// Milliseconds of steal per CPU so far (time the hypervisor ran something else while this
+/// machine's CPU had work), from the `cpuN` lines of /proc/stat; empty where it cannot be read.
+pub fn steal_ms_by_cpu() -> Vec<u64> {
+    let Ok(text) = std::fs::read_to_string("/proc/stat") else {
+        return Vec::new();
+    };
+    // SAFETY: sysconf has no memory effects.
+    let tck = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ms_per_tick = if tck > 0 { 1000 / tck as u64 } else { 10 };
+    text.lines()
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .map(|l| l.split_whitespace().nth(8).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * ms_per_tick)
+        .collect()
+}
+
 /// Median of a list (NaN when empty).
 pub fn median(v: &[f64]) -> f64 {
     if v.is_empty() {
@@ -266,5 +328,9 @@ mod tests {
         let pid = std::process::id();
         assert!(proc_cpu_seconds(pid).unwrap() >= 0.0);
         assert!(proc_rss_kb(pid).unwrap() > 0);
+        let steal = steal_ms_by_cpu();
+        assert!(
+            steal.is_empty() || steal.len() == std::thread::available_parallelism().map_or(steal.len(), |n| n.get())
+        );
     }
 }
