@@ -16,6 +16,13 @@
 //! duplicated, out-of-order and misrouted messages are counted and reported loudly, with exit
 //! status 2.
 //!
+//! With `--rate`, publishers (and requesters) send on a fixed schedule: each busy-waits on the
+//! bench's thread and hands every message to the socket as it comes due, stamped with its
+//! scheduled time, so latency counts any delay from the schedule on (no coordinated omission) and
+//! the bench's own lateness is measured and reported beside it. Reports carry HDR percentiles to
+//! p99.99 and the maximum, latency over time, steal time per CPU, and for request-reply the
+//! PING/PONG floor; `--json` is one line led by a `schema` name.
+//!
 //! Payload layout: bytes 0..8 carry the send timestamp (nanoseconds since a process-wide epoch)
 //! and bytes 8..16 the publisher id and sequence number, when the payload is large enough.
 
