@@ -553,7 +553,7 @@ async fn run_pubsub(spec: &Spec) -> Result<Report> {
     let per_sec = |n: u64| if elapsed_s > 0.0 { n as f64 / elapsed_s } else { 0.0 };
     let lat = Latency::from_histogram(&latency.hist);
     let pacing = pacing(&lag, lat.as_ref(), &mut notes);
-    warmup_note(spec, &mut notes);
+    warmup_note(spec, lat.as_ref(), &mut notes);
     let hist = latency.hist;
     Ok(Report {
         scenario: kind.name().to_string(),
@@ -716,7 +716,7 @@ async fn run_request(spec: &Spec) -> Result<Report> {
     let lat = Latency::from_histogram(&latency.hist);
     let pacing = pacing(&lag, lat.as_ref(), &mut notes);
     let floor = floor.and_then(|rtt| Floor::new(rtt, lat.as_ref(), &mut notes));
-    warmup_note(spec, &mut notes);
+    warmup_note(spec, lat.as_ref(), &mut notes);
     let hist = latency.hist;
     Ok(Report {
         scenario: Kind::Request.name().into(),
@@ -764,13 +764,20 @@ async fn ping_round_trips(conn: &mut Conn, n: u64) -> Result<hdrhistogram::Histo
     Ok(h)
 }
 
-/// Notes the warm-up, if there was one.
-fn warmup_note(spec: &Spec, notes: &mut Vec<String>) {
-    if !spec.warmup.is_zero() {
-        notes.push(format!(
-            "warm-up: messages sent in the first {:?} are not in the latency figures (they are in the plot over time)",
-            spec.warmup
-        ));
+/// Notes the warm-up, if there was one, and says so when it left no latency to report.
+fn warmup_note(spec: &Spec, latency: Option<&Latency>, notes: &mut Vec<String>) {
+    if spec.warmup.is_zero() {
+        return;
+    }
+    notes.push(format!(
+        "warm-up: messages sent in the first {:?} are not in the latency figures (they are in the plot over time)",
+        spec.warmup
+    ));
+    if latency.is_none() && spec.size >= 8 {
+        notes.push(
+            "warm-up: every message was sent during the warm-up, so no latency is reported (raise -n or --duration)"
+                .into(),
+        );
     }
 }
 
