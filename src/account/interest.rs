@@ -11,8 +11,9 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
+use crate::connection::outbound::Outbound;
 use crate::delivery::{Subscription, TargetKind};
-use crate::proto::encode::{self, Hop};
+use crate::proto::encode::Hop;
 
 /// One change of interest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -173,17 +174,16 @@ pub enum Announce {
 }
 
 impl Announce {
-    /// Queues the announcement for `change` on the link `conn` (`RS±` on a route, `LS±` on a
-    /// leaf link).
-    pub fn send(self, conn: &crate::connection::Connection, hop: Hop<'_>, change: &InterestChange<'_>) {
-        let (gained, weight) = match self {
-            Announce::Nothing => return,
-            Announce::Interest(weight) => (true, weight),
-            Announce::Gone => (false, None),
-        };
-        let queue = change.queue.map(|q| (q, weight));
-        let need = encode::interest_len_hint(hop, change.subject, change.queue);
-        let _ = conn.outbound.push_with(need, |out| encode::interest(out, hop, gained, change.subject, queue));
+    /// Queues the announcement for `change` on a link's outbound queue (`RS±` on a route, `LS±`
+    /// on a leaf link).
+    pub fn send(self, out: &Outbound, hop: Hop<'_>, change: &InterestChange<'_>) {
+        match self {
+            Announce::Nothing => {}
+            Announce::Interest(weight) => {
+                out.push_interest(hop, true, change.subject, change.queue.map(|q| (q, weight)))
+            }
+            Announce::Gone => out.push_interest(hop, false, change.subject, change.queue.map(|q| (q, None))),
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 
-use crate::proto::encode::{self, Message};
+use crate::proto::encode::{self, Hop, Message};
 
 /// The smallest chunk: enough for INFO, a PONG or a few small messages.
 const MIN_CHUNK: usize = 512;
@@ -205,6 +205,13 @@ impl Outbound {
     /// Queues raw protocol bytes.
     pub fn push_bytes(&self, bytes: &[u8]) -> Push {
         self.push_with(bytes.len(), |b| b.extend_from_slice(bytes))
+    }
+
+    /// Queues an interest line for another server (`RS±` on a route, `LS±` on a leaf link); a
+    /// queue group's `+` carries its weight.
+    pub fn push_interest(&self, hop: Hop<'_>, gained: bool, subject: &[u8], queue: Option<(&[u8], Option<u32>)>) {
+        let need = encode::interest_len_hint(hop, subject, queue.map(|(q, _)| q));
+        let _ = self.push_with(need, |out| encode::interest(out, hop, gained, subject, queue));
     }
 
     /// Wakes the writer to flush.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::account::interest::{Announce, Tally};
+use crate::account::interest::Tally;
 use crate::account::{Account, InterestChange, InterestListener};
 use crate::auth::Permissions;
 use crate::connection::Connection;
@@ -44,14 +44,7 @@ impl LeafInterest {
     ) -> Arc<LeafInterest> {
         let me =
             Arc::new(LeafInterest { conn: Arc::clone(conn), spoke, permissions, tally: Mutex::new(Tally::default()) });
-        let lds = InterestChange {
-            kind: TargetKind::Internal,
-            source: 0,
-            subject: loop_subject.as_bytes(),
-            queue: None,
-            count: 1,
-        };
-        Announce::Interest(None).send(&me.conn, Hop::Leaf, &lds);
+        me.conn.outbound.push_interest(Hop::Leaf, true, loop_subject.as_bytes(), None);
         // Held while registering, so that no change is applied before the snapshot.
         let mut tally = me.tally.lock();
         let now = account.listen(Arc::clone(&me) as Arc<dyn InterestListener>);
@@ -85,7 +78,7 @@ impl LeafInterest {
         if !permitted {
             return;
         }
-        tally.apply(change).send(&self.conn, Hop::Leaf, change);
+        tally.apply(change).send(&self.conn.outbound, Hop::Leaf, change);
     }
 }
 

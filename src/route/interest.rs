@@ -61,7 +61,7 @@ impl RouteInterest {
         if self.permissions.as_ref().is_some_and(|p| !p.can_publish(change.subject)) {
             return;
         }
-        counts.apply(change).send(&self.conn, Hop::Route { account: &self.account }, change);
+        counts.apply(change).send(&self.conn.outbound, Hop::Route { account: &self.account }, change);
     }
 }
 
