@@ -70,15 +70,7 @@ async fn wait_routes(node: &Node, n: usize) {
 /// Waits until some route of `node` has (or, with `present` false, no route has) remote
 /// interest in `subject`.
 async fn wait_remote_interest(node: &Node, subject: &str, present: bool) {
-    node.wait_monitor("/routez?subs=1", &format!("interest in {subject} should be {present}"), |routez| {
-        let found = routez["routes"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|r| r["subscriptions_list"].as_array().into_iter().flatten().any(|s| s == subject));
-        found == present
-    })
-    .await;
+    node.wait_link_interest("/routez?subs=1", "routes", subject, present).await;
 }
 
 async fn next(sub: &mut async_nats::Subscriber) -> async_nats::Message {

@@ -61,15 +61,14 @@ async fn wait_links(node: &Proc, n: u64) {
 /// Waits until `node`'s leaf links list (or, `present` false, do not list) interest in
 /// `subject` from the other side.
 async fn wait_interest(node: &Proc, subject: &str, present: bool) {
-    node.wait_monitor("/leafz?subs=1", &format!("interest in {subject} should be {present}"), |v| {
-        let found = v["leafs"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|l| l["subscriptions_list"].as_array().into_iter().flatten().any(|s| s == subject));
-        found == present
-    })
-    .await;
+    node.wait_link_interest("/leafz?subs=1", "leafs", subject, present).await;
+}
+
+/// The `cluster` block (and server name) of hub `name` of cluster HUBS, seeded with the route
+/// port `seed` when it is not the first.
+fn hub_cluster(name: &str, seed: Option<u16>) -> String {
+    let routes = seed.map(|p| format!("routes: [\"nats-route://127.0.0.1:{p}\"]")).unwrap_or_default();
+    format!("cluster {{ name: HUBS, listen: 127.0.0.1:-1, {routes} }}\nserver_name: {name}")
 }
 
 /// Messages `node` has taken in over its leaf links.
@@ -563,12 +562,8 @@ async fn a_courier_leaf_with_credentials_joins_a_nats_server_hub_in_operator_mod
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaf_of_one_server_of_a_hub_cluster_reaches_the_whole_cluster() {
     let dir = tempfile::tempdir().unwrap();
-    let cluster = |name: &str, seed: Option<u16>| {
-        let routes = seed.map(|p| format!("routes: [\"nats-route://127.0.0.1:{p}\"]")).unwrap_or_default();
-        format!("cluster {{ name: HUBS, listen: 127.0.0.1:-1, {routes} }}\nserver_name: {name}")
-    };
-    let a = process::start(COURIER, dir.path(), "A", &hub_conf_named(0, &cluster("A", None)));
-    let b = process::start(COURIER, dir.path(), "B", &hub_conf_named(0, &cluster("B", a.cluster_port)));
+    let a = process::start(COURIER, dir.path(), "A", &hub_conf_named(0, &hub_cluster("A", None)));
+    let b = process::start(COURIER, dir.path(), "B", &hub_conf_named(0, &hub_cluster("B", a.cluster_port)));
     a.wait_monitor("/routez", "a route", |v| v["num_routes"] == 1).await;
     let leaf = process::start(COURIER, dir.path(), "LEAF", &leaf_conf("LEAF", &leaf_url(&a), ""));
     wait_links(&a, 1).await;
@@ -598,12 +593,8 @@ async fn a_leaf_of_one_server_of_a_hub_cluster_reaches_the_whole_cluster() {
 async fn a_courier_leaf_fails_over_to_another_server_of_a_nats_server_hub_cluster() {
     let Some(bin) = nats_server_or_skip() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let cluster = |name: &str, seed: Option<u16>| {
-        let routes = seed.map(|p| format!("routes: [\"nats-route://127.0.0.1:{p}\"]")).unwrap_or_default();
-        format!("cluster {{ name: HUBS, listen: 127.0.0.1:-1, {routes} }}\nserver_name: {name}")
-    };
-    let n1 = process::start(bin, dir.path(), "N1", &hub_conf_named(0, &cluster("N1", None)));
-    let n2 = process::start(bin, dir.path(), "N2", &hub_conf_named(0, &cluster("N2", n1.cluster_port)));
+    let n1 = process::start(bin, dir.path(), "N1", &hub_conf_named(0, &hub_cluster("N1", None)));
+    let n2 = process::start(bin, dir.path(), "N2", &hub_conf_named(0, &hub_cluster("N2", n1.cluster_port)));
     n1.wait_monitor("/routez", "a route", |v| v["num_routes"] == 1).await;
     // The leaf is told of N1 only; N1's INFO names N2's leaf port too.
     let leaf = process::start(COURIER, dir.path(), "LEAF", &leaf_conf("LEAF", &leaf_url(&n1), ""));

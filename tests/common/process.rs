@@ -141,6 +141,21 @@ impl Proc {
         }
     }
 
+    /// Waits (bounded) until one of the links `path` lists under `links` (`/routez?subs=1` and
+    /// `routes`, `/leafz?subs=1` and `leafs`) has interest in `subject` from the other side,
+    /// or, with `present` false, until none has.
+    pub async fn wait_link_interest(&self, path: &str, links: &str, subject: &str, present: bool) {
+        self.wait_monitor(path, &format!("interest in {subject} should be {present}"), |v| {
+            let found = v[links]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|l| l["subscriptions_list"].as_array().into_iter().flatten().any(|s| s == subject));
+            found == present
+        })
+        .await;
+    }
+
     /// Waits (bounded) until its log contains `needle`.
     pub async fn wait_log(&self, needle: &str) {
         let deadline = Instant::now() + START_WAIT;
