@@ -328,9 +328,9 @@ mod tests {
         let pid = std::process::id();
         assert!(proc_cpu_seconds(pid).unwrap() >= 0.0);
         assert!(proc_rss_kb(pid).unwrap() > 0);
-        let steal = steal_ms_by_cpu();
-        assert!(
-            steal.is_empty() || steal.len() == std::thread::available_parallelism().map_or(steal.len(), |n| n.get())
-        );
+        // One figure per CPU of the machine, not only those this process may run on.
+        if std::path::Path::new("/proc/stat").exists() {
+            assert!(!steal_ms_by_cpu().is_empty());
+        }
     }
 }
